@@ -1,0 +1,31 @@
+"""``nos``: the command line. Each sub-command lives in a module of its own."""
+
+from __future__ import annotations
+
+import click
+
+from nos import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="nos")
+def cli() -> None:
+    """nos: dynamic MIG partitioning of NVIDIA GPUs in Kubernetes."""
+
+
+def _register() -> None:
+    from nos.cli.plan import plan
+
+    cli.add_command(plan)
+    try:
+        from nos.cli.agent import agent
+    except ImportError:  # pragma: no cover - the agent command is optional until it lands
+        return
+    cli.add_command(agent)
+
+
+_register()
+
+
+def main() -> None:
+    cli()

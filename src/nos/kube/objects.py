@@ -1,0 +1,248 @@
+"""Typed, read-only views of the Kubernetes Nodes and Pods the planner needs.
+
+Built from plain dicts (what the API, ``kubectl -o yaml`` and lightkube's ``to_dict`` give), so the
+planner never depends on a client library. Malformed fields raise ``ObjectError`` naming the object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from nos.kube.quantity import to_int
+from nos.mig.catalog import MIG_RESOURCE_PREFIX
+
+# Resources the planner simulates per node; MIG resources are planned, not read from allocatable.
+POD_COUNT = "pods"
+
+
+class ObjectError(ValueError):
+    """A Node or Pod that cannot be read."""
+
+
+def is_mig_resource(name: str) -> bool:
+    return name.startswith(MIG_RESOURCE_PREFIX)
+
+
+@dataclass(frozen=True)
+class Toleration:
+    key: str | None
+    operator: str
+    value: str | None
+    effect: str | None
+
+    def tolerates(self, taint: Taint) -> bool:
+        if self.effect and self.effect != taint.effect:
+            return False
+        if self.key is None:  # empty key with Exists tolerates everything
+            return self.operator == "Exists"
+        if self.key != taint.key:
+            return False
+        return self.operator == "Exists" or (self.value or "") == (taint.value or "")
+
+
+@dataclass(frozen=True)
+class Taint:
+    key: str
+    value: str | None
+    effect: str
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """One node selector requirement (matchExpressions or matchFields entry)."""
+
+    key: str
+    operator: str
+    values: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SelectorTerm:
+    expressions: tuple[Requirement, ...] = ()
+    fields: tuple[Requirement, ...] = ()
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a pod may go: the scheduling class shared by identical pods (cached per class)."""
+
+    node_selector: tuple[tuple[str, str], ...] = ()
+    affinity: tuple[SelectorTerm, ...] | None = None
+    tolerations: tuple[Toleration, ...] = ()
+
+
+@dataclass(frozen=True)
+class PodInfo:
+    namespace: str
+    name: str
+    priority: int
+    created: str
+    node_name: str | None
+    phase: str
+    requests: Mapping[str, int]
+    """Effective requests: max(sum of containers, largest init container) + overhead."""
+    placement: Placement
+    mig_problem: str | None = None
+    """Why the pod's MIG request is not one nos can serve, if so."""
+    unschedulable: bool = False
+    nominated: bool = False
+    owner_kinds: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def mig_requests(self) -> dict[str, int]:
+        return {r: n for r, n in self.requests.items() if is_mig_resource(r) and n > 0}
+
+    @property
+    def mig_resource(self) -> str | None:
+        """The single MIG resource this pod needs, when it needs exactly one device."""
+        mig = self.mig_requests
+        return next(iter(mig)) if len(mig) == 1 and next(iter(mig.values())) == 1 else None
+
+    @property
+    def is_candidate(self) -> bool:
+        """Pending for lack of MIG devices, by the contract's definition."""
+        return (
+            self.phase == "Pending"
+            and not self.node_name
+            and self.unschedulable
+            and not self.nominated
+            and not {"DaemonSet", "Node"} & set(self.owner_kinds)
+            and bool(self.mig_requests)
+        )
+
+    @property
+    def terminated(self) -> bool:
+        return self.phase in ("Succeeded", "Failed")
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    name: str
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+    allocatable: Mapping[str, int]
+    unschedulable: bool = False
+    taints: tuple[Taint, ...] = field(default=())
+
+
+def _resources(obj: Mapping[str, Any] | None, where: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for name, value in (obj or {}).items():
+        try:
+            out[str(name)] = to_int(str(name), value)
+        except ValueError as e:
+            raise ObjectError(f"{where}: {name}: {e}") from None
+    return out
+
+
+def _container_requests(container: Mapping[str, Any], where: str) -> dict[str, int]:
+    res = container.get("resources") or {}
+    req = _resources(res.get("limits"), where)  # a limit without a request is also the request
+    req.update(_resources(res.get("requests"), where))
+    return req
+
+
+def _requirements(items: Any) -> tuple[Requirement, ...]:
+    return tuple(
+        Requirement(str(e["key"]), str(e["operator"]), tuple(str(v) for v in e.get("values") or ()))
+        for e in items or ()
+    )
+
+
+def pod_from_dict(obj: Mapping[str, Any]) -> PodInfo:
+    meta = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    namespace, name = str(meta.get("namespace") or "default"), str(meta.get("name") or "")
+    if not name:
+        raise ObjectError("a Pod has no metadata.name")
+    where = f"pod {namespace}/{name}"
+    try:
+        summed: dict[str, int] = {}
+        problem = None
+        for c in spec.get("containers") or ():
+            req = _container_requests(c, where)
+            mig = sum(n for r, n in req.items() if is_mig_resource(r))
+            if mig > 1 and problem is None:
+                problem = (
+                    f"container {c.get('name')} requests {mig} MIG devices; a container can use one MIG"
+                    " device (ask for one larger profile)"
+                )
+            for r, n in req.items():
+                summed[r] = summed.get(r, 0) + n
+        for c in spec.get("initContainers") or ():
+            for r, n in _container_requests(c, where).items():
+                summed[r] = max(summed.get(r, 0), n)
+        for r, n in _resources(spec.get("overhead"), where).items():
+            summed[r] = summed.get(r, 0) + n
+        total_mig = sum(n for r, n in summed.items() if is_mig_resource(r))
+        if problem is None and total_mig > 1:
+            problem = f"requests {total_mig} MIG devices across its containers; nos places pods that use one"
+        affinity = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
+            "requiredDuringSchedulingIgnoredDuringExecution"
+        )
+        terms = None
+        if affinity is not None:
+            terms = tuple(
+                SelectorTerm(_requirements(t.get("matchExpressions")), _requirements(t.get("matchFields")))
+                for t in affinity.get("nodeSelectorTerms") or ()
+            )
+        tolerations = tuple(
+            Toleration(t.get("key") or None, t.get("operator") or "Equal", t.get("value"), t.get("effect") or None)
+            for t in spec.get("tolerations") or ()
+        )
+        conditions = status.get("conditions") or ()
+        unschedulable = any(
+            c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == "Unschedulable"
+            for c in conditions
+        )
+        placement = Placement(
+            tuple(sorted((str(k), str(v)) for k, v in (spec.get("nodeSelector") or {}).items())), terms, tolerations
+        )
+        return PodInfo(
+            namespace=namespace,
+            name=name,
+            priority=int(spec.get("priority") or 0),
+            created=str(meta.get("creationTimestamp") or ""),
+            node_name=spec.get("nodeName") or None,
+            phase=str(status.get("phase") or "Pending"),
+            requests=summed,
+            placement=placement,
+            mig_problem=problem,
+            unschedulable=unschedulable,
+            nominated=bool(status.get("nominatedNodeName")),
+            owner_kinds=tuple(str(o.get("kind")) for o in meta.get("ownerReferences") or ()),
+        )
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
+        if isinstance(e, ObjectError):
+            raise
+        raise ObjectError(f"{where}: malformed spec ({e})") from e
+
+
+def node_from_dict(obj: Mapping[str, Any]) -> NodeInfo:
+    meta = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    name = str(meta.get("name") or "")
+    if not name:
+        raise ObjectError("a Node has no metadata.name")
+    try:
+        taints = tuple(
+            Taint(str(t["key"]), t.get("value"), str(t["effect"])) for t in spec.get("taints") or ()
+        )
+        return NodeInfo(
+            name=name,
+            labels={str(k): str(v) for k, v in (meta.get("labels") or {}).items()},
+            annotations={str(k): str(v) for k, v in (meta.get("annotations") or {}).items()},
+            allocatable=_resources(status.get("allocatable"), f"node {name}"),
+            unschedulable=bool(spec.get("unschedulable")),
+            taints=taints,
+        )
+    except (KeyError, TypeError, AttributeError) as e:
+        raise ObjectError(f"node {name}: malformed spec ({e})") from e

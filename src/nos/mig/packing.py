@@ -1,0 +1,218 @@
+"""Exact placement search on one GPU, memoised.
+
+A GPU has at most 8 memory slots, so every way of placing a handful of new instances around the
+fixed ones can be enumerated. The planner asks two questions many times with few distinct inputs
+(most GPUs of a cluster look alike), hence the caches:
+
+* can these new profiles be placed around these fixed instances, and how much contiguous free
+  space would the best placement leave (``quality``)?
+* the final layout of a GPU: fixed instances, the new ones, as many existing free instances as
+  possible left in place, and spare space filled (``materialize``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from functools import lru_cache
+
+from nos.mig.catalog import GpuModel, Profile
+from nos.mig.layout import Instance
+
+Geometry = Mapping[str, int]
+"""An allowed layout of one GPU: profile name -> count (the original nos' format)."""
+
+_MAX_SOLUTIONS = 4096
+
+
+def free_quality(model: GpuModel, free: int) -> int:
+    """How useful a set of free slots is for future instances: every placement still possible
+    counts its size squared, so one large free block beats the same slots scattered."""
+    return _free_quality(model, free)
+
+
+@lru_cache(maxsize=65536)
+def _free_quality(model: GpuModel, free: int) -> int:
+    total = 0
+    for p in model.fill_order:
+        for s in p.starts:
+            m = p.mask(s)
+            if m & free == m:
+                total += p.slots * p.slots
+    return total
+
+
+def _fits_counts(model: GpuModel, profiles: Sequence[Profile]) -> bool:
+    counts = Counter(p.name for p in profiles)
+    if any(n > model.profiles[name].max_count for name, n in counts.items()):
+        return False
+    if sum(p.compute for p in profiles) > model.compute_slices:
+        return False
+    return sum(p.media for p in profiles) <= 1
+
+
+def _placements(
+    model: GpuModel, taken: int, wanted: tuple[Profile, ...]
+) -> Iterator[tuple[int, tuple[tuple[Profile, int], ...]]]:
+    """Every (mask, placements) of ``wanted`` in the slots not in ``taken``; identical profiles at
+    increasing starts so each placement set comes once."""
+
+    def rec(i: int, mask: int, min_start: int, acc: tuple[tuple[Profile, int], ...]) -> Iterator[
+        tuple[int, tuple[tuple[Profile, int], ...]]
+    ]:
+        if i == len(wanted):
+            yield mask, acc
+            return
+        p = wanted[i]
+        for s in p.starts:
+            if s < min_start:
+                continue
+            m = p.mask(s)
+            if m & mask:
+                continue
+            nxt = s + 1 if i + 1 < len(wanted) and wanted[i + 1] is p else 0
+            yield from rec(i + 1, mask | m, nxt, (*acc, (p, s)))
+
+    yield from rec(0, taken, 0, ())
+
+
+def _order(profiles: Sequence[Profile]) -> tuple[Profile, ...]:
+    """Largest first (prunes early), identical profiles adjacent."""
+    return tuple(sorted(profiles, key=lambda p: (-p.slots, -p.compute, p.name)))
+
+
+class Packer:
+    """Placement search for the GPUs of one plan, optionally restricted to allowed geometries."""
+
+    def __init__(self, geometries: Mapping[str, Sequence[Geometry]] | None = None) -> None:
+        self._geometries = {k: [dict(g) for g in v] for k, v in (geometries or {}).items()}
+        self._quality_cache: dict[tuple[object, ...], int | None] = {}
+
+    def restricted(self, model: GpuModel) -> bool:
+        return model.name in self._geometries
+
+    def quality(self, model: GpuModel, fixed: tuple[Instance, ...], wanted: tuple[str, ...]) -> int | None:
+        """None when ``wanted`` cannot be placed around ``fixed``; otherwise the best free-space
+        quality a placement leaves (higher is better). ``wanted`` must be sorted."""
+        key = (model, fixed, wanted)
+        try:
+            return self._quality_cache[key]
+        except KeyError:
+            pass
+        best: int | None = None
+        for target, _ in self._targets(model, fixed, wanted):
+            taken = _mask(model, fixed)
+            for n, (mask, _) in enumerate(_placements(model, taken, target)):
+                q = free_quality(model, ~mask & _full(model))
+                if best is None or q > best:
+                    best = q
+                if n >= _MAX_SOLUTIONS:
+                    break
+        self._quality_cache[key] = best
+        return best
+
+    def feasible(self, model: GpuModel, fixed: tuple[Instance, ...], wanted: tuple[str, ...]) -> bool:
+        return self.quality(model, fixed, wanted) is not None
+
+    def _targets(
+        self, model: GpuModel, fixed: tuple[Instance, ...], wanted: tuple[str, ...]
+    ) -> Iterator[tuple[tuple[Profile, ...], bool]]:
+        """What must be placed besides ``fixed``: the wanted profiles, or for a restricted model
+        each allowed geometry's remainder. The flag says whether the remainder is a whole geometry."""
+        fixed_profiles = [model.profile(i.profile) for i in fixed]
+        wanted_profiles = [model.profile(w) for w in wanted]
+        if not self.restricted(model):
+            if _fits_counts(model, fixed_profiles + wanted_profiles):
+                yield _order(wanted_profiles), False
+            return
+        have = Counter(i.profile for i in fixed) + Counter(wanted)
+        for geometry in self._geometries[model.name]:
+            g = Counter(geometry)
+            if have - g:
+                continue
+            rest = g - Counter(i.profile for i in fixed)
+            profiles = [model.profile(name) for name in sorted(rest.elements())]
+            if _fits_counts(model, fixed_profiles + profiles):
+                yield _order(profiles), True
+
+    def materialize(
+        self,
+        model: GpuModel,
+        fixed: tuple[Instance, ...],
+        wanted: tuple[str, ...],
+        soft: tuple[Instance, ...] = (),
+        fill: bool = True,
+    ) -> tuple[Instance, ...] | None:
+        """The final layout: ``fixed`` where they are, ``wanted`` placed, existing free ``soft``
+        instances kept where possible, spare slots filled largest-first when ``fill``. Among
+        placements it keeps the most soft instances, then leaves the best free space. None when
+        ``wanted`` cannot be placed."""
+        taken = _mask(model, fixed)
+        full = _full(model)
+        soft_masks = [(i, model.profile(i.profile).mask(i.start)) for i in soft]
+        best: tuple[object, ...] | None = None
+        best_layout: tuple[Instance, ...] | None = None
+        for target, whole in self._targets(model, fixed, wanted):
+            for n, (mask, placed) in enumerate(_placements(model, taken, target)):
+                new = tuple(Instance(s, p.name) for p, s in placed)
+                if whole:
+                    kept_soft: list[Instance] = []
+                    destroyed = sum(1 for i in soft if i not in new)
+                    occupied = mask
+                else:
+                    kept_soft = [i for i, m in soft_masks if not m & mask]
+                    kept_profiles = [model.profile(i.profile) for i in (*fixed, *new, *kept_soft)]
+                    while not _fits_counts(model, kept_profiles):  # keep fewer soft instances
+                        kept_soft.pop()
+                        kept_profiles.pop()
+                    destroyed = len(soft) - len(kept_soft)
+                    occupied = mask | _mask(model, kept_soft)
+                score = (destroyed, -free_quality(model, ~occupied & full), sorted(new))
+                if best is None or score < best:
+                    best, best_layout = score, tuple(sorted((*fixed, *new, *kept_soft)))
+                if n >= _MAX_SOLUTIONS:
+                    break
+        if best_layout is None:
+            return None
+        if fill and not self.restricted(model):
+            best_layout = fill_spare(model, best_layout)
+        return best_layout
+
+
+def fill_spare(model: GpuModel, layout: tuple[Instance, ...]) -> tuple[Instance, ...]:
+    """Fill free slots with the largest instances that fit, each where it leaves the best free space."""
+    current = list(layout)
+    profiles = [model.profile(i.profile) for i in current]
+    mask = _mask(model, layout)
+    full = _full(model)
+    while True:
+        best: tuple[int, int, Profile] | None = None
+        for p in model.fill_order:
+            if best is not None and p.slots < best[2].slots:
+                break
+            if not _fits_counts(model, [*profiles, p]):
+                continue
+            for s in p.starts:
+                m = p.mask(s)
+                if m & mask:
+                    continue
+                q = free_quality(model, ~(mask | m) & full)
+                if best is None or q > best[0]:
+                    best = (q, s, p)
+        if best is None:
+            return tuple(sorted(current))
+        _, s, p = best
+        current.append(Instance(s, p.name))
+        profiles.append(p)
+        mask |= p.mask(s)
+
+
+def _mask(model: GpuModel, instances: Sequence[Instance]) -> int:
+    mask = 0
+    for i in instances:
+        mask |= model.profile(i.profile).mask(i.start)
+    return mask
+
+
+def _full(model: GpuModel) -> int:
+    return (1 << model.memory_slots) - 1

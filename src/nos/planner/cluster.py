@@ -1,0 +1,219 @@
+"""The cluster as the planner sees it: managed nodes, their GPUs' current layouts, free node
+resources and candidate pods, built from plain Kubernetes objects.
+
+Everything doubtful is made safe here, once: a malformed annotation freezes its GPU (or node), an
+unknown GPU model keeps its node out of the plan, and placements missing from the status are
+inferred with the slots any in-use instance could occupy blocked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from nos.contract.annotations import (
+    COUNT_LABEL,
+    PRODUCT_LABEL,
+    DecodedAnnotations,
+    GpuAnnotations,
+    decode_spec,
+    decode_status,
+    is_mig_partitioned,
+    is_spec_key,
+)
+from nos.kube.objects import POD_COUNT, NodeInfo, ObjectError, PodInfo, node_from_dict, pod_from_dict
+from nos.mig.catalog import Catalog, GpuModel, default_catalog
+from nos.mig.layout import Instance, layout_errors, occupied_mask
+
+DEFAULT_POD_CAPACITY = 110
+_MAX_INFERRED = 20000
+
+
+@dataclass
+class GpuState:
+    index: int
+    model: GpuModel
+    instances: tuple[Instance, ...]
+    """Current layout, from the status annotations (``used`` set for allocated instances)."""
+    blocked: int = 0
+    """Slots an in-use instance may occupy: its own slots, or every slot it could sit in when
+    placements were inferred."""
+    inferred: bool = False
+    frozen: str | None = None
+    """Why the planner must leave this GPU's spec exactly as it is."""
+
+    @property
+    def used(self) -> tuple[Instance, ...]:
+        return tuple(i for i in self.instances if i.used)
+
+    @property
+    def free(self) -> tuple[Instance, ...]:
+        return tuple(i for i in self.instances if not i.used)
+
+
+@dataclass
+class NodeState:
+    info: NodeInfo
+    model: GpuModel | None
+    gpus: list[GpuState]
+    free: dict[str, int]
+    """Allocatable minus what bound, running pods request (MIG resources excluded)."""
+    spec: DecodedAnnotations
+    problems: list[str] = field(default_factory=list)
+    frozen: str | None = None
+    """Why the whole node is left out of the plan."""
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    @property
+    def current_spec_annotations(self) -> dict[str, str]:
+        return {k: v for k, v in self.info.annotations.items() if is_spec_key(k)}
+
+
+@dataclass
+class ClusterState:
+    nodes: dict[str, NodeState]
+    """Managed (MIG-labelled) nodes, by name."""
+    other_nodes: int
+    candidates: list[PodInfo]
+    problems: list[str] = field(default_factory=list)
+
+
+def infer_layout(model: GpuModel, gpu: GpuAnnotations) -> tuple[tuple[Instance, ...], int] | None:
+    """Placements consistent with the status counts, and the slots that in-use instances could
+    occupy across all of them. None when no placement matches the counts."""
+    wanted = sorted(
+        ((p, used) for (p, used), n in gpu.counts.items() for _ in range(n)),
+        key=lambda pu: (-model.profile(pu[0]).slots, pu[0], not pu[1]),
+    )
+    first: tuple[Instance, ...] | None = None
+    blocked = 0
+    seen = 0
+
+    def rec(i: int, mask: int, acc: list[Instance], min_start: int) -> bool:
+        nonlocal first, blocked, seen
+        if i == len(wanted):
+            if layout_errors(model, acc):
+                return True
+            seen += 1
+            if first is None:
+                first = tuple(sorted(acc))
+            blocked |= occupied_mask(model, [x for x in acc if x.used])
+            return seen < _MAX_INFERRED
+        name, used = wanted[i]
+        p = model.profile(name)
+        for s in p.starts:
+            if s < min_start or p.mask(s) & mask:
+                continue
+            acc.append(Instance(s, name, used))
+            same_next = i + 1 < len(wanted) and wanted[i + 1] == wanted[i]
+            go_on = rec(i + 1, mask | p.mask(s), acc, s + 1 if same_next else 0)
+            acc.pop()
+            if not go_on:
+                return False
+        return True
+
+    rec(0, 0, [], 0)
+    if first is None:
+        return None
+    if seen >= _MAX_INFERRED:  # too many possibilities to enumerate: block every free slot
+        blocked = (1 << model.memory_slots) - 1
+    return first, blocked
+
+
+def _gpu_state(node: str, index: int, model: GpuModel, status: GpuAnnotations | None) -> GpuState:
+    if status is None:
+        return GpuState(index, model, ())
+    unknown = sorted({p for p, _ in status.counts if p not in model.profiles})
+    if unknown:
+        return GpuState(index, model, (), frozen=f"status reports profile {unknown[0]}, unknown on {model.name}")
+    if status.placements is not None:
+        errors = layout_errors(model, status.placements)
+        if errors:
+            return GpuState(index, model, (), frozen=f"reported placements are impossible: {errors[0]}")
+        used = occupied_mask(model, [i for i in status.placements if i.used])
+        return GpuState(index, model, status.placements, blocked=used)
+    inferred = infer_layout(model, status)
+    if inferred is None:
+        return GpuState(index, model, (), frozen="reported counts fit no physical layout")
+    instances, blocked = inferred
+    return GpuState(index, model, instances, blocked=blocked, inferred=True)
+
+
+def _node_state(info: NodeInfo, catalog: Catalog, bound: Iterable[PodInfo]) -> NodeState:
+    spec = decode_spec(info.annotations)
+    free = {r: n for r, n in info.allocatable.items() if not r.startswith("nvidia.com/mig-")}
+    free.setdefault(POD_COUNT, DEFAULT_POD_CAPACITY)
+    for pod in bound:
+        for r, n in pod.requests.items():
+            if r in free:
+                free[r] -= n
+        free[POD_COUNT] -= 1
+    product = info.labels.get(PRODUCT_LABEL)
+    if product is None:
+        return NodeState(info, None, [], free, spec, frozen=f"node {info.name} has no {PRODUCT_LABEL} label")
+    model = catalog.model_for_product(product)
+    if model is None:
+        return NodeState(info, None, [], free, spec, frozen=f"node {info.name}: unknown GPU model {product!r}")
+    status = decode_status(info.annotations)
+    state = NodeState(info, model, [], free, spec)
+    for p in (*status.problems, *spec.problems):
+        state.problems.append(f"node {info.name}: {p}")
+    bad_status, bad_spec = status.problem_gpus(), spec.problem_gpus()
+    if bad_status is None or bad_spec is None:
+        state.frozen = f"node {info.name}: malformed nos annotations; its GPUs are left as they are"
+        return state
+    count_label = info.labels.get(COUNT_LABEL, "")
+    count = int(count_label) if count_label.isdigit() else 0
+    indices = set(range(count)) | set(status.gpus) | set(spec.gpus)
+    if not indices:
+        state.frozen = f"node {info.name}: no {COUNT_LABEL} label and no GPU annotations"
+        return state
+    for index in sorted(indices):
+        gpu = _gpu_state(info.name, index, model, status.gpus.get(index))
+        if index in bad_status or index in bad_spec:
+            gpu.frozen = "malformed annotations"
+        if gpu.frozen:
+            state.problems.append(f"node {info.name} GPU {index}: {gpu.frozen}; left as it is")
+        state.gpus.append(gpu)
+    return state
+
+
+def build_cluster(
+    nodes: Iterable[Mapping[str, Any]], pods: Iterable[Mapping[str, Any]], catalog: Catalog | None = None
+) -> ClusterState:
+    """Managed nodes and candidate pods from Node and Pod objects (dicts)."""
+    catalog = catalog or default_catalog()
+    problems: list[str] = []
+    infos: list[NodeInfo] = []
+    for obj in nodes:
+        try:
+            infos.append(node_from_dict(obj))
+        except ObjectError as e:
+            problems.append(str(e))
+    pod_infos: list[PodInfo] = []
+    for obj in pods:
+        try:
+            pod_infos.append(pod_from_dict(obj))
+        except ObjectError as e:
+            problems.append(str(e))
+    bound: dict[str, list[PodInfo]] = {}
+    for pod in pod_infos:
+        if pod.node_name and not pod.terminated:
+            bound.setdefault(pod.node_name, []).append(pod)
+    managed: dict[str, NodeState] = {}
+    others = 0
+    for info in sorted(infos, key=lambda n: n.name):
+        if not is_mig_partitioned(info.labels):
+            others += 1
+            continue
+        state = _node_state(info, catalog, bound.get(info.name, ()))
+        managed[info.name] = state
+        problems.extend(state.problems)
+        if state.frozen:
+            problems.append(state.frozen)
+    candidates = [p for p in pod_infos if p.is_candidate]
+    return ClusterState(managed, others, candidates, problems)

@@ -1,0 +1,104 @@
+"""What a planning run decides, and its documented JSON form (``nos plan --json``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from nos.mig.layout import Instance
+
+
+@dataclass
+class GpuPlan:
+    index: int
+    model: str
+    current: tuple[Instance, ...]
+    planned: tuple[Instance, ...]
+    frozen: str | None = None
+
+    @property
+    def changed(self) -> bool:
+        return {(i.profile, i.start) for i in self.current} != {(i.profile, i.start) for i in self.planned}
+
+
+@dataclass
+class NodePlan:
+    name: str
+    gpus: list[GpuPlan]
+    annotations: dict[str, str]
+    """The complete spec annotation set of the node after this plan."""
+    write: bool
+    """Whether the partitioner must patch the node (its spec annotations differ)."""
+    frozen: str | None = None
+
+    @property
+    def changed(self) -> bool:
+        """The agent will reconfigure this node (and restart its device plugin)."""
+        return any(g.changed for g in self.gpus)
+
+
+@dataclass(frozen=True)
+class Placed:
+    pod: str
+    node: str
+    gpu: int
+    profile: str
+    existing: bool
+    """Served by an instance that already exists (no reconfiguration needed)."""
+
+
+@dataclass(frozen=True)
+class Unplaced:
+    pod: str
+    reason: str
+
+
+@dataclass
+class Plan:
+    plan_id: str
+    nodes: dict[str, NodePlan]
+    placed: list[Placed]
+    unplaced: list[Unplaced]
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def changed_nodes(self) -> list[str]:
+        return [n for n, p in self.nodes.items() if p.changed]
+
+    def to_json(self) -> dict[str, Any]:
+        """The machine-readable plan. Fixed keys: ``nodes.*.annotations``, ``nodes.*.gpus[].index``,
+        ``nodes.*.gpus[].instances[].{profile,start,used}``, ``placed[].{pod,node,gpu}``,
+        ``unplaced[].{pod,reason}``; other keys are additions."""
+        return {
+            "planId": self.plan_id,
+            "nodes": {
+                name: {
+                    "annotations": dict(sorted(node.annotations.items())),
+                    "write": node.write,
+                    "changed": node.changed,
+                    **({"frozen": node.frozen} if node.frozen else {}),
+                    "gpus": [
+                        {
+                            "index": g.index,
+                            "model": g.model,
+                            "changed": g.changed,
+                            **({"frozen": g.frozen} if g.frozen else {}),
+                            "current": [_instance(i) for i in g.current],
+                            "instances": [_instance(i) for i in g.planned],
+                        }
+                        for g in node.gpus
+                    ],
+                }
+                for name, node in sorted(self.nodes.items())
+            },
+            "placed": [
+                {"pod": p.pod, "node": p.node, "gpu": p.gpu, "profile": p.profile, "existing": p.existing}
+                for p in self.placed
+            ],
+            "unplaced": [{"pod": u.pod, "reason": u.reason} for u in self.unplaced],
+            "problems": list(self.problems),
+        }
+
+
+def _instance(i: Instance) -> dict[str, Any]:
+    return {"profile": i.profile, "start": i.start, "used": i.used}
