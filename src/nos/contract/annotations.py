@@ -125,7 +125,9 @@ def _parse_placements(value: str, with_state: bool) -> tuple[Instance, ...]:
 
 def _decode(annotations: Mapping[str, str], status: bool) -> DecodedAnnotations:
     prefix, placement_prefix, plan_key = (
-        (STATUS_PREFIX, STATUS_PLACEMENT_PREFIX, STATUS_PLAN) if status else (SPEC_PREFIX, SPEC_PLACEMENT_PREFIX, SPEC_PLAN)
+        (STATUS_PREFIX, STATUS_PLACEMENT_PREFIX, STATUS_PLAN)
+        if status
+        else (SPEC_PREFIX, SPEC_PLACEMENT_PREFIX, SPEC_PLAN)
     )
     key_re = _STATUS_KEY if status else _SPEC_KEY
     out = DecodedAnnotations()
@@ -134,25 +136,28 @@ def _decode(annotations: Mapping[str, str], status: bool) -> DecodedAnnotations:
         if key == plan_key:
             out.plan_id = value
         elif key.startswith(placement_prefix):
-            index = key[len(placement_prefix) :]
-            if not index.isdigit():
+            raw_index = key[len(placement_prefix) :]
+            if not raw_index.isdigit():
                 out.problems.append(AnnotationProblem(key, "GPU index is not a number"))
                 continue
             try:
-                out.gpu(int(index)).placements = _parse_placements(value, with_state=status)
+                out.gpu(int(raw_index)).placements = _parse_placements(value, with_state=status)
             except ValueError as e:
-                out.problems.append(AnnotationProblem(key, str(e), int(index)))
+                out.problems.append(AnnotationProblem(key, str(e), int(raw_index)))
         elif key.startswith(prefix):
             m = key_re.match(key[len(prefix) :])
             if m is None:
-                gpu = key[len(prefix) :].split("-", 1)[0]
+                head = key[len(prefix) :].split("-", 1)[0]
+                index_or_none = int(head) if head.isdigit() else None
                 out.problems.append(
-                    AnnotationProblem(key, "key is not of the form of the contract", int(gpu) if gpu.isdigit() else None)
+                    AnnotationProblem(key, "key is not of the form of the contract", index_or_none)
                 )
                 continue
             gpu_index = int(m["gpu"])
             if not _COUNT.match(value.strip()):
-                out.problems.append(AnnotationProblem(key, f"count {value!r} is not a non-negative integer", gpu_index))
+                out.problems.append(
+                    AnnotationProblem(key, f"count {value!r} is not a non-negative integer", gpu_index)
+                )
                 continue
             used = status and m["state"] == "used"
             out.gpu(gpu_index).counts[(profile_from_annotation(m["profile"]), used)] += int(value)
@@ -200,14 +205,18 @@ def encode_status(gpus: Mapping[int, Sequence[Instance]], plan_id: str | None) -
     out: dict[str, str] = {}
     for index in sorted(gpus):
         for (profile, used), n in sorted(Counter((i.profile, i.used) for i in gpus[index]).items()):
-            out[f"{STATUS_PREFIX}{index}-{annotation_spelling(profile)}-{'used' if used else 'free'}"] = str(n)
+            out[f"{STATUS_PREFIX}{index}-{annotation_spelling(profile)}-{'used' if used else 'free'}"] = str(
+                n
+            )
         out[f"{STATUS_PLACEMENT_PREFIX}{index}"] = _placement_value(gpus[index], with_state=True)
     if plan_id is not None:
         out[STATUS_PLAN] = plan_id
     return out
 
 
-def merge_patch(current: Mapping[str, str], desired: Mapping[str, str], owned: str = "spec") -> dict[str, str | None]:
+def merge_patch(
+    current: Mapping[str, str], desired: Mapping[str, str], owned: str = "spec"
+) -> dict[str, str | None]:
     """JSON merge-patch body for ``metadata.annotations``: set what differs, null the owned keys
     that are no longer desired (stale profiles must disappear: absent means zero)."""
     owns = is_spec_key if owned == "spec" else is_status_key

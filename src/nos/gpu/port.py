@@ -52,7 +52,7 @@ class GpuInfo:
     index: int
     uuid: str
     name: str
-    """Product name as NVML reports it, e.g. ``NVIDIA A100-SXM4-80GB`` (the label replaces spaces by ``-``)."""
+    """Product name as NVML reports it, e.g. ``NVIDIA A100-SXM4-80GB`` (the label has ``-`` for spaces)."""
     memory_mib: int
     mig_enabled: bool
     mig_pending: bool

@@ -194,16 +194,22 @@ def pod_from_dict(obj: Mapping[str, Any]) -> PodInfo:
                 for t in affinity.get("nodeSelectorTerms") or ()
             )
         tolerations = tuple(
-            Toleration(t.get("key") or None, t.get("operator") or "Equal", t.get("value"), t.get("effect") or None)
+            Toleration(
+                t.get("key") or None, t.get("operator") or "Equal", t.get("value"), t.get("effect") or None
+            )
             for t in spec.get("tolerations") or ()
         )
         conditions = status.get("conditions") or ()
         unschedulable = any(
-            c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == "Unschedulable"
+            c.get("type") == "PodScheduled"
+            and c.get("status") == "False"
+            and c.get("reason") == "Unschedulable"
             for c in conditions
         )
         placement = Placement(
-            tuple(sorted((str(k), str(v)) for k, v in (spec.get("nodeSelector") or {}).items())), terms, tolerations
+            tuple(sorted((str(k), str(v)) for k, v in (spec.get("nodeSelector") or {}).items())),
+            terms,
+            tolerations,
         )
         return PodInfo(
             namespace=namespace,

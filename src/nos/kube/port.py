@@ -64,7 +64,10 @@ class Kube(Protocol):
         ...
 
     async def list_pods(
-        self, namespace: str | None = None, label_selector: str | None = None, field_selector: str | None = None
+        self,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
     ) -> list[Obj]: ...
 
     async def delete_pod(self, namespace: str, name: str) -> None: ...

@@ -57,9 +57,9 @@ def _placements(
     """Every (mask, placements) of ``wanted`` in the slots not in ``taken``; identical profiles at
     increasing starts so each placement set comes once."""
 
-    def rec(i: int, mask: int, min_start: int, acc: tuple[tuple[Profile, int], ...]) -> Iterator[
-        tuple[int, tuple[tuple[Profile, int], ...]]
-    ]:
+    def rec(
+        i: int, mask: int, min_start: int, acc: tuple[tuple[Profile, int], ...]
+    ) -> Iterator[tuple[int, tuple[tuple[Profile, int], ...]]]:
         if i == len(wanted):
             yield mask, acc
             return
@@ -91,17 +91,20 @@ class Packer:
     def restricted(self, model: GpuModel) -> bool:
         return model.name in self._geometries
 
-    def quality(self, model: GpuModel, fixed: tuple[Instance, ...], wanted: tuple[str, ...]) -> int | None:
-        """None when ``wanted`` cannot be placed around ``fixed``; otherwise the best free-space
-        quality a placement leaves (higher is better). ``wanted`` must be sorted."""
-        key = (model, fixed, wanted)
+    def quality(
+        self, model: GpuModel, fixed: tuple[Instance, ...], wanted: tuple[str, ...], blocked: int = 0
+    ) -> int | None:
+        """None when ``wanted`` cannot be placed around ``fixed`` (and off the ``blocked`` slots);
+        otherwise the best free-space quality a placement leaves (higher is better). ``wanted``
+        must be sorted."""
+        key = (model, fixed, wanted, blocked)
         try:
             return self._quality_cache[key]
         except KeyError:
             pass
         best: int | None = None
+        taken = _mask(model, fixed) | blocked
         for target, _ in self._targets(model, fixed, wanted):
-            taken = _mask(model, fixed)
             for n, (mask, _) in enumerate(_placements(model, taken, target)):
                 q = free_quality(model, ~mask & _full(model))
                 if best is None or q > best:
@@ -111,8 +114,10 @@ class Packer:
         self._quality_cache[key] = best
         return best
 
-    def feasible(self, model: GpuModel, fixed: tuple[Instance, ...], wanted: tuple[str, ...]) -> bool:
-        return self.quality(model, fixed, wanted) is not None
+    def feasible(
+        self, model: GpuModel, fixed: tuple[Instance, ...], wanted: tuple[str, ...], blocked: int = 0
+    ) -> bool:
+        return self.quality(model, fixed, wanted, blocked) is not None
 
     def _targets(
         self, model: GpuModel, fixed: tuple[Instance, ...], wanted: tuple[str, ...]
@@ -142,12 +147,15 @@ class Packer:
         wanted: tuple[str, ...],
         soft: tuple[Instance, ...] = (),
         fill: bool = True,
+        blocked: int = 0,
     ) -> tuple[Instance, ...] | None:
         """The final layout: ``fixed`` where they are, ``wanted`` placed, existing free ``soft``
         instances kept where possible, spare slots filled largest-first when ``fill``. Among
         placements it keeps the most soft instances, then leaves the best free space. None when
-        ``wanted`` cannot be placed."""
-        taken = _mask(model, fixed)
+        ``wanted`` cannot be placed. Soft instances may sit on ``blocked`` slots (where they are is
+        only a guess then); new ones never do."""
+        fixed_mask = _mask(model, fixed)
+        taken = fixed_mask | blocked
         full = _full(model)
         soft_masks = [(i, model.profile(i.profile).mask(i.start)) for i in soft]
         best: tuple[object, ...] | None = None
@@ -160,14 +168,15 @@ class Packer:
                     destroyed = sum(1 for i in soft if i not in new)
                     occupied = mask
                 else:
-                    kept_soft = [i for i, m in soft_masks if not m & mask]
+                    new_mask = (mask & ~taken) | fixed_mask
+                    kept_soft = [i for i, m in soft_masks if not m & new_mask]
                     kept_profiles = [model.profile(i.profile) for i in (*fixed, *new, *kept_soft)]
                     while not _fits_counts(model, kept_profiles):  # keep fewer soft instances
                         kept_soft.pop()
                         kept_profiles.pop()
                     destroyed = len(soft) - len(kept_soft)
                     occupied = mask | _mask(model, kept_soft)
-                score = (destroyed, -free_quality(model, ~occupied & full), sorted(new))
+                score = (destroyed, -free_quality(model, ~occupied & full), len(new), sorted(new))
                 if best is None or score < best:
                     best, best_layout = score, tuple(sorted((*fixed, *new, *kept_soft)))
                 if n >= _MAX_SOLUTIONS:
@@ -175,15 +184,15 @@ class Packer:
         if best_layout is None:
             return None
         if fill and not self.restricted(model):
-            best_layout = fill_spare(model, best_layout)
+            best_layout = fill_spare(model, best_layout, blocked)
         return best_layout
 
 
-def fill_spare(model: GpuModel, layout: tuple[Instance, ...]) -> tuple[Instance, ...]:
+def fill_spare(model: GpuModel, layout: tuple[Instance, ...], blocked: int = 0) -> tuple[Instance, ...]:
     """Fill free slots with the largest instances that fit, each where it leaves the best free space."""
     current = list(layout)
     profiles = [model.profile(i.profile) for i in current]
-    mask = _mask(model, layout)
+    mask = _mask(model, layout) | blocked
     full = _full(model)
     while True:
         best: tuple[int, int, Profile] | None = None

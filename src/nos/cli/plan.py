@@ -1,0 +1,125 @@
+"""``nos plan SNAPSHOT``: what the partitioner would do on a cluster snapshot, offline."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from nos.kube.snapshot import SnapshotError, load_snapshot
+from nos.mig.catalog import CatalogError, load_catalog
+from nos.mig.geometries import GeometryConfigError, load_known_geometries
+from nos.mig.layout import Instance
+from nos.planner.checker import check_plan
+from nos.planner.cluster import build_cluster
+from nos.planner.plan import Plan
+from nos.planner.planner import plan_state
+
+
+def _layout(instances: tuple[Instance, ...]) -> str:
+    return " ".join(str(i) for i in instances) or "(empty)"
+
+
+def render_text(plan: Plan) -> str:
+    """The human-readable plan: per node and GPU, current -> planned and the pods placed."""
+    by_gpu: dict[tuple[str, int], list[str]] = {}
+    for p in plan.placed:
+        by_gpu.setdefault((p.node, p.gpu), []).append(
+            f"{p.pod} ({p.profile}{', existing' if p.existing else ''})"
+        )
+    candidates = len(plan.placed) + len(plan.unplaced)
+    lines = [
+        f"Plan {plan.plan_id}: {len(plan.placed)} of {candidates} candidate pod(s) placed, "
+        f"{len(plan.changed_nodes)} node(s) reconfigured, "
+        f"{sum(n.write for n in plan.nodes.values())} node(s) to annotate",
+        "",
+    ]
+    for name, node in sorted(plan.nodes.items()):
+        model = node.gpus[0].model if node.gpus else "?"
+        state = f"frozen: {node.frozen}" if node.frozen else "reconfigure" if node.changed else "unchanged"
+        lines.append(f"node {name} ({model}) [{state}]")
+        for g in node.gpus:
+            arrow = (
+                f"{_layout(g.current)} -> {_layout(g.planned)}"
+                if g.changed
+                else f"{_layout(g.current)} (kept)"
+            )
+            lines.append(f"  GPU {g.index}: {arrow}{f'  [frozen: {g.frozen}]' if g.frozen else ''}")
+            pods = by_gpu.get((name, g.index))
+            if pods:
+                lines.append(f"         + {', '.join(pods)}")
+    if plan.unplaced:
+        lines += ["", f"Left pending ({len(plan.unplaced)}):"]
+        lines += [f"  {u.pod}: {u.reason}" for u in plan.unplaced]
+    if plan.problems:
+        lines += ["", f"Problems ({len(plan.problems)}):"]
+        lines += [f"  {p}" for p in plan.problems]
+    lines += ["", "(* = in use; PROFILE@SLOT = instance starting at that memory slot)"]
+    return "\n".join(lines)
+
+
+def _fail(message: str) -> None:
+    click.echo(f"nos plan: {message}", err=True)
+    sys.exit(2)
+
+
+@click.command()
+@click.argument("snapshot", metavar="SNAPSHOT")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the machine-readable plan (see docs/plan-format.md)."
+)
+@click.option(
+    "--geometries",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="knownMigGeometries YAML restricting each GPU model to allowed layouts.",
+)
+@click.option(
+    "--catalog", type=click.Path(path_type=Path, dir_okay=False), help="Alternative MIG catalog YAML."
+)
+@click.option("--plan-id", help="Plan id to write (default: a digest of the plan).")
+@click.option("--no-fill", is_flag=True, help="Leave spare slots of reconfigured GPUs empty.")
+def plan(
+    snapshot: str,
+    as_json: bool,
+    geometries: Path | None,
+    catalog: Path | None,
+    plan_id: str | None,
+    no_fill: bool,
+) -> None:
+    """Plan MIG layouts for SNAPSHOT, offline.
+
+    SNAPSHOT is what `kubectl get nodes,pods -A -o yaml` prints, a multi-document YAML of Nodes and
+    Pods, or - for standard input. Nothing is written to any cluster.
+    """
+    try:
+        cat = load_catalog(catalog)
+        allowed = None
+        if geometries is not None:
+            allowed, warnings = load_known_geometries(geometries, cat)
+            for w in warnings:
+                click.echo(f"warning: {w}", err=True)
+        snap = load_snapshot(snapshot)
+    except (SnapshotError, CatalogError, GeometryConfigError) as e:
+        _fail(str(e))
+        return
+    state = build_cluster(snap.nodes, snap.pods, cat)
+    unknown = [n.frozen for n in state.nodes.values() if n.model is None and n.frozen]
+    if unknown:
+        more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
+        _fail(f"{unknown[0]}{more}; supported models: see docs/mig-models.md")
+    if not state.nodes:
+        click.echo(
+            "warning: no node is labelled nos.nebuly.ai/gpu-partitioning=mig (or nos.nebuly.com/...);"
+            " nothing to plan",
+            err=True,
+        )
+    result = plan_state(state, geometries=allowed, plan_id=plan_id, fill=not no_fill)
+    errors = check_plan(state, result)
+    if errors:  # a planner bug: never print a plan that fails the independent check
+        _fail(f"internal error, the plan failed its check: {errors[0]}")
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+    else:
+        click.echo(render_text(result))

@@ -1,0 +1,91 @@
+"""Builders of Node and Pod objects (API dict shape) for planner tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from nos.contract.annotations import encode_spec, encode_status
+from nos.mig.layout import Instance
+
+A100 = "NVIDIA-A100-SXM4-80GB"
+H100 = "NVIDIA-H100-80GB-HBM3"
+A30 = "NVIDIA-A30"
+
+
+def node(
+    name: str,
+    product: str = A100,
+    gpus: int | None = None,
+    status: Mapping[int, Sequence[Instance]] | None = None,
+    *,
+    cpu: str = "64",
+    memory: str = "512Gi",
+    labels: Mapping[str, str] | None = None,
+    taints: Iterable[Mapping[str, str]] = (),
+    unschedulable: bool = False,
+    spec_matches_status: bool = True,
+    extra_annotations: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    annotations: dict[str, str] = {}
+    if status is not None:
+        annotations.update(encode_status(status, "plan-0"))
+        if spec_matches_status:
+            annotations.update(encode_spec({i: [x.freed() for x in v] for i, v in status.items()}, "plan-0"))
+    annotations.update(extra_annotations or {})
+    count = gpus if gpus is not None else (max(status) + 1 if status else 1)
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "labels": {
+                "nos.nebuly.ai/gpu-partitioning": "mig",
+                "nvidia.com/gpu.product": product,
+                "nvidia.com/gpu.count": str(count),
+                **(labels or {}),
+            },
+            "annotations": annotations,
+        },
+        "spec": {"taints": list(taints), "unschedulable": unschedulable},
+        "status": {"allocatable": {"cpu": cpu, "memory": memory, "pods": "110"}},
+    }
+
+
+def pod(
+    name: str,
+    profile: str | None = "1g.10gb",
+    *,
+    namespace: str = "default",
+    priority: int = 0,
+    cpu: str = "1",
+    memory: str = "1Gi",
+    node_name: str | None = None,
+    node_selector: Mapping[str, str] | None = None,
+    tolerations: Iterable[Mapping[str, str]] = (),
+    created: str = "2026-11-29T10:00:00Z",
+    mig_count: int = 1,
+) -> dict[str, Any]:
+    limits = {f"nvidia.com/mig-{profile}": mig_count} if profile else {}
+    spec: dict[str, Any] = {
+        "priority": priority,
+        "containers": [{"name": "main", "resources": {"limits": limits, "requests": {"cpu": cpu, "memory": memory}}}],
+        "tolerations": list(tolerations),
+    }
+    if node_selector:
+        spec["nodeSelector"] = dict(node_selector)
+    if node_name:
+        spec["nodeName"] = node_name
+        status: dict[str, Any] = {"phase": "Running"}
+    else:
+        status = {
+            "phase": "Pending",
+            "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}],
+        }
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "creationTimestamp": created},
+        "spec": spec,
+        "status": status,
+    }
