@@ -14,9 +14,11 @@ def cli() -> None:
 
 
 def _register() -> None:
+    from nos.cli.models import models
     from nos.cli.plan import plan
 
     cli.add_command(plan)
+    cli.add_command(models)
     try:
         from nos.cli.agent import agent
     except ImportError:  # pragma: no cover - the agent command is optional until it lands
