@@ -207,8 +207,8 @@ def test_plan_is_deterministic_and_writes_only_changed_nodes() -> None:
         if np.write:
             assert np.annotations[SPEC_PLAN] == first.plan_id
         else:
-            assert np.annotations == {k: v for k, v in nodes[ord(name) - ord("a")]["metadata"]["annotations"].items()
-                                      if k.startswith("nos.nebuly.com/spec")}
+            before = nodes[ord(name) - ord("a")]["metadata"]["annotations"]
+            assert np.annotations == {k: v for k, v in before.items() if k.startswith("nos.nebuly.com/spec")}
 
 
 def test_unlabelled_nodes_are_never_touched() -> None:

@@ -15,6 +15,7 @@ from nos.planner.cluster import build_cluster
 from nos.planner.planner import plan
 from tests.planner.factories import A30, A100, H100, node, pod
 
+Cluster = tuple[list[dict[str, Any]], list[dict[str, Any]]]
 PRODUCTS = {A100: "A100-80GB", H100: "H100-80GB", A30: "A30-24GB"}
 
 
@@ -24,7 +25,7 @@ def layouts(model: str) -> list[tuple[Instance, ...]]:
 
 
 @st.composite
-def clusters(draw: st.DrawFn) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def clusters(draw: st.DrawFn) -> Cluster:
     nodes = []
     offered: set[str] = set()
     for n in range(draw(st.integers(1, 4))):
@@ -40,7 +41,7 @@ def clusters(draw: st.DrawFn) -> tuple[list[dict[str, Any]], list[dict[str, Any]
                 status[g] = []
         cpu = str(draw(st.integers(2, 16)))
         nodes.append(node(f"n{n}", product, gpus=len(status), status=status, cpu=cpu))
-    profiles = sorted(offered) + ["3g.20gb"]
+    profiles = [*sorted(offered), "3g.20gb"]
     pods = [
         pod(
             f"p{i}",
@@ -56,7 +57,7 @@ def clusters(draw: st.DrawFn) -> tuple[list[dict[str, Any]], list[dict[str, Any]
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(clusters())
-def test_every_plan_passes_the_independent_check(cluster: tuple[list[dict[str, Any]], list[dict[str, Any]]]) -> None:
+def test_every_plan_passes_the_independent_check(cluster: Cluster) -> None:
     nodes, pods = cluster
     result = plan(nodes, pods)
     assert check_plan(build_cluster(nodes, pods), result) == []
@@ -64,7 +65,7 @@ def test_every_plan_passes_the_independent_check(cluster: tuple[list[dict[str, A
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(clusters())
-def test_plans_are_deterministic_and_stable(cluster: tuple[list[dict[str, Any]], list[dict[str, Any]]]) -> None:
+def test_plans_are_deterministic_and_stable(cluster: Cluster) -> None:
     nodes, pods = cluster
     first = plan(nodes, pods)
     assert plan(nodes, pods).to_json() == first.to_json()

@@ -19,16 +19,15 @@ def render_models(catalog: Catalog) -> str:
         lines.append(f"| {m.name} | {m.memory_slots} | {m.compute_slices} | {products} | {verified} |")
     lines += [
         "",
-        "| model | profile | annotation spelling | resource | NVML profile | compute | slots | starts | max |",
+        "| model | profile | annotation spelling | resource | NVML profile | compute | slots | starts | max"
+        " |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for m in catalog.models:
         for p in m.profiles.values():
             starts = ",".join(map(str, p.starts))
-            lines.append(
-                f"| {m.name} | {p.name} | {p.annotation_name} | `{p.resource}` | {p.nvml_profile} | {p.compute}"
-                f" | {p.slots} | {starts} | {p.max_count} |"
-            )
+            cells = (m.name, p.name, p.annotation_name, f"`{p.resource}`", p.nvml_profile, p.compute)
+            lines.append("| " + " | ".join(map(str, (*cells, p.slots, starts, p.max_count))) + " |")
     return "\n".join(lines)
 
 
