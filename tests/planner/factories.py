@@ -69,9 +69,7 @@ def pod(
     limits = {f"nvidia.com/mig-{profile}": mig_count} if profile else {}
     spec: dict[str, Any] = {
         "priority": priority,
-        "containers": [
-            {"name": "main", "resources": {"limits": limits, "requests": {"cpu": cpu, "memory": memory}}}
-        ],
+        "containers": [{"name": "main", "resources": {"limits": limits, "requests": {"cpu": cpu, "memory": memory}}}],
         "tolerations": list(tolerations),
     }
     if node_selector:

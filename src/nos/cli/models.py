@@ -19,8 +19,7 @@ def render_models(catalog: Catalog) -> str:
         lines.append(f"| {m.name} | {m.memory_slots} | {m.compute_slices} | {products} | {verified} |")
     lines += [
         "",
-        "| model | profile | annotation spelling | resource | NVML profile | compute | slots | starts | max"
-        " |",
+        "| model | profile | annotation spelling | resource | NVML profile | compute | slots | starts | max |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for m in catalog.models:

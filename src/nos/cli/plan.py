@@ -26,9 +26,7 @@ def render_text(plan: Plan) -> str:
     """The human-readable plan: per node and GPU, current -> planned and the pods placed."""
     by_gpu: dict[tuple[str, int], list[str]] = {}
     for p in plan.placed:
-        by_gpu.setdefault((p.node, p.gpu), []).append(
-            f"{p.pod} ({p.profile}{', existing' if p.existing else ''})"
-        )
+        by_gpu.setdefault((p.node, p.gpu), []).append(f"{p.pod} ({p.profile}{', existing' if p.existing else ''})")
     candidates = len(plan.placed) + len(plan.unplaced)
     lines = [
         f"Plan {plan.plan_id}: {len(plan.placed)} of {candidates} candidate pod(s) placed, "
@@ -41,11 +39,7 @@ def render_text(plan: Plan) -> str:
         state = f"frozen: {node.frozen}" if node.frozen else "reconfigure" if node.changed else "unchanged"
         lines.append(f"node {name} ({model}) [{state}]")
         for g in node.gpus:
-            arrow = (
-                f"{_layout(g.current)} -> {_layout(g.planned)}"
-                if g.changed
-                else f"{_layout(g.current)} (kept)"
-            )
+            arrow = f"{_layout(g.current)} -> {_layout(g.planned)}" if g.changed else f"{_layout(g.current)} (kept)"
             lines.append(f"  GPU {g.index}: {arrow}{f'  [frozen: {g.frozen}]' if g.frozen else ''}")
             pods = by_gpu.get((name, g.index))
             if pods:
@@ -67,17 +61,13 @@ def _fail(message: str) -> None:
 
 @click.command()
 @click.argument("snapshot", metavar="SNAPSHOT")
-@click.option(
-    "--json", "as_json", is_flag=True, help="Print the machine-readable plan (see docs/plan-format.md)."
-)
+@click.option("--json", "as_json", is_flag=True, help="Print the machine-readable plan (see docs/plan-format.md).")
 @click.option(
     "--geometries",
     type=click.Path(path_type=Path, dir_okay=False),
     help="knownMigGeometries YAML restricting each GPU model to allowed layouts.",
 )
-@click.option(
-    "--catalog", type=click.Path(path_type=Path, dir_okay=False), help="Alternative MIG catalog YAML."
-)
+@click.option("--catalog", type=click.Path(path_type=Path, dir_okay=False), help="Alternative MIG catalog YAML.")
 @click.option("--plan-id", help="Plan id to write (default: a digest of the plan).")
 @click.option("--no-fill", is_flag=True, help="Leave spare slots of reconfigured GPUs empty.")
 def plan(
@@ -111,8 +101,7 @@ def plan(
         _fail(f"{unknown[0]}{more}; supported models: see docs/mig-models.md")
     if not state.nodes:
         click.echo(
-            "warning: no node is labelled nos.nebuly.ai/gpu-partitioning=mig (or nos.nebuly.com/...);"
-            " nothing to plan",
+            "warning: no node is labelled nos.nebuly.ai/gpu-partitioning=mig (or nos.nebuly.com/...); nothing to plan",
             err=True,
         )
     result = plan_state(state, geometries=allowed, plan_id=plan_id, fill=not no_fill)

@@ -149,15 +149,11 @@ def _decode(annotations: Mapping[str, str], status: bool) -> DecodedAnnotations:
             if m is None:
                 head = key[len(prefix) :].split("-", 1)[0]
                 index_or_none = int(head) if head.isdigit() else None
-                out.problems.append(
-                    AnnotationProblem(key, "key is not of the form of the contract", index_or_none)
-                )
+                out.problems.append(AnnotationProblem(key, "key is not of the form of the contract", index_or_none))
                 continue
             gpu_index = int(m["gpu"])
             if not _COUNT.match(value.strip()):
-                out.problems.append(
-                    AnnotationProblem(key, f"count {value!r} is not a non-negative integer", gpu_index)
-                )
+                out.problems.append(AnnotationProblem(key, f"count {value!r} is not a non-negative integer", gpu_index))
                 continue
             used = status and m["state"] == "used"
             out.gpu(gpu_index).counts[(profile_from_annotation(m["profile"]), used)] += int(value)
@@ -205,18 +201,14 @@ def encode_status(gpus: Mapping[int, Sequence[Instance]], plan_id: str | None) -
     out: dict[str, str] = {}
     for index in sorted(gpus):
         for (profile, used), n in sorted(Counter((i.profile, i.used) for i in gpus[index]).items()):
-            out[f"{STATUS_PREFIX}{index}-{annotation_spelling(profile)}-{'used' if used else 'free'}"] = str(
-                n
-            )
+            out[f"{STATUS_PREFIX}{index}-{annotation_spelling(profile)}-{'used' if used else 'free'}"] = str(n)
         out[f"{STATUS_PLACEMENT_PREFIX}{index}"] = _placement_value(gpus[index], with_state=True)
     if plan_id is not None:
         out[STATUS_PLAN] = plan_id
     return out
 
 
-def merge_patch(
-    current: Mapping[str, str], desired: Mapping[str, str], owned: str = "spec"
-) -> dict[str, str | None]:
+def merge_patch(current: Mapping[str, str], desired: Mapping[str, str], owned: str = "spec") -> dict[str, str | None]:
     """JSON merge-patch body for ``metadata.annotations``: set what differs, null the owned keys
     that are no longer desired (stale profiles must disappear: absent means zero)."""
     owns = is_spec_key if owned == "spec" else is_status_key

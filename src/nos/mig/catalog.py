@@ -226,6 +226,9 @@ class _CatalogFile(BaseModel):
                     raise ValueError(f"model {m.name}: malformed profile name {pname!r}")
                 if int(match["compute"]) != shape.kinds[kind].compute:
                     raise ValueError(f"model {m.name}: {pname} does not match kind {kind}")
+                kind_variant = kind[kind.index("+") :] if "+" in kind else ""
+                if (match["variant"] or "") != kind_variant:  # a ``+me`` kind must be spelled ``+me``
+                    raise ValueError(f"model {m.name}: {pname} does not match the variant of kind {kind}")
             full = [k for k in m.profiles if shape.kinds[k].slots == shape.memory_slots]
             if len(full) != 1:
                 raise ValueError(f"model {m.name}: needs exactly one whole-GPU profile")

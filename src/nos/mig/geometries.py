@@ -55,25 +55,19 @@ def parse_known_geometries(
         try:
             entry = _Entry.model_validate(item)
         except ValidationError as e:
-            raise GeometryConfigError(
-                f"{source}: entry {n}: {e.errors()[0]['msg']} at {e.errors()[0]['loc']}"
-            ) from e
+            raise GeometryConfigError(f"{source}: entry {n}: {e.errors()[0]['msg']} at {e.errors()[0]['loc']}") from e
         for label in entry.models:
             model = catalog.model_for_product(label)
             if model is None:
                 warnings.append(f"{source}: entry {n}: unknown GPU model {label!r} ignored")
                 continue
             mentioned.add(model.name)
-            reachable = {
-                frozenset(Counter(i.profile for i in lay).items()) for lay in enumerate_layouts(model)
-            }
+            reachable = {frozenset(Counter(i.profile for i in lay).items()) for lay in enumerate_layouts(model)}
             for geometry in entry.allowed_geometries:
                 shown = ", ".join(f"{k}: {v}" for k, v in geometry.items())
                 unknown = [p for p in geometry if p not in model.profiles]
                 if unknown:
-                    warnings.append(
-                        f"{source}: {label}: geometry {{{shown}}} dropped: no profile {unknown[0]}"
-                    )
+                    warnings.append(f"{source}: {label}: geometry {{{shown}}} dropped: no profile {unknown[0]}")
                 elif any(v < 0 for v in geometry.values()):
                     warnings.append(f"{source}: {label}: geometry {{{shown}}} dropped: negative count")
                 elif frozenset((k, v) for k, v in geometry.items() if v) not in reachable:
@@ -87,9 +81,7 @@ def parse_known_geometries(
     return result, warnings
 
 
-def load_known_geometries(
-    path: Path, catalog: Catalog | None = None
-) -> tuple[dict[str, list[Geometry]], list[str]]:
+def load_known_geometries(path: Path, catalog: Catalog | None = None) -> tuple[dict[str, list[Geometry]], list[str]]:
     try:
         text = path.read_text()
     except OSError as e:

@@ -40,14 +40,10 @@ def layout_errors(model: GpuModel, instances: Iterable[Instance]) -> list[str]:
             errors.append(f"{model.name} has no MIG profile {inst.profile}")
             continue
         if inst.start not in profile.starts:
-            errors.append(
-                f"{inst.profile} cannot start at slot {inst.start} (allowed: {list(profile.starts)})"
-            )
+            errors.append(f"{inst.profile} cannot start at slot {inst.start} (allowed: {list(profile.starts)})")
         for slot in range(inst.start, inst.start + profile.slots):
             if slot in owner:
-                errors.append(
-                    f"{inst.profile}@{inst.start} overlaps {owner[slot].profile}@{owner[slot].start}"
-                )
+                errors.append(f"{inst.profile}@{inst.start} overlaps {owner[slot].profile}@{owner[slot].start}")
                 break
             owner[slot] = inst
         counts[inst.profile] += 1

@@ -43,12 +43,16 @@ def _free_quality(model: GpuModel, free: int) -> int:
 
 
 def _fits_counts(model: GpuModel, profiles: Sequence[Profile]) -> bool:
-    counts = Counter(p.name for p in profiles)
-    if any(n > model.profiles[name].max_count for name, n in counts.items()):
-        return False
-    if sum(p.compute for p in profiles) > model.compute_slices:
-        return False
-    return sum(p.media for p in profiles) <= 1
+    """Placement-independent limits: per-profile maximum, compute slices, one media instance."""
+    counts: dict[Profile, int] = {}
+    compute = media = 0
+    for p in profiles:
+        n = counts[p] = counts.get(p, 0) + 1
+        if n > p.max_count:
+            return False
+        compute += p.compute
+        media += p.media
+    return compute <= model.compute_slices and media <= 1
 
 
 def _placements(
@@ -114,9 +118,7 @@ class Packer:
         self._quality_cache[key] = best
         return best
 
-    def feasible(
-        self, model: GpuModel, fixed: tuple[Instance, ...], wanted: tuple[str, ...], blocked: int = 0
-    ) -> bool:
+    def feasible(self, model: GpuModel, fixed: tuple[Instance, ...], wanted: tuple[str, ...], blocked: int = 0) -> bool:
         return self.quality(model, fixed, wanted, blocked) is not None
 
     def _targets(

@@ -129,9 +129,7 @@ def _gpu_state(node: str, index: int, model: GpuModel, status: GpuAnnotations | 
         return GpuState(index, model, ())
     unknown = sorted({p for p, _ in status.counts if p not in model.profiles})
     if unknown:
-        return GpuState(
-            index, model, (), frozen=f"status reports profile {unknown[0]}, unknown on {model.name}"
-        )
+        return GpuState(index, model, (), frozen=f"status reports profile {unknown[0]}, unknown on {model.name}")
     if status.placements is not None:
         errors = layout_errors(model, status.placements)
         if errors:
@@ -159,9 +157,7 @@ def _node_state(info: NodeInfo, catalog: Catalog, bound: Iterable[PodInfo]) -> N
         return NodeState(info, None, [], free, spec, frozen=f"node {info.name} has no {PRODUCT_LABEL} label")
     model = catalog.model_for_product(product)
     if model is None:
-        return NodeState(
-            info, None, [], free, spec, frozen=f"node {info.name}: unknown GPU model {product!r}"
-        )
+        return NodeState(info, None, [], free, spec, frozen=f"node {info.name}: unknown GPU model {product!r}")
     status = decode_status(info.annotations)
     state = NodeState(info, model, [], free, spec)
     for p in (*status.problems, *spec.problems):

@@ -224,9 +224,7 @@ class _Planning:
             heapq.heappush(heap, entry)
         return found
 
-    def _new_direct(
-        self, resource: str, eligible: set[int], requests: Sequence[tuple[str, int]]
-    ) -> _Gpu | None:
+    def _new_direct(self, resource: str, eligible: set[int], requests: Sequence[tuple[str, int]]) -> _Gpu | None:
         """For pods only a few nodes accept: look at those nodes' GPUs directly."""
         best: tuple[int, int, int] | None = None
         found = None
@@ -284,9 +282,7 @@ class _Planning:
         self, resource: str, placement: Placement, eligible_ids: set[int], requests: Sequence[tuple[str, int]]
     ) -> str:
         """Why a pod found no place, in the scheduler's terms where it can."""
-        offering = [
-            n for n in self.nodes if n.state.model is not None and resource in n.state.model.by_resource
-        ]
+        offering = [n for n in self.nodes if n.state.model is not None and resource in n.state.model.by_resource]
         eligible = [n for n in offering if n.id in eligible_ids]
         if not eligible:
             refusals = Counter(placement_refusal(placement, n.state.info) for n in offering)
@@ -306,9 +302,7 @@ class _Planning:
         for n in roomy:
             for gpu in n.gpus:
                 p = gpu.model.profile_for_resource(resource)
-                if p is not None and self.packer.feasible(
-                    gpu.model, gpu.state.used, (p.name,), gpu.state.blocked
-                ):
+                if p is not None and self.packer.feasible(gpu.model, gpu.state.used, (p.name,), gpu.state.blocked):
                     return (
                         f"the GPU capacity that could host {resource} went to pods planned before it"
                         " (higher priority or smaller profiles)"
@@ -319,8 +313,7 @@ class _Planning:
             else ""
         )
         return (
-            f"no GPU of the {len(roomy)} eligible node(s) can host {resource} next to its in-use instances"
-            + restricted
+            f"no GPU of the {len(roomy)} eligible node(s) can host {resource} next to its in-use instances" + restricted
         )
 
     # ------------------------------------------------------------------ result
@@ -360,9 +353,7 @@ class _Planning:
                     if k.startswith(f"{SPEC_PREFIX}{gs.index}-") or k == f"{SPEC_PLACEMENT_PREFIX}{gs.index}"
                 }
                 if not keys:
-                    gpus = [
-                        GpuPlan(g.index, g.model.name, g.instances, g.instances, g.frozen) for g in ns.gpus
-                    ]
+                    gpus = [GpuPlan(g.index, g.model.name, g.instances, g.instances, g.frozen) for g in ns.gpus]
                     reason = f"GPU {gs.index} is frozen ({gs.frozen}) and has no spec to keep"
                     return NodePlan(ns.name, gpus, dict(current_spec), False, reason)
                 frozen_keys.update(keys)

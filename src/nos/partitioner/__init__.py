@@ -1,0 +1,1 @@
+"""The partitioner: batches candidate pods, plans, writes spec annotations on nodes."""

@@ -1,0 +1,198 @@
+"""One partitioner cycle over the ``Kube`` port: observe, batch, wait for agents, plan, write.
+
+The same code runs in the cluster (``nos partitioner``, lightkube adapter, wall clock) and in
+``nos simulate`` (in-memory API, virtual clock). It holds no state the cluster does not also hold
+except the open batch, the last plan's time and the events already sent, so a restarted
+partitioner simply resumes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from nos.contract.annotations import SPEC_PLAN, STATUS_PLAN, merge_patch
+from nos.kube.port import Conflict, Event, Kube, KubeError, ObjectRef
+from nos.mig.catalog import Catalog, default_catalog
+from nos.mig.packing import Geometry
+from nos.partitioner.batch import Batcher
+from nos.planner.checker import check_plan
+from nos.planner.cluster import ClusterState, build_cluster
+from nos.planner.plan import Plan
+from nos.planner.planner import plan_state
+
+log = logging.getLogger(__name__)
+
+
+class PartitionerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    batch_window_idle_seconds: float = Field(default=10.0, ge=0)
+    batch_window_timeout_seconds: float = Field(default=60.0, gt=0)
+    report_timeout_seconds: float = Field(default=300.0, gt=0)
+    """How long to wait for every agent to report the previous plan before planning anyway."""
+    fill_spare: bool = True
+    patch_attempts: int = Field(default=5, ge=1)
+
+
+@dataclass
+class CycleResult:
+    """What one cycle did (for logs, metrics and the simulator)."""
+
+    plan: Plan | None = None
+    waiting_for: list[str] = field(default_factory=list)
+    """Nodes that have not reported the previous plan yet."""
+    written: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def pending_reports(state: ClusterState) -> list[str]:
+    """Managed nodes whose agent has not yet reported the plan written on them."""
+    out = []
+    for name, ns in state.nodes.items():
+        spec_plan = ns.info.annotations.get(SPEC_PLAN)
+        if spec_plan is not None and ns.info.annotations.get(STATUS_PLAN) != spec_plan:
+            out.append(name)
+    return out
+
+
+class Partitioner:
+    def __init__(
+        self,
+        kube: Kube,
+        clock: Callable[[], float],
+        config: PartitionerConfig | None = None,
+        catalog: Catalog | None = None,
+        geometries: Mapping[str, Sequence[Geometry]] | None = None,
+    ) -> None:
+        self.kube = kube
+        self.clock = clock
+        self.config = config or PartitionerConfig()
+        self.catalog = catalog or default_catalog()
+        self.geometries = geometries
+        self.batcher = Batcher(self.config.batch_window_idle_seconds, self.config.batch_window_timeout_seconds)
+        self.last_plan_at: float | None = None
+        self.last_plan_id: str | None = None
+        self._told: dict[str, str] = {}
+
+    def _plan_id(self, now: float) -> str:
+        """Unix seconds, as the original; strictly increasing even within one second."""
+        plan_id = str(int(now))
+        if self.last_plan_id is not None and plan_id.isdigit() and int(plan_id) <= int(self.last_plan_id):
+            plan_id = str(int(self.last_plan_id) + 1)
+        return plan_id
+
+    async def cycle(self) -> CycleResult:
+        """Observe the cluster; plan and write when a batch has closed and agents have caught up."""
+        now = self.clock()
+        nodes, pods = await self.kube.list_nodes(), await self.kube.list_pods()
+        state = build_cluster(nodes, pods, self.catalog)
+        self.batcher.observe((p.key for p in state.candidates), now)
+        result = CycleResult()
+        if not self.batcher.ready(now):
+            return result
+        waiting = pending_reports(state)
+        if waiting and self.last_plan_at is None:  # e.g. after a restart: start the wait now
+            self.last_plan_at = now
+        if waiting and self.last_plan_at is not None and now - self.last_plan_at < self.config.report_timeout_seconds:
+            result.waiting_for = waiting
+            log.info("batch ready, waiting for %d node(s) to report plan %s", len(waiting), self.last_plan_id)
+            return result
+        for name in waiting:  # timed out: one dead agent must not freeze the cluster
+            await self._node_event(
+                name,
+                "AgentReportTimeout",
+                f"the MIG agent did not report plan {state.nodes[name].info.annotations.get(SPEC_PLAN)} in time;"
+                " planning without it",
+                "Warning",
+            )
+        for problem in state.problems:
+            log.warning("%s", problem)
+        plan = plan_state(
+            state,
+            geometries=self.geometries,
+            plan_id=self._plan_id(now),
+            fill=self.config.fill_spare,
+        )
+        errors = check_plan(state, plan)
+        if errors:  # never write a plan that fails the independent check
+            log.error("plan %s failed its check, not written: %s", plan.plan_id, "; ".join(errors[:3]))
+            self.batcher.reset()
+            return result
+        result.plan = plan
+        for name, node_plan in plan.nodes.items():
+            if not node_plan.write:
+                continue
+            try:
+                await self._write(name, node_plan.annotations)
+                result.written.append(name)
+            except KubeError as e:
+                result.failed[name] = str(e)
+                log.error("writing plan %s on node %s failed: %s", plan.plan_id, name, e)
+        if result.written:
+            self.last_plan_at, self.last_plan_id = now, plan.plan_id
+        log.info(
+            "plan %s: %d/%d candidate(s) placed, %d node(s) reconfigured, %d written",
+            plan.plan_id,
+            len(plan.placed),
+            len(plan.placed) + len(plan.unplaced),
+            len(plan.changed_nodes),
+            len(result.written),
+        )
+        await self._explain(plan, {p.key: p for p in state.candidates}, result.written)
+        self.batcher.reset()
+        return result
+
+    async def _write(self, name: str, annotations: Mapping[str, str]) -> None:
+        """Merge-patch the complete spec set (stale keys nulled), retrying on conflicts."""
+        for attempt in range(self.config.patch_attempts):
+            node = await self.kube.get_node(name)
+            meta = node.get("metadata") or {}
+            current = meta.get("annotations") or {}
+            patch = merge_patch(current, annotations, owned="spec")
+            if not patch:
+                return
+            try:
+                await self.kube.patch_node_annotations(name, patch, resource_version=meta.get("resourceVersion"))
+                return
+            except Conflict:
+                log.info("node %s changed while writing its spec (attempt %d), retrying", name, attempt + 1)
+        raise Conflict(f"node {name}: still conflicting after {self.config.patch_attempts} attempts")
+
+    async def _explain(self, plan: Plan, pods: Mapping[str, Any], written: Sequence[str]) -> None:
+        """Events on pods and nodes; a pod hears the same thing once."""
+        for p in plan.placed:
+            if p.node not in written and not p.existing:
+                continue
+            how = "existing free" if p.existing else "creating"
+            note = f"{how} {p.profile} on node {p.node} GPU {p.gpu} for this pod, plan {plan.plan_id}"
+            await self._pod_event(pods[p.pod], "MigPlanned", note, "Normal", key=f"{p.node}/{p.gpu}/{p.profile}")
+        for u in plan.unplaced:
+            await self._pod_event(pods[u.pod], "MigUnplaceable", u.reason, "Warning", key=u.reason)
+        for name in written:
+            changes = [
+                f"GPU {g.index}: {' '.join(map(str, g.current)) or 'empty'} -> {' '.join(map(str, g.planned))}"
+                for g in plan.nodes[name].gpus
+                if g.changed
+            ]
+            if changes:
+                await self._node_event(name, "MigRepartition", f"plan {plan.plan_id}: " + "; ".join(changes))
+
+    async def _pod_event(self, pod: Any, reason: str, note: str, type_: str, key: str) -> None:
+        if self._told.get(pod.key) == key:
+            return
+        self._told[pod.key] = key
+        ref = ObjectRef("Pod", pod.name, pod.namespace)
+        await self._send(Event(ref, reason, note, "Warning" if type_ == "Warning" else "Normal"))
+
+    async def _node_event(self, name: str, reason: str, note: str, type_: str = "Normal") -> None:
+        await self._send(Event(ObjectRef("Node", name), reason, note, "Warning" if type_ == "Warning" else "Normal"))
+
+    async def _send(self, event: Event) -> None:
+        try:
+            await self.kube.create_event(event)
+        except KubeError as e:  # events explain; they must never stop the partitioner
+            log.warning("could not record event %s on %s: %s", event.reason, event.regarding.name, e)

@@ -1,0 +1,109 @@
+"""The partitioner cycle on the in-memory Kubernetes API with a virtual clock."""
+
+from __future__ import annotations
+
+from nos.contract.annotations import SPEC_PLAN, STATUS_PLAN, decode_spec
+from nos.kube.memory import MemoryKube
+from nos.kube.port import Conflict
+from nos.mig.layout import Instance as I
+from nos.partitioner.batch import Batcher
+from nos.partitioner.controller import Partitioner, PartitionerConfig
+from tests.planner.factories import node, pod
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_batch_closes_after_idle_or_timeout() -> None:
+    b = Batcher(idle_s=10, timeout_s=60)
+    b.observe(["a"], 0)
+    assert not b.ready(5)
+    assert b.ready(10)
+    b.reset()
+    for t in range(0, 70, 5):  # a new pod every 5 s keeps the idle window open ...
+        b.observe([f"p{t}"], t)
+    assert b.ready(60)  # ... but not past the timeout
+    b.reset()
+    b.observe([], 100)
+    assert not b.ready(1000)
+
+
+async def _cluster() -> MemoryKube:
+    kube = MemoryKube()
+    kube.add_node(node("a", status={0: [I(0, "7g.80gb")]}))
+    kube.add_node(node("b", status={0: [I(0, "3g.40gb", True), I(4, "3g.40gb", True)]}))
+    kube.add_pod(pod("p1", "1g.10gb"))
+    kube.add_pod(pod("p2", "3g.20gb"))
+    return kube
+
+
+async def test_cycle_plans_after_the_batch_window_and_writes_changed_nodes() -> None:
+    kube, clock = await _cluster(), Clock()
+    part = Partitioner(kube, clock, PartitionerConfig(batch_window_idle_seconds=10))
+    assert (await part.cycle()).plan is None  # batch just opened
+    clock.now += 10
+    result = await part.cycle()
+    assert result.plan is not None and result.written == ["a"]
+    annotations = (await kube.get_node("a"))["metadata"]["annotations"]
+    assert annotations[SPEC_PLAN] == result.plan.plan_id
+    assert decode_spec(annotations).gpus[0].profile_counts()["1g.10gb"] >= 1
+    untouched = (await kube.get_node("b"))["metadata"]["annotations"]
+    assert untouched[SPEC_PLAN] == "plan-0"
+    reasons = {(e.regarding.name, e.reason) for e in kube.events}
+    assert ("p1", "MigPlanned") in reasons
+    assert ("p2", "MigUnplaceable") in reasons
+    assert ("a", "MigRepartition") in reasons
+
+
+async def test_waits_for_agents_then_times_out_with_an_event() -> None:
+    kube, clock = await _cluster(), Clock()
+    cfg = PartitionerConfig(batch_window_idle_seconds=1, report_timeout_seconds=100)
+    part = Partitioner(kube, clock, cfg)
+    await part.cycle()
+    clock.now += 1
+    first = await part.cycle()
+    assert first.written == ["a"]
+    kube.add_pod(pod("p3", "1g.10gb"))
+    await part.cycle()
+    clock.now += 1
+    waiting = await part.cycle()
+    assert waiting.plan is None and waiting.waiting_for == ["a"]
+    clock.now += 100
+    late = await part.cycle()
+    assert late.plan is not None
+    assert any(e.reason == "AgentReportTimeout" and e.regarding.name == "a" for e in kube.events)
+
+
+async def test_reported_plan_unblocks_the_next_plan() -> None:
+    kube, clock = await _cluster(), Clock()
+    part = Partitioner(kube, clock, PartitionerConfig(batch_window_idle_seconds=1))
+    await part.cycle()
+    clock.now += 1
+    plan_id = (await part.cycle()).plan.plan_id  # type: ignore[union-attr]
+    await kube.patch_node_annotations("a", {STATUS_PLAN: plan_id})
+    kube.add_pod(pod("p3", "2g.20gb"))
+    await part.cycle()
+    clock.now += 1
+    assert (await part.cycle()).plan is not None
+
+
+async def test_conflicting_write_is_retried() -> None:
+    kube, clock = await _cluster(), Clock()
+    part = Partitioner(kube, clock, PartitionerConfig(batch_window_idle_seconds=0))
+    kube.fail_next("patch_node_annotations", Conflict("node a changed"), times=2)
+    result = await part.cycle()
+    assert result.written == ["a"]
+    assert SPEC_PLAN in (await kube.get_node("a"))["metadata"]["annotations"]
+
+
+async def test_persistent_conflict_is_reported_not_raised() -> None:
+    kube, clock = await _cluster(), Clock()
+    part = Partitioner(kube, clock, PartitionerConfig(batch_window_idle_seconds=0, patch_attempts=2))
+    kube.fail_next("patch_node_annotations", Conflict("node a changed"), times=5)
+    result = await part.cycle()
+    assert result.written == [] and "a" in result.failed
