@@ -27,6 +27,9 @@ from nos.planner.planner import plan_state
 
 log = logging.getLogger(__name__)
 
+PlanFunction = Callable[[ClusterState, str], Plan]
+"""(cluster state, plan id) -> plan; nos' planner by default, another policy in the simulator."""
+
 
 class PartitionerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -67,12 +70,14 @@ class Partitioner:
         config: PartitionerConfig | None = None,
         catalog: Catalog | None = None,
         geometries: Mapping[str, Sequence[Geometry]] | None = None,
+        planner: PlanFunction | None = None,
     ) -> None:
         self.kube = kube
         self.clock = clock
         self.config = config or PartitionerConfig()
         self.catalog = catalog or default_catalog()
         self.geometries = geometries
+        self.planner = planner or self._plan
         self.batcher = Batcher(self.config.batch_window_idle_seconds, self.config.batch_window_timeout_seconds)
         self.last_plan_at: float | None = None
         self.last_plan_id: str | None = None
@@ -111,12 +116,7 @@ class Partitioner:
             )
         for problem in state.problems:
             log.warning("%s", problem)
-        plan = plan_state(
-            state,
-            geometries=self.geometries,
-            plan_id=self._plan_id(now),
-            fill=self.config.fill_spare,
-        )
+        plan = self.planner(state, self._plan_id(now))
         errors = check_plan(state, plan)
         if errors:  # never write a plan that fails the independent check
             log.error("plan %s failed its check, not written: %s", plan.plan_id, "; ".join(errors[:3]))
@@ -145,6 +145,9 @@ class Partitioner:
         await self._explain(plan, {p.key: p for p in state.candidates}, result.written)
         self.batcher.reset()
         return result
+
+    def _plan(self, state: ClusterState, plan_id: str) -> Plan:
+        return plan_state(state, geometries=self.geometries, plan_id=plan_id, fill=self.config.fill_spare)
 
     async def _write(self, name: str, annotations: Mapping[str, str]) -> None:
         """Merge-patch the complete spec set (stale keys nulled), retrying on conflicts."""
