@@ -1,0 +1,106 @@
+"""Restart the NVIDIA device plugin on this node so it re-advertises the MIG devices.
+
+The plugin enumerates MIG devices only when it starts (k8s-device-plugin #992), so after a change
+its pod on this node is deleted and the DaemonSet recreates it. Restarting it does not disturb
+running containers: kubelet keeps its allocation checkpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from nos.kube.port import Event, Kube, NotFound, ObjectRef
+
+log = logging.getLogger(__name__)
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class DevicePluginConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    namespace: str = "gpu-operator"
+    label_selector: str = "app=nvidia-device-plugin-daemonset"
+    """The GPU operator's label (the standalone Helm chart: app.kubernetes.io/name=nvidia-device-plugin)."""
+    timeout_s: float = Field(default=180.0, gt=0)
+    poll_s: float = Field(default=2.0, gt=0)
+    find_attempts: int = Field(default=3, ge=1)
+    """How many times to look for exactly one plugin pod before giving up (a rollout may be running)."""
+
+
+def _running(pod: dict[str, Any]) -> bool:
+    return bool(pod.get("status", {}).get("phase") == "Running" and not pod["metadata"].get("deletionTimestamp"))
+
+
+class DevicePluginRestarter:
+    def __init__(
+        self,
+        kube: Kube,
+        node_name: str,
+        config: DevicePluginConfig | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self._kube, self._node = kube, node_name
+        self.config = config or DevicePluginConfig()
+        self._clock, self._sleep = clock, sleep
+
+    async def _pods(self) -> list[dict[str, Any]]:
+        return await self._kube.list_pods(
+            namespace=self.config.namespace,
+            label_selector=self.config.label_selector,
+            field_selector=f"spec.nodeName={self._node}",
+        )
+
+    async def _warn(self, reason: str, note: str) -> None:
+        log.warning("%s: %s", reason, note)
+        await self._kube.create_event(
+            Event(ObjectRef("Node", self._node), reason, note, type="Warning", action="RestartDevicePlugin")
+        )
+
+    async def restart(self) -> bool:
+        """Delete the plugin pod of this node and wait for a different one to run. False (with a
+        Warning Event on the Node) when there was not exactly one pod or the new one did not run in time."""
+        cfg = self.config
+        pods: list[dict[str, Any]] = []
+        for attempt in range(cfg.find_attempts):
+            pods = await self._pods()
+            if len(pods) == 1:
+                break
+            if attempt + 1 < cfg.find_attempts:
+                await self._sleep(cfg.poll_s)
+        if len(pods) != 1:
+            names = ", ".join(sorted(p["metadata"]["name"] for p in pods)) or "none"
+            await self._warn(
+                "DevicePluginNotFound",
+                f"expected one device plugin pod ({cfg.label_selector}) in {cfg.namespace} on this node, "
+                f"found {len(pods)} ({names}); MIG changes may not be advertised",
+            )
+            return False
+        old = pods[0]["metadata"]
+        log.info("deleting device plugin pod %s/%s", cfg.namespace, old["name"])
+        with contextlib.suppress(NotFound):  # already going away: wait for its replacement all the same
+            await self._kube.delete_pod(cfg.namespace, old["name"])
+        deadline = self._clock() + cfg.timeout_s
+        while True:
+            replacement = [
+                p
+                for p in await self._pods()
+                if (p["metadata"].get("uid"), p["metadata"]["name"]) != (old.get("uid"), old["name"]) and _running(p)
+            ]
+            if replacement:
+                log.info("device plugin pod %s is running", replacement[0]["metadata"]["name"])
+                return True
+            if self._clock() >= deadline:
+                await self._warn(
+                    "DevicePluginRestartTimeout",
+                    f"no new device plugin pod running on this node {cfg.timeout_s:g}s after deleting {old['name']}",
+                )
+                return False
+            await self._sleep(cfg.poll_s)

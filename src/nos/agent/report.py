@@ -1,0 +1,65 @@
+"""The agent's status annotations: what exists on each GPU, used or free, and where.
+
+Only instances with a compute instance are reported: they are the MIG devices the device plugin
+advertises. A half-created instance is a transient the next reconcile removes or completes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
+
+from nos.contract.annotations import encode_status, merge_patch
+from nos.gpu.port import GpuInstanceInfo
+from nos.kube.port import Kube
+from nos.mig.layout import Instance
+
+log = logging.getLogger(__name__)
+
+
+def status_instances(actual: Sequence[GpuInstanceInfo], in_use: Collection[int]) -> tuple[Instance, ...]:
+    """The instances of one GPU as the status reports them (``used`` = allocated or busy)."""
+    return tuple(sorted(Instance(g.start, g.profile, g.gi_id in in_use) for g in actual if g.compute_instances))
+
+
+def status_annotations(gpus: Mapping[int, Sequence[Instance]], plan_id: str | None) -> dict[str, str]:
+    """Contract counts + placement extension + the spec plan id the agent processed."""
+    return encode_status(gpus, plan_id)
+
+
+class Reporter:
+    """Patches the node's status annotations when they differ from the desired ones."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        node_name: str,
+        interval_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._kube, self._node, self.interval_s, self._clock = kube, node_name, interval_s, clock
+        self._last: float | None = None
+
+    def due(self) -> bool:
+        """A periodic report is due (the first one always is)."""
+        return self._last is None or self._clock() - self._last >= self.interval_s
+
+    async def report(
+        self,
+        gpus: Mapping[int, Sequence[Instance]],
+        plan_id: str | None,
+        current: Mapping[str, str] | None = None,
+    ) -> dict[str, str | None]:
+        """Patch what changed (reading the node unless ``current`` annotations are given); returns the
+        patch, empty when nothing changed."""
+        if current is None:
+            node = await self._kube.get_node(self._node)
+            current = node.get("metadata", {}).get("annotations") or {}
+        desired = status_annotations(gpus, plan_id)
+        patch = merge_patch(current, desired, owned="status")
+        self._last = self._clock()
+        if patch:
+            log.info("reporting status of node %s: %s", self._node, patch)
+            await self._kube.patch_node_annotations(self._node, patch)
+        return patch
