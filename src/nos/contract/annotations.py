@@ -41,10 +41,12 @@ SPEC_PLACEMENT_PREFIX = DOMAIN + "spec-placement-gpu-"
 STATUS_PLACEMENT_PREFIX = DOMAIN + "status-placement-gpu-"
 
 _PROFILE = r"\d+g\.\d+gb(?:_[a-z][a-z.]*)?"
-_SPEC_KEY = re.compile(rf"^(?P<gpu>\d+)-(?P<profile>{_PROFILE})$")
-_STATUS_KEY = re.compile(rf"^(?P<gpu>\d+)-(?P<profile>{_PROFILE})-(?P<state>free|used)$")
-_PLACEMENT = re.compile(rf"^(?P<profile>{_PROFILE})@(?P<start>\d+)(?::(?P<state>free|used))?$")
-_COUNT = re.compile(r"^\d{1,3}$")
+# re.ASCII: only ASCII digits (str.isdigit() takes "²", which int() refuses; \d takes "٣")
+_SPEC_KEY = re.compile(rf"^(?P<gpu>\d+)-(?P<profile>{_PROFILE})$", re.ASCII)
+_STATUS_KEY = re.compile(rf"^(?P<gpu>\d+)-(?P<profile>{_PROFILE})-(?P<state>free|used)$", re.ASCII)
+_PLACEMENT = re.compile(rf"^(?P<profile>{_PROFILE})@(?P<start>\d+)(?::(?P<state>free|used))?$", re.ASCII)
+_COUNT = re.compile(r"^\d{1,3}$", re.ASCII)
+_INDEX = re.compile(r"^\d+$", re.ASCII)
 
 
 def is_mig_partitioned(labels: Mapping[str, str]) -> bool:
@@ -137,7 +139,7 @@ def _decode(annotations: Mapping[str, str], status: bool) -> DecodedAnnotations:
             out.plan_id = value
         elif key.startswith(placement_prefix):
             raw_index = key[len(placement_prefix) :]
-            if not raw_index.isdigit():
+            if not _INDEX.match(raw_index):
                 out.problems.append(AnnotationProblem(key, "GPU index is not a number"))
                 continue
             try:
@@ -148,7 +150,7 @@ def _decode(annotations: Mapping[str, str], status: bool) -> DecodedAnnotations:
             m = key_re.match(key[len(prefix) :])
             if m is None:
                 head = key[len(prefix) :].split("-", 1)[0]
-                index_or_none = int(head) if head.isdigit() else None
+                index_or_none = int(head) if _INDEX.match(head) else None
                 out.problems.append(AnnotationProblem(key, "key is not of the form of the contract", index_or_none))
                 continue
             gpu_index = int(m["gpu"])

@@ -155,8 +155,15 @@ def _requirements(items: Any) -> tuple[Requirement, ...]:
     )
 
 
-def pod_from_dict(obj: Mapping[str, Any]) -> PodInfo:
+def _metadata(obj: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
     meta = obj.get("metadata") or {}
+    if not isinstance(meta, Mapping):
+        raise ObjectError(f"a {kind} has a metadata that is not a mapping")
+    return meta
+
+
+def pod_from_dict(obj: Mapping[str, Any]) -> PodInfo:
+    meta = _metadata(obj, "Pod")
     spec = obj.get("spec") or {}
     status = obj.get("status") or {}
     namespace, name = str(meta.get("namespace") or "default"), str(meta.get("name") or "")
@@ -232,7 +239,7 @@ def pod_from_dict(obj: Mapping[str, Any]) -> PodInfo:
 
 
 def node_from_dict(obj: Mapping[str, Any]) -> NodeInfo:
-    meta = obj.get("metadata") or {}
+    meta = _metadata(obj, "Node")
     spec = obj.get("spec") or {}
     status = obj.get("status") or {}
     name = str(meta.get("name") or "")

@@ -5,6 +5,7 @@ cpu is counted in millicores and everything else in units, the way the scheduler
 
 from __future__ import annotations
 
+import math
 import re
 from decimal import ROUND_CEILING, Decimal, InvalidOperation
 
@@ -17,6 +18,8 @@ _QUANTITY = re.compile(r"^([+-]?[0-9.]+(?:[eE][+-]?\d+)?)(Ki|Mi|Gi|Ti|Pi|Ei|m|k|
 
 def parse_quantity(value: str | int | float) -> Decimal:
     """The quantity as a decimal number of base units; ValueError when malformed."""
+    if isinstance(value, bool) or (isinstance(value, float) and not math.isfinite(value)):
+        raise ValueError(f"not a Kubernetes quantity: {value!r}")  # YAML ``true`` / ``.inf``
     if isinstance(value, int | float):
         return Decimal(str(value))
     m = _QUANTITY.match(str(value).strip())

@@ -242,8 +242,11 @@ class _CatalogFile(BaseModel):
 def _build(raw: object) -> Catalog:
     try:
         parsed = _CatalogFile.model_validate(raw)
-    except ValidationError as e:
-        raise CatalogError(f"invalid MIG catalog: {e}") from e
+    except ValidationError as e:  # one line: the CLI prints it as is
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
+        raise CatalogError(f"invalid MIG catalog: {first['msg']}{f' at {where}' if where else ''}{more}") from e
     models = []
     for m in parsed.models:
         shape = parsed.shapes[m.shape]
@@ -275,8 +278,12 @@ def load_catalog(path: Path | None = None) -> Catalog:
         return default_catalog()
     try:
         raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise CatalogError(f"cannot read MIG catalog {path}: {e}") from e
+    except OSError as e:
+        raise CatalogError(f"cannot read MIG catalog {path}: {e.strerror}") from e
+    except yaml.YAMLError as e:  # one line: the CLI prints it as is
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise CatalogError(f"MIG catalog {path} is not YAML{at}: {getattr(e, 'problem', None) or e}") from e
     return _build(raw)
 
 

@@ -42,8 +42,10 @@ def parse_known_geometries(
     catalog = catalog or default_catalog()
     try:
         raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise GeometryConfigError(f"{source}: not YAML: {e}") from e
+    except yaml.YAMLError as e:  # one line: the CLI prints it as is
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise GeometryConfigError(f"{source}: not YAML{at}: {getattr(e, 'problem', None) or e}") from e
     if isinstance(raw, dict) and "knownMigGeometries" in raw:
         raw = raw["knownMigGeometries"]
     if not isinstance(raw, list):

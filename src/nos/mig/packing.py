@@ -170,12 +170,16 @@ class Packer:
                     destroyed = sum(1 for i in soft if i not in new)
                     occupied = mask
                 else:
-                    new_mask = (mask & ~taken) | fixed_mask
-                    kept_soft = [i for i, m in soft_masks if not m & new_mask]
-                    kept_profiles = [model.profile(i.profile) for i in (*fixed, *new, *kept_soft)]
+                    # a new instance exactly where an identical free one sits is that one, kept
+                    reused = [i for i in soft if i in new]
+                    new = tuple(i for i in new if i not in reused)
+                    new_mask = _mask(model, new) | fixed_mask
+                    kept_soft = [i for i, m in soft_masks if i not in reused and not m & new_mask]
+                    kept_profiles = [model.profile(i.profile) for i in (*fixed, *new, *reused, *kept_soft)]
                     while not _fits_counts(model, kept_profiles):  # keep fewer soft instances
                         kept_soft.pop()
                         kept_profiles.pop()
+                    kept_soft += reused
                     destroyed = len(soft) - len(kept_soft)
                     occupied = mask | _mask(model, kept_soft)
                 score = (destroyed, -free_quality(model, ~occupied & full), len(new), sorted(new))

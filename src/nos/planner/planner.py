@@ -128,7 +128,7 @@ class _Planning:
                     continue
                 wanted = tuple(sorted((*gpu.wanted, profile.name)))
                 q = self.packer.quality(gpu.model, gpu.fixed, wanted, gpu.state.blocked)
-                if q is not None:
+                if q is not None:  # lowest quality left first: best fit, large free blocks stay elsewhere
                     heapq.heappush(self.heaps.setdefault(resource, []), (tier, q, bid, key))
         bucket[gpu.id] = None
 

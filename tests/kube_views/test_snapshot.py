@@ -1,0 +1,94 @@
+"""Loading cluster snapshots for ``nos plan``."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from nos.kube.snapshot import SnapshotError, load_snapshot, parse_snapshot
+
+NODE = "{kind: Node, metadata: {name: %s}}"
+POD = "{kind: Pod, metadata: {name: %s}}"
+
+
+def test_kubectl_list() -> None:
+    text = f"""
+apiVersion: v1
+kind: List
+items:
+- {NODE % "n1"}
+- {NODE % "n2"}
+- {POD % "p1"}
+- {{kind: Service, metadata: {{name: s}}}}
+"""
+    snap = parse_snapshot(text)
+    assert [n["metadata"]["name"] for n in snap.nodes] == ["n1", "n2"]
+    assert [p["metadata"]["name"] for p in snap.pods] == ["p1"]
+    assert snap.ignored == 1
+
+
+def test_multi_document_and_nested_lists() -> None:
+    text = "\n---\n".join(
+        [
+            NODE % "n1",
+            f"{{kind: PodList, items: [{POD % 'p1'}, {{kind: List, items: [{POD % 'p2'}, {NODE % 'n2'}]}}]}}",
+            "",  # an empty document
+            f"{{kind: NodeList, items: [{NODE % 'n3'}]}}",
+            "{kind: List, items: null}",
+        ]
+    )
+    snap = parse_snapshot(text)
+    assert sorted(n["metadata"]["name"] for n in snap.nodes) == ["n1", "n2", "n3"]
+    assert sorted(p["metadata"]["name"] for p in snap.pods) == ["p1", "p2"]
+
+
+def test_the_example_snapshot() -> None:
+    snap = load_snapshot(str(Path(__file__).parents[2] / "examples" / "snapshot.yaml"))
+    assert len(snap.nodes) == 5 and len(snap.pods) > 10
+
+
+def test_stdin(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO(NODE % "from-stdin"))
+    assert load_snapshot("-").nodes[0]["metadata"]["name"] == "from-stdin"
+    monkeypatch.setattr("sys.stdin", io.StringIO("kind: List\nitems: [\n"))
+    with pytest.raises(SnapshotError, match="standard input is not valid YAML"):
+        load_snapshot("-")
+
+
+def test_not_yaml_gives_the_line() -> None:
+    text = "kind: List\nitems:\n- kind: Node\n  metadata: {name: n1\n- x: : y\n"
+    with pytest.raises(SnapshotError) as err:
+        parse_snapshot(text, "snap.yaml")
+    message = str(err.value)
+    assert message.startswith("snap.yaml is not valid YAML at line ")
+    assert "\n" not in message
+    with pytest.raises(SnapshotError, match="at line 3"):
+        parse_snapshot("a: 1\nb: 2\nc: d: e\n")
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "kind: List\nitems: []", POD % "p", "{kind: Service}", "---\n---\n"],
+)
+def test_no_nodes(text: str) -> None:
+    with pytest.raises(SnapshotError, match="holds no Node objects"):
+        parse_snapshot(text, "s.yaml")
+
+
+@pytest.mark.parametrize("text", ["just text", "- 1\n- 2", "kind: List\nitems: [3]", "42"])
+def test_not_kubernetes_objects(text: str) -> None:
+    with pytest.raises(SnapshotError, match="expected Kubernetes objects"):
+        parse_snapshot(text)
+
+
+def test_unreadable_files(tmp_path: Path) -> None:
+    with pytest.raises(SnapshotError, match=r"cannot read .*absent\.yaml"):
+        load_snapshot(str(tmp_path / "absent.yaml"))
+    with pytest.raises(SnapshotError, match="cannot read"):
+        load_snapshot(str(tmp_path))  # a directory
+    binary = tmp_path / "b.bin"
+    binary.write_bytes(b"\xff\xfe\x00\x81")
+    with pytest.raises(SnapshotError, match="is not a text file"):
+        load_snapshot(str(binary))
