@@ -62,9 +62,7 @@ def lightkube_client(server: FakeApiServer) -> AsyncClient:
 
 @pytest_asyncio.fixture
 async def http_kube(fake_server: FakeApiServer) -> AsyncIterator[tuple[FakeApiServer, LightkubeKube]]:
-    kube = LightkubeKube(
-        lightkube_client(fake_server), component="agent", instance="agent-test", retry=FAST_RETRY
-    )
+    kube = LightkubeKube(lightkube_client(fake_server), component="agent", instance="agent-test", retry=FAST_RETRY)
     try:
         yield fake_server, kube
     finally:

@@ -66,9 +66,7 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
     return web.Response(body=json.dumps(body).encode(), status=status, headers=all_headers)
 
 
-def _error(
-    code: int, message: str, reason: str | None = None, headers: dict[str, str] | None = None
-) -> web.Response:
+def _error(code: int, message: str, reason: str | None = None, headers: dict[str, str] | None = None) -> web.Response:
     return json_response(status_body(code, message, reason), status=code, headers=headers)
 
 
@@ -198,9 +196,7 @@ class FakeApiServer:
             "kind": "Config",
             "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
             "users": [{"name": "fake", "user": {"token": self.token}}],
-            "contexts": [
-                {"name": "fake", "context": {"cluster": "fake", "user": "fake", "namespace": "default"}}
-            ],
+            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake", "namespace": "default"}}],
             "current-context": "fake",
         }
 
@@ -243,9 +239,7 @@ class FakeApiServer:
                 if fault.delay:
                     await asyncio.sleep(fault.delay)
                 if fault.status is not None:
-                    headers = (
-                        {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else None
-                    )
+                    headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else None
                     record.status = fault.status
                     return _error(fault.status, f"injected fault {fault.status}", headers=headers)
                 break
@@ -374,9 +368,7 @@ class FakeApiServer:
         response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
         response.enable_chunked_encoding()
         try:
-            watch = self.store.watch(
-                route.info.plural, route.namespace, selector, request.query.get("resourceVersion")
-            )
+            watch = self.store.watch(route.info.plural, route.namespace, selector, request.query.get("resourceVersion"))
         except Gone as err:
             await response.prepare(request)
             await self._send(response, "ERROR", status_body(410, str(err), "Expired"))

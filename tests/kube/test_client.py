@@ -57,9 +57,7 @@ async def test_persistent_5xx_gives_up_after_the_configured_attempts(http_kube: 
 
 async def test_retry_after_header_sets_the_delay(fake_server: FakeApiServer) -> None:
     sleep = RecordingSleep()
-    kube = LightkubeKube(
-        lightkube_client(fake_server), retry=RetryPolicy(attempts=3, max_delay=2.0, sleep=sleep)
-    )
+    kube = LightkubeKube(lightkube_client(fake_server), retry=RetryPolicy(attempts=3, max_delay=2.0, sleep=sleep))
     try:
         fake_server.store.create("nodes", node("n1"))
         fake_server.fail_next(r"/nodes/n1$", 429, retry_after=1.5)
@@ -70,9 +68,7 @@ async def test_retry_after_header_sets_the_delay(fake_server: FakeApiServer) -> 
     assert sleep.delays == [1.5, 2.0]  # the second one capped at max_delay
 
 
-@pytest.mark.parametrize(
-    ("status", "exc_type"), [(404, NotFound), (409, Conflict), (403, KubeError), (422, KubeError)]
-)
+@pytest.mark.parametrize(("status", "exc_type"), [(404, NotFound), (409, Conflict), (403, KubeError), (422, KubeError)])
 async def test_client_errors_are_mapped_and_not_retried(
     http_kube: HttpKube, status: int, exc_type: type[KubeError]
 ) -> None:

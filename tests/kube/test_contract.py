@@ -45,9 +45,7 @@ async def test_get_missing_node_raises_not_found(backend: Backend) -> None:
         ("nos.nebuly.com/gpu-partitioning=mig,gpu=a100", ["a"]),
     ],
 )
-async def test_list_nodes_label_selectors(
-    backend: Backend, selector: str | None, expected: list[str]
-) -> None:
+async def test_list_nodes_label_selectors(backend: Backend, selector: str | None, expected: list[str]) -> None:
     mig = {"nos.nebuly.com/gpu-partitioning": "mig"}
     backend.store.create("nodes", node("a", labels={**mig, "gpu": "a100"}))
     backend.store.create("nodes", node("b", labels={**mig, "gpu": "v100"}))
@@ -85,15 +83,11 @@ async def test_list_pods_label_and_field_selector_combined(backend: Backend) -> 
 
 
 async def test_merge_patch_adds_changes_and_deletes_annotations(backend: Backend) -> None:
-    created = backend.store.create(
-        "nodes", node("n1", annotations={"keep": "k", "change": "old", "drop": "x"})
-    )
+    created = backend.store.create("nodes", node("n1", annotations={"keep": "k", "change": "old", "drop": "x"}))
     patched = await backend.kube.patch_node_annotations("n1", {"change": "new", "drop": None, "add": "a"})
     assert patched["metadata"]["annotations"] == {"keep": "k", "change": "new", "add": "a"}
     assert int(patched["metadata"]["resourceVersion"]) > int(created["metadata"]["resourceVersion"])
-    assert (await backend.kube.get_node("n1"))["metadata"]["annotations"] == patched["metadata"][
-        "annotations"
-    ]
+    assert (await backend.kube.get_node("n1"))["metadata"]["annotations"] == patched["metadata"]["annotations"]
     # labels and status are untouched by an annotation patch
     assert patched["status"]["allocatable"]["cpu"] == "8"
 
@@ -132,12 +126,8 @@ async def test_delete_pod_then_get_is_404(backend: Backend) -> None:
 
 async def test_create_event_stores_events_k8s_io_v1_object(backend: Backend) -> None:
     ref = ObjectRef(kind="Node", name="n1", uid="u-1")
-    await backend.kube.create_event(
-        Event(ref, reason="MigPartitioned", note="applied 2x1g.10gb", type="Normal")
-    )
-    await backend.kube.create_event(
-        Event(ref, reason="MigFailed", note="x" * 5000, type="Warning", action="Apply")
-    )
+    await backend.kube.create_event(Event(ref, reason="MigPartitioned", note="applied 2x1g.10gb", type="Normal"))
+    await backend.kube.create_event(Event(ref, reason="MigFailed", note="x" * 5000, type="Warning", action="Apply"))
     events, _ = backend.store.list("events", "default")
     assert len(events) == 2
     by_reason = {e["reason"]: e for e in events}

@@ -75,9 +75,7 @@ async def test_generate_name(client: AsyncClient) -> None:
 
 async def test_put_with_stale_resource_version_conflicts(client: AsyncClient) -> None:
     lease = await client.create(
-        model(
-            Lease, {"metadata": {"name": "nos-leader", "namespace": "nos"}, "spec": {"holderIdentity": "a"}}
-        )
+        model(Lease, {"metadata": {"name": "nos-leader", "namespace": "nos"}, "spec": {"holderIdentity": "a"}})
     )
     assert lease.spec is not None
     lease.spec.holderIdentity = "b"
@@ -98,9 +96,7 @@ async def test_status_subresource_only_changes_status(client: AsyncClient) -> No
     assert after_main.metadata and after_main.metadata.labels == {"x": "1"}
     assert after_main.status and after_main.status.phase == "Pending"  # ignored on the main resource
     status = {"metadata": {"labels": {"y": "2"}}, "status": {"phase": "Running"}}
-    after_status = await client.patch(
-        Pod.Status, "p", status, namespace="default", patch_type=PatchType.MERGE
-    )
+    after_status = await client.patch(Pod.Status, "p", status, namespace="default", patch_type=PatchType.MERGE)
     assert after_status.status and after_status.status.phase == "Running"
     assert after_status.metadata and after_status.metadata.labels == {"x": "1"}  # ignored on /status
 
@@ -154,9 +150,7 @@ async def test_event_validation_and_missing_token(fake_server: FakeApiServer) ->
         assert (await http.get("/api/v1/widgets")).status_code == 404
 
 
-async def test_delete_absent_is_404_and_delete_hook_runs(
-    fake_server: FakeApiServer, client: AsyncClient
-) -> None:
+async def test_delete_absent_is_404_and_delete_hook_runs(fake_server: FakeApiServer, client: AsyncClient) -> None:
     seen: list[str] = []
     fake_server.store.on_delete("pods", lambda p: seen.append(p["metadata"]["name"]))
     await client.create(model(Pod, pod("p")))
@@ -235,9 +229,7 @@ async def test_watch_timeout_seconds_ends_the_stream(fake_server: FakeApiServer)
     async with raw(fake_server) as http:
         loop = asyncio.get_running_loop()
         start = loop.time()
-        resp = await http.get(
-            "/api/v1/nodes", params={"watch": "true", "timeoutSeconds": "1", "resourceVersion": "0"}
-        )
+        resp = await http.get("/api/v1/nodes", params={"watch": "true", "timeoutSeconds": "1", "resourceVersion": "0"})
         assert resp.status_code == 200 and resp.text == ""
         assert 0.9 <= loop.time() - start < 3
 
@@ -247,9 +239,7 @@ async def test_dropped_watch_ends_stream_and_watch_without_rv_lists_first(fake_s
     async with raw(fake_server) as http:
 
         async def read() -> list[Any]:
-            async with http.stream(
-                "GET", "/api/v1/nodes", params={"watch": "1", "timeoutSeconds": "30"}
-            ) as resp:
+            async with http.stream("GET", "/api/v1/nodes", params={"watch": "1", "timeoutSeconds": "30"}) as resp:
                 return [json.loads(line) async for line in resp.aiter_lines() if line]
 
         task = asyncio.create_task(read())

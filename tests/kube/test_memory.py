@@ -29,9 +29,7 @@ async def test_every_write_bumps_the_resource_version() -> None:
     kube = MemoryKube()
     rvs = [int(kube.add_node(node("n1"))["metadata"]["resourceVersion"])]
     for i in range(3):
-        rvs.append(
-            int((await kube.patch_node_annotations("n1", {"i": str(i)}))["metadata"]["resourceVersion"])
-        )
+        rvs.append(int((await kube.patch_node_annotations("n1", {"i": str(i)}))["metadata"]["resourceVersion"]))
     kube.add_pod(pod("p"))
     assert rvs == sorted(set(rvs))
     assert kube.store.resource_version == str(rvs[-1] + 1)
@@ -58,9 +56,7 @@ async def test_update_node_and_pod_replace_status_too() -> None:
     p["spec"]["nodeName"] = "n1"
     p["status"]["phase"] = "Running"
     kube.update_pod(p)
-    assert [x["metadata"]["name"] for x in await kube.list_pods(field_selector="status.phase=Running")] == [
-        "p"
-    ]
+    assert [x["metadata"]["name"] for x in await kube.list_pods(field_selector="status.phase=Running")] == ["p"]
     kube.remove_pod("default", "p")
     kube.remove_node("n1")
     assert await kube.list_nodes() == [] and await kube.list_pods() == []
@@ -73,9 +69,7 @@ async def test_daemonset_like_hook_recreates_deleted_device_plugin_pod() -> None
     await kube.delete_pod("nvidia", "dp-n1-aaaaa")
     assert await kube.list_pods(namespace="nvidia") == []
     await kube.settle()
-    (fresh,) = await kube.list_pods(
-        namespace="nvidia", label_selector="app=dp", field_selector="spec.nodeName=n1"
-    )
+    (fresh,) = await kube.list_pods(namespace="nvidia", label_selector="app=dp", field_selector="spec.nodeName=n1")
     assert fresh["metadata"]["name"] == "dp-n1-bbbbb"
     assert "status" not in fresh
 

@@ -16,9 +16,11 @@ def cli() -> None:
 def _register() -> None:
     from nos.cli.models import models
     from nos.cli.plan import plan
+    from nos.cli.simulate import simulate
 
     cli.add_command(plan)
     cli.add_command(models)
+    cli.add_command(simulate)
     try:
         from nos.cli.agent import agent
     except ImportError:  # pragma: no cover - the agent command is optional until it lands

@@ -201,16 +201,12 @@ def pod_from_dict(obj: Mapping[str, Any]) -> PodInfo:
                 for t in affinity.get("nodeSelectorTerms") or ()
             )
         tolerations = tuple(
-            Toleration(
-                t.get("key") or None, t.get("operator") or "Equal", t.get("value"), t.get("effect") or None
-            )
+            Toleration(t.get("key") or None, t.get("operator") or "Equal", t.get("value"), t.get("effect") or None)
             for t in spec.get("tolerations") or ()
         )
         conditions = status.get("conditions") or ()
         unschedulable = any(
-            c.get("type") == "PodScheduled"
-            and c.get("status") == "False"
-            and c.get("reason") == "Unschedulable"
+            c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == "Unschedulable"
             for c in conditions
         )
         placement = Placement(
@@ -246,9 +242,7 @@ def node_from_dict(obj: Mapping[str, Any]) -> NodeInfo:
     if not name:
         raise ObjectError("a Node has no metadata.name")
     try:
-        taints = tuple(
-            Taint(str(t["key"]), t.get("value"), str(t["effect"])) for t in spec.get("taints") or ()
-        )
+        taints = tuple(Taint(str(t["key"]), t.get("value"), str(t["effect"])) for t in spec.get("taints") or ())
         return NodeInfo(
             name=name,
             labels={str(k): str(v) for k, v in (meta.get("labels") or {}).items()},

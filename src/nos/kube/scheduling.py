@@ -64,9 +64,7 @@ def placement_refusal(placement: Placement, node: NodeInfo) -> str | None:
 
 def insufficient(requests: Mapping[str, int], free: Mapping[str, int]) -> list[str]:
     """Resources (MIG ones excluded: those are planned) the node lacks for ``requests``."""
-    lacking = [
-        r for r, n in requests.items() if n > 0 and n > free.get(r, 0) and not r.startswith("nvidia.com/mig-")
-    ]
+    lacking = [r for r, n in requests.items() if n > 0 and n > free.get(r, 0) and not r.startswith("nvidia.com/mig-")]
     if free.get(POD_COUNT, 0) < 1:
         lacking.append(POD_COUNT)
     return sorted(lacking)

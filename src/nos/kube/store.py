@@ -241,9 +241,7 @@ class ObjectStore:
         else:
             meta.pop("namespace", None)
         if not meta.get("name") and meta.get("generateName"):
-            meta["name"] = meta["generateName"] + "".join(
-                secrets.choice(_GENERATE_ALPHABET) for _ in range(5)
-            )
+            meta["name"] = meta["generateName"] + "".join(secrets.choice(_GENERATE_ALPHABET) for _ in range(5))
         name = meta.get("name") or ""
         if len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
             raise Invalid(f'{info.kind} "{name}" is invalid: metadata.name: must be a DNS-1123 subdomain')

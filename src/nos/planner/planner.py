@@ -76,12 +76,37 @@ class _Node:
     changed: bool = False
 
 
+@dataclass(frozen=True)
+class Strategy:
+    """One way to run the greedy pass; the planner runs several and keeps the best plan."""
+
+    large_first: bool = False
+    """Within a priority, larger profiles first (first-fit decreasing) instead of the contract's smaller first."""
+    claim_by_fit: bool = False
+    """Take an existing free instance only if no new instance fits more tightly elsewhere; otherwise
+    existing free instances always win (no reconfiguration)."""
+
+    def order(self, pod: PodInfo) -> tuple[Any, ...]:
+        key = candidate_order(pod)
+        if self.large_first:
+            compute, memory = key[1]
+            return (key[0], (-compute, -memory), *key[2:])
+        return key
+
+
+STRATEGIES = (Strategy(), Strategy(large_first=True), Strategy(large_first=True, claim_by_fit=True))
+"""Tried in this order; an earlier one wins ties. Small-first follows the original nos; large-first
+packs better when capacity is short; claiming by fit stops small pods from taking the free instances
+of the only GPU a large pod could use (see docs/benchmarks.md)."""
+
+
 class _Planning:
     """One planning run: mutable working state over an immutable ClusterState."""
 
-    def __init__(self, state: ClusterState, packer: Packer) -> None:
+    def __init__(self, state: ClusterState, packer: Packer, strategy: Strategy = STRATEGIES[0]) -> None:
         self.state = state
         self.packer = packer
+        self.strategy = strategy
         self.nodes: list[_Node] = []
         self.gpus: list[_Gpu] = []
         self.buckets: dict[tuple[Any, ...], dict[int, None]] = {}
@@ -177,9 +202,11 @@ class _Planning:
         signature = (resource, pod.placement, requests)
         eligible = self._eligible(pod.placement)
         if signature not in self.failed:
-            gpu, existing = self._claim(resource, eligible, requests)
-            if gpu is None:
-                gpu = self._new(resource, eligible, requests)
+            gpu, existing, claim_quality = self._claim(resource, eligible, requests)
+            if gpu is None or self.strategy.claim_by_fit:
+                new, new_quality = self._new(resource, eligible, requests)
+                if new is not None and (gpu is None or new_quality < claim_quality):
+                    gpu, existing = new, None
             if gpu is not None:
                 self._commit(pod, gpu, resource, requests, existing)
                 return
@@ -188,8 +215,8 @@ class _Planning:
 
     def _claim(
         self, resource: str, eligible: set[int], requests: Sequence[tuple[str, int]]
-    ) -> tuple[_Gpu | None, Instance | None]:
-        """Tier 0: an existing free instance serving ``resource``."""
+    ) -> tuple[_Gpu | None, Instance | None, int]:
+        """Tier 0: an existing free instance serving ``resource``, and the free-space quality its GPU keeps."""
         for gid in self.soft_index.get(resource, {}):
             gpu = self.gpus[gid]
             if gpu.node.id not in eligible or not self._fits(gpu.node, requests):
@@ -198,18 +225,19 @@ class _Planning:
                 if gpu.model.profile(inst.profile).resource != resource:
                     continue
                 fixed = tuple(sorted((*gpu.fixed, inst)))
-                if self.packer.feasible(gpu.model, fixed, gpu.wanted, gpu.state.blocked):
-                    return gpu, inst
-        return None, None
+                q = self.packer.quality(gpu.model, fixed, gpu.wanted, gpu.state.blocked)
+                if q is not None:
+                    return gpu, inst, q
+        return None, None, 0
 
-    def _new(self, resource: str, eligible: set[int], requests: Sequence[tuple[str, int]]) -> _Gpu | None:
-        """Tiers 1 and 2: a new instance, on the best-fitting GPU."""
+    def _new(self, resource: str, eligible: set[int], requests: Sequence[tuple[str, int]]) -> tuple[_Gpu | None, int]:
+        """Tiers 1 and 2: a new instance on the best-fitting GPU, and the free-space quality it leaves."""
         if len(eligible) * 8 < len(self.buckets):
             return self._new_direct(resource, eligible, requests)
         heap = self.heaps.get(resource, [])
         popped = []
-        found: _Gpu | None = None
-        while heap and found is None:
+        found: tuple[_Gpu | None, int] = (None, 0)
+        while heap and found[0] is None:
             entry = heapq.heappop(heap)
             key = entry[3]
             if self.bucket_ids.get(key) != entry[2]:
@@ -218,16 +246,18 @@ class _Planning:
             for gid in self.buckets[key]:
                 gpu = self.gpus[gid]
                 if gpu.node.id in eligible and self._fits(gpu.node, requests):
-                    found = gpu
+                    found = (gpu, entry[1])
                     break
         for entry in popped:
             heapq.heappush(heap, entry)
         return found
 
-    def _new_direct(self, resource: str, eligible: set[int], requests: Sequence[tuple[str, int]]) -> _Gpu | None:
+    def _new_direct(
+        self, resource: str, eligible: set[int], requests: Sequence[tuple[str, int]]
+    ) -> tuple[_Gpu | None, int]:
         """For pods only a few nodes accept: look at those nodes' GPUs directly."""
         best: tuple[int, int, int] | None = None
-        found = None
+        found: tuple[_Gpu | None, int] = (None, 0)
         for nid in sorted(eligible):
             node = self.nodes[nid]
             if not self._fits(node, requests):
@@ -242,7 +272,7 @@ class _Planning:
                     continue
                 rank = (1 if node.changed else 2, q, gpu.id)
                 if best is None or rank < best:
-                    best, found = rank, gpu
+                    best, found = rank, (gpu, q)
         return found
 
     def _commit(
@@ -318,6 +348,19 @@ class _Planning:
 
     # ------------------------------------------------------------------ result
 
+    def run(self) -> _Planning:
+        for pod in sorted(self.state.candidates, key=self.strategy.order):
+            self.place(pod)
+        return self
+
+    def score(self) -> tuple[Any, ...]:
+        """The objective, to maximise: pods placed per priority (highest first), then fewer
+        reconfigured nodes."""
+        priorities = sorted({p.priority for p in self.state.candidates}, reverse=True)
+        by_priority = {p.key: p.priority for p in self.state.candidates}
+        placed = [sum(1 for x in self.placed if by_priority[x.pod] == prio) for prio in priorities]
+        return (*placed, -sum(n.changed for n in self.nodes))
+
     def finish(self, plan_id: str | None, fill: bool) -> Plan:
         node_plans: dict[str, NodePlan] = {}
         for node in self.nodes:
@@ -383,12 +426,18 @@ def plan_state(
     geometries: Mapping[str, Sequence[Geometry]] | None = None,
     plan_id: str | None = None,
     fill: bool = True,
+    strategies: Sequence[Strategy] = STRATEGIES,
 ) -> Plan:
-    """Plan on an already built cluster state (see ``plan``)."""
-    work = _Planning(state, Packer(geometries))
-    for pod in sorted(state.candidates, key=candidate_order):
-        work.place(pod)
-    return work.finish(plan_id, fill)
+    """Plan on an already built cluster state (see ``plan``): run each strategy's greedy pass and
+    materialise the one with the best objective."""
+    packer = Packer(geometries)  # shared: the passes ask the same placement questions
+    best: _Planning | None = None
+    for strategy in strategies:
+        work = _Planning(state, packer, strategy).run()
+        if best is None or work.score() > best.score():
+            best = work
+    assert best is not None, "at least one strategy is needed"
+    return best.finish(plan_id, fill)
 
 
 def plan(

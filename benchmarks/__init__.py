@@ -1,0 +1,1 @@
+"""Planner benchmarks: nos' planner against the original greedy and the exact optimum."""

@@ -1,0 +1,290 @@
+"""The exact optimum of one planning round, as a mixed-integer program solved by HiGHS.
+
+Maximises the candidate pods made schedulable, higher priorities first (lexicographically: a pod of
+priority rank r weighs ``B**r`` with ``B`` above the number of candidates), subject to exactly
+the rules nos' checker enforces:
+
+* per GPU: used instances stay; each existing free instance is kept or destroyed (binary); new
+  instances are binaries per (profile, start) off the slots in-use instances may occupy; memory
+  slots are covered at most once; per-profile maximum counts, compute slices, one media owner;
+* per node and MIG resource: pods placed <= free instances serving it (new or kept) on its GPUs
+  (any pod on a node may use any of its GPUs, so pods are assigned to nodes, not GPUs);
+* per node: cpu, memory, ... and pod count within what is free; eligibility by
+  ``placement_refusal``;
+* identical pods (resource, other requests, scheduling class, priority) form one class with an
+  integer count per node, which keeps the model small.
+
+``solve`` returns "optimal", or "time limit" (then the numbers are those of the best solution
+found, not the optimum, and benchmarks skip the instance).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from nos.contract.annotations import encode_spec
+from nos.kube.objects import POD_COUNT, Placement, is_mig_resource
+from nos.kube.scheduling import placement_refusal
+from nos.mig.catalog import GpuModel
+from nos.mig.layout import Instance
+from nos.planner.cluster import ClusterState, GpuState
+from nos.planner.plan import GpuPlan, NodePlan, Placed, Plan, Unplaced
+
+_Class = tuple[str, tuple[tuple[str, int], ...], Placement, int]
+"""(MIG resource, other requests, scheduling class, priority)."""
+
+
+@dataclass
+class ExactResult:
+    status: str
+    """"optimal", "time limit", or another HiGHS model status."""
+    placed: int
+    """Pods placed by the best solution found."""
+    placed_by_priority: dict[int, int]
+    seconds: float
+    variables: int = 0
+    constraints: int = 0
+    problems: list[str] = field(default_factory=list)
+    plan: Plan | None = None
+    """The solution as a plan (for ``check_plan``), when one was found."""
+
+    @property
+    def optimal(self) -> bool:
+        return self.status == "optimal"
+
+
+class _Model:
+    """Columns and rows collected in Python, handed to HiGHS in two batch calls."""
+
+    def __init__(self) -> None:
+        self.cost: list[float] = []
+        self.lower: list[float] = []
+        self.upper: list[float] = []
+        self.integer: list[int] = []
+        self.row_lower: list[float] = []
+        self.row_upper: list[float] = []
+        self.starts: list[int] = []
+        self.indices: list[int] = []
+        self.values: list[float] = []
+
+    def var(self, upper: float, cost: float = 0.0, integer: bool = True, lower: float = 0.0) -> int:
+        self.cost.append(cost)
+        self.lower.append(lower)
+        self.upper.append(upper)
+        if integer:
+            self.integer.append(len(self.cost) - 1)
+        return len(self.cost) - 1
+
+    def row(self, terms: dict[int, float] | list[tuple[int, float]], upper: float, lower: float = -np.inf) -> None:
+        items = terms.items() if isinstance(terms, dict) else terms
+        self.starts.append(len(self.indices))
+        for i, v in items:
+            self.indices.append(i)
+            self.values.append(v)
+        self.row_lower.append(lower)
+        self.row_upper.append(upper)
+
+    def solve(self, time_limit: float) -> tuple[str, np.ndarray[Any, Any]]:
+        import highspy
+
+        h = highspy.Highs()  # type: ignore[no-untyped-call]
+        h.setOptionValue("output_flag", False)
+        h.setOptionValue("time_limit", float(time_limit))
+        h.setOptionValue("mip_rel_gap", 0.0)
+        h.setOptionValue("mip_abs_gap", 0.5)
+        h.setOptionValue("threads", 1)
+        n = len(self.cost)
+        h.addCols(
+            n,
+            np.array(self.cost, dtype=np.float64),
+            np.array(self.lower, dtype=np.float64),
+            np.array(self.upper, dtype=np.float64),
+            0,
+            np.zeros(n + 1, dtype=np.int32),
+            np.zeros(0, dtype=np.int32),
+            np.zeros(0, dtype=np.float64),
+        )
+        if self.integer:
+            h.changeColsIntegrality(
+                len(self.integer),
+                np.array(self.integer, dtype=np.int32),
+                np.full(len(self.integer), highspy.HighsVarType.kInteger.value, dtype=np.uint8),
+            )
+        if self.row_upper:
+            h.addRows(
+                len(self.row_upper),
+                np.array(self.row_lower, dtype=np.float64),
+                np.array(self.row_upper, dtype=np.float64),
+                len(self.indices),
+                np.array(self.starts, dtype=np.int32),
+                np.array(self.indices, dtype=np.int32),
+                np.array(self.values, dtype=np.float64),
+            )
+        h.changeObjectiveSense(highspy.ObjSense.kMaximize)
+        h.run()
+        status = h.getModelStatus()
+        names = {highspy.HighsModelStatus.kOptimal: "optimal", highspy.HighsModelStatus.kTimeLimit: "time limit"}
+        name = names.get(status, str(status).rsplit(".", 1)[-1])
+        values = np.array(h.getSolution().col_value, dtype=np.float64) if n else np.zeros(0)
+        if len(values) != n:  # no solution at all
+            values = np.zeros(n)
+        return name, values
+
+
+class _GpuRows:
+    """The variables and constraints of one GPU's layout."""
+
+    def __init__(self, m: _Model, gs: GpuState, model: GpuModel, capacity: dict[str, list[tuple[int, float]]]) -> None:
+        self.m, self.gs, self.model, self.capacity = m, gs, model, capacity
+        self.chosen: list[tuple[int, Instance]] = []
+        """(variable, instance): the instance is in the planned layout when the variable is 1."""
+        self.slots: dict[int, list[tuple[int, float]]] = {s: [] for s in range(model.memory_slots)}
+        self.counts: dict[str, list[tuple[int, float]]] = {}
+        self.compute: list[tuple[int, float]] = []
+        self.media: list[tuple[int, float]] = []
+
+    def add(self, var: int, profile: str, start: int) -> None:
+        self.chosen.append((var, Instance(start, profile)))
+        p = self.model.profile(profile)
+        for s in range(start, start + p.slots):
+            self.slots[s].append((var, 1.0))
+        self.counts.setdefault(profile, []).append((var, 1.0))
+        self.compute.append((var, float(p.compute)))
+        if p.media:
+            self.media.append((var, 1.0))
+        self.capacity.setdefault(p.resource, []).append((var, 1.0))
+
+    def build(self) -> None:
+        m, gs, model = self.m, self.gs, self.model
+        used_mask = 0
+        for i in gs.used:
+            used_mask |= model.profile(i.profile).mask(i.start)
+        for inst in gs.free:  # keep (1) or destroy (0); a frozen GPU keeps everything
+            self.add(m.var(1.0, lower=1.0 if gs.frozen else 0.0), inst.profile, inst.start)
+        if not gs.frozen:
+            for p in model.profiles.values():
+                if p.media:  # a +me instance serves nothing its plain profile does not
+                    continue
+                for s in p.starts:
+                    if not p.mask(s) & (used_mask | gs.blocked):
+                        self.add(m.var(1.0), p.name, s)
+        for s, terms in self.slots.items():
+            if terms:
+                m.row(terms, 0.0 if used_mask >> s & 1 else 1.0)
+        used_counts = Counter(i.profile for i in gs.used)
+        for profile, terms in self.counts.items():
+            m.row(terms, float(model.profile(profile).max_count - used_counts[profile]))
+        used_compute = sum(model.profile(i.profile).compute for i in gs.used)
+        if self.compute:
+            m.row(self.compute, float(model.compute_slices - used_compute))
+        if self.media:
+            m.row(self.media, float(1 - sum(model.profile(i.profile).media for i in gs.used)))
+
+
+def solve(state: ClusterState, time_limit: float = 60.0) -> ExactResult:
+    """The most candidate pods (higher priorities first) any plan could make schedulable."""
+    started = time.perf_counter()
+    m = _Model()
+    classes: Counter[_Class] = Counter()
+    problems: list[str] = []
+    for pod in state.candidates:
+        resource = pod.mig_resource
+        if resource is None or pod.mig_problem:
+            continue
+        requests = tuple(sorted((r, n) for r, n in pod.requests.items() if n > 0 and not is_mig_resource(r)))
+        classes[(resource, requests, pod.placement, pod.priority)] += 1
+    levels = sorted({c[3] for c in classes})  # lowest first
+    base = float(sum(classes.values()) + 1)
+    weight = {prio: base**rank for rank, prio in enumerate(levels)}
+    placed_vars: dict[_Class, list[int]] = {c: [] for c in classes}
+    gpu_vars: dict[tuple[str, int], list[tuple[int, Instance]]] = {}
+    node_vars: dict[str, list[tuple[_Class, int]]] = {}
+    for ns in state.nodes.values():
+        model = ns.model
+        if ns.frozen or model is None:
+            continue
+        capacity: dict[str, list[tuple[int, float]]] = {}
+        for gs in ns.gpus:
+            gpu = _GpuRows(m, gs, model, capacity)
+            gpu_vars[(ns.name, gs.index)] = gpu.chosen
+            gpu.build()
+        node_terms: dict[str, list[tuple[int, float]]] = {}
+        by_resource: dict[str, list[tuple[int, float]]] = {}
+        for cls, n in classes.items():
+            resource, requests, placement, priority = cls
+            if resource not in capacity or placement_refusal(placement, ns.info) is not None:
+                continue
+            y = m.var(float(n), cost=weight[priority])
+            placed_vars[cls].append(y)
+            node_vars.setdefault(ns.name, []).append((cls, y))
+            by_resource.setdefault(resource, []).append((y, 1.0))
+            for r, amount in requests:
+                node_terms.setdefault(r, []).append((y, float(amount)))
+            node_terms.setdefault(POD_COUNT, []).append((y, 1.0))
+        for resource, terms in by_resource.items():
+            m.row(terms + [(v, -c) for v, c in capacity[resource]], 0.0)
+        for r, terms in node_terms.items():
+            m.row(terms, float(max(0, ns.free.get(r, 0))))
+    for cls, ys in placed_vars.items():
+        if len(ys) > 1:
+            m.row([(y, 1.0) for y in ys], float(classes[cls]))
+    status, values = m.solve(max(1.0, time_limit - (time.perf_counter() - started)))
+    by_priority: Counter[int] = Counter()
+    for cls, ys in placed_vars.items():
+        by_priority[cls[3]] += round(sum(values[y] for y in ys))
+    solution = _plan(state, values, gpu_vars, node_vars) if status in ("optimal", "time limit") else None
+    return ExactResult(
+        status,
+        sum(by_priority.values()),
+        dict(sorted(by_priority.items(), reverse=True)),
+        time.perf_counter() - started,
+        len(m.cost),
+        len(m.row_upper),
+        problems,
+        solution,
+    )
+
+
+def _plan(
+    state: ClusterState,
+    values: np.ndarray[Any, Any],
+    gpu_vars: dict[tuple[str, int], list[tuple[int, Instance]]],
+    node_vars: dict[str, list[tuple[_Class, int]]],
+) -> Plan:
+    """The solution as a ``Plan``: layouts from the instance variables, pods of each class handed
+    the free instances of their resource on the node's GPUs."""
+    pods: dict[_Class, list[str]] = {}
+    for pod in sorted(state.candidates, key=lambda p: p.key):
+        if pod.mig_resource is not None and not pod.mig_problem:
+            requests = tuple(sorted((r, n) for r, n in pod.requests.items() if n > 0 and not is_mig_resource(r)))
+            pods.setdefault((pod.mig_resource, requests, pod.placement, pod.priority), []).append(pod.key)
+    nodes: dict[str, NodePlan] = {}
+    placed: list[Placed] = []
+    for name, ns in state.nodes.items():
+        if ns.frozen or ns.model is None:
+            gpus = [GpuPlan(g.index, g.model.name, g.instances, g.instances, g.frozen) for g in ns.gpus]
+            nodes[name] = NodePlan(name, gpus, dict(ns.current_spec_annotations), False, ns.frozen or "unknown")
+            continue
+        model = ns.model
+        gpu_plans = []
+        slots: dict[str, list[tuple[int, str]]] = {}
+        for gs in ns.gpus:
+            kept = [inst for var, inst in gpu_vars.get((name, gs.index), []) if values[var] > 0.5]
+            planned = tuple(sorted((*gs.used, *kept)))
+            gpu_plans.append(GpuPlan(gs.index, model.name, gs.instances, planned, gs.frozen))
+            for inst in kept:
+                slots.setdefault(model.profile(inst.profile).resource, []).append((gs.index, inst.profile))
+        for cls, y in node_vars.get(name, []):
+            for _ in range(round(values[y])):
+                gpu, profile = slots[cls[0]].pop()
+                placed.append(Placed(pods[cls].pop(), name, gpu, profile, False))
+        annotations = encode_spec({g.index: [i.freed() for i in g.planned] for g in gpu_plans}, "exact")
+        nodes[name] = NodePlan(name, gpu_plans, annotations, True)
+    done = {p.pod for p in placed}
+    unplaced = [Unplaced(p.key, "not placed by the optimum") for p in state.candidates if p.key not in done]
+    return Plan("exact", nodes, placed, unplaced)

@@ -1,0 +1,225 @@
+"""``nos simulate``: replay a workload on a simulated cluster with the real partitioner and agent
+(wiring only; the simulator lives in ``nos.sim``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from nos.mig.catalog import default_catalog
+from nos.sim.invariants import InvariantViolation
+from nos.sim.metrics import PolicyResult
+from nos.sim.report import plot, summary_table, to_json
+from nos.sim.runner import run_end, simulate_policy
+from nos.sim.scenario import (
+    POLICIES,
+    NodeGroup,
+    PodSpec,
+    Scenario,
+    ScenarioError,
+    Workload,
+    default_scenario,
+    load_scenario,
+    parse_layout,
+)
+from nos.sim.trace import DEFAULT_TRACE, TraceError, read_trace, trace_pods
+
+AUTO_ARRIVAL_SPAN_S = 4 * 3600
+"""``--time-scale auto`` compresses the sampled trace's arrivals into this span."""
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smh]?)$")
+
+
+def _seconds(text: str) -> float:
+    m = _DURATION.match(text.strip())
+    if m is None:
+        raise click.BadParameter(f"{text!r} is not a duration such as 3600, 90m or 4h", param_hint="--duration")
+    return float(m[1]) * {"": 1, "s": 1, "m": 60, "h": 3600}[m[2]]
+
+
+def _repo_root() -> Path:
+    """The checkout holding this package (src layout), where ``../shared`` is resolved from."""
+    return Path(__file__).resolve().parents[3]
+
+
+def _trace_path(value: str) -> Path:
+    if value == "default":
+        return (_repo_root() / DEFAULT_TRACE).resolve()
+    return Path(value)
+
+
+def _build(
+    scenario_file: Path | None,
+    trace: str | None,
+    sample: int | None,
+    nodes: int | None,
+    gpus: int | None,
+    model: str | None,
+    time_scale: str,
+    policies: str | None,
+    static_layout: str | None,
+    seed: int | None,
+    duration: str | None,
+) -> tuple[Scenario, list[PodSpec], dict[str, Any]]:
+    scenario = load_scenario(scenario_file) if scenario_file else default_scenario()
+    info: dict[str, Any] = {"source": str(scenario_file) if scenario_file else "default"}
+    update: dict[str, Any] = {}
+    if seed is not None:
+        update["seed"] = seed
+    if duration is not None:
+        update["duration_s"] = _seconds(duration)
+    if policies is not None:
+        update["policies"] = [p.strip() for p in policies.split(",") if p.strip()]
+    if static_layout is not None:
+        update["static_layout"] = parse_layout(static_layout)
+    if trace is not None and scenario_file is None:
+        nodes, gpus, model = nodes or 4, gpus or 8, model or "A100-80GB"
+    if nodes is not None or gpus is not None or model is not None:
+        first = scenario.nodes[0]
+        update["nodes"] = [
+            NodeGroup(
+                name="node",
+                model=model or first.model,
+                count=nodes or sum(g.count for g in scenario.nodes),
+                gpus=gpus or first.gpus,
+                cpu=first.cpu,
+                memory_gib=first.memory_gib,
+                initial_layout=first.initial_layout,
+            )
+        ]
+    if trace is not None:
+        update["workload"] = Workload()
+        update["name"] = "openb trace"
+    data = scenario.model_dump()
+    data.update({k: v.model_dump() if hasattr(v, "model_dump") else v for k, v in update.items()})
+    if "nodes" in update:
+        data["nodes"] = [g.model_dump() for g in update["nodes"]]
+    scenario = Scenario.model_validate(data)
+    if trace is None:
+        return scenario, scenario.all_pods(), info
+    path = _trace_path(trace)
+    tasks = read_trace(path)
+    models = {g.model for g in scenario.nodes}
+    if len(models) != 1:
+        raise ScenarioError("a trace replay needs one GPU model in the cluster (use --model)")
+    gpu_model = default_catalog().model(models.pop())
+    auto = time_scale == "auto"
+    scale = 1.0 if auto else float(time_scale)
+    pods = trace_pods(tasks, gpu_model, sample, scale, scenario.seed)
+    if auto:  # the sample's own arrival span, compressed into AUTO_ARRIVAL_SPAN_S
+        scale = (max(p.arrival_s for p in pods) or 1.0) / AUTO_ARRIVAL_SPAN_S
+        pods = [p.model_copy(update={"arrival_s": round(p.arrival_s / scale, 3)}) for p in pods]
+    info.update({"trace": str(path), "tasks": len(pods), "timeScale": round(scale, 3)})
+    return scenario, pods, info
+
+
+@click.command("simulate")
+@click.argument("scenario_file", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--trace",
+    is_flag=False,
+    flag_value="default",
+    default=None,
+    metavar="[CSV]",
+    help="Replay an Alibaba openb pod list (default: ../shared/traces/alibaba-openb-2023/"
+    "openb_pod_list_gpushare40.csv from the repository).",
+)
+@click.option("--sample", type=click.IntRange(1), default=None, help="Trace: replay N tasks drawn at random (seeded).")
+@click.option("--nodes", type=click.IntRange(1), default=None, help="Cluster: N nodes (one group; trace default 4).")
+@click.option(
+    "--gpus-per-node", "gpus", type=click.IntRange(1, 16), default=None, help="GPUs per node (trace default 8)."
+)
+@click.option(
+    "--model", default=None, help="GPU model of the nodes, e.g. A100-80GB, H100-80GB (trace default A100-80GB)."
+)
+@click.option(
+    "--time-scale",
+    default="auto",
+    show_default=True,
+    help="Trace: divide inter-arrival times by X; 'auto' compresses the sampled arrivals into 4 hours.",
+)
+@click.option("--policies", default=None, help=f"Comma-separated subset of {','.join(POLICIES)} [default: all].")
+@click.option(
+    "--static-layout", default=None, help='Layout of every GPU for static, e.g. "1g.10gb=2,2g.20gb=1,3g.40gb=1".'
+)
+@click.option("--seed", type=int, default=None, help="Seed of generated workloads and trace sampling.")
+@click.option("--duration", default=None, help="Virtual time to simulate (e.g. 4h, 90m, 3600) [default: until done].")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of the table.")
+@click.option("--plot", "plot_file", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write a PNG.")
+def simulate(
+    scenario_file: Path | None,
+    trace: str | None,
+    sample: int | None,
+    nodes: int | None,
+    gpus: int | None,
+    model: str | None,
+    time_scale: str,
+    policies: str | None,
+    static_layout: str | None,
+    seed: int | None,
+    duration: str | None,
+    as_json: bool,
+    plot_file: Path | None,
+) -> None:
+    """Replay a workload on a simulated cluster with the real partitioner and MIG agent, once per
+    policy (static, greedy, nos), and compare pending times and GPU allocation."""
+    logging.getLogger("nos").setLevel(logging.ERROR)
+    if time_scale != "auto":
+        try:
+            if float(time_scale) <= 0:
+                raise ValueError
+        except ValueError:
+            raise click.BadParameter("expected a positive number or 'auto'", param_hint="--time-scale") from None
+    try:
+        scenario, pods, info = _build(
+            scenario_file, trace, sample, nodes, gpus, model, time_scale, policies, static_layout, seed, duration
+        )
+    except (ScenarioError, TraceError, ValueError) as e:
+        raise click.ClickException(str(e)) from e
+    if not pods:
+        raise click.ClickException("the workload has no pods")
+    end = run_end(scenario, pods)
+    results: list[PolicyResult] = []
+    err = Console(stderr=True)
+    columns = (TextColumn("{task.description:>7}"), BarColumn(), TextColumn("{task.fields[t]}"), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=as_json) as progress:
+        for policy in scenario.policies:
+            task = progress.add_task(policy, total=end, t="")
+
+            def update(t: float, task: Any = task) -> None:
+                progress.update(task, completed=t, t=f"{t / 3600:5.2f}h virtual")
+
+            try:
+                results.append(simulate_policy(scenario, pods, policy, progress=update))
+            except InvariantViolation as e:
+                raise click.ClickException(f"policy {policy}: invariant violated: {e}") from e
+            except ValueError as e:
+                raise click.ClickException(f"policy {policy}: {e}") from e
+    gpus_total = sum(g.count * g.gpus for g in scenario.nodes)
+    info.update(
+        {
+            "name": scenario.name,
+            "seed": scenario.seed,
+            "pods": len(pods),
+            "gpus": gpus_total,
+            "nodes": [g.model_dump(exclude={"initial_layout"}) for g in scenario.nodes],
+            "staticLayout": scenario.static_layout,
+        }
+    )
+    title = f"{scenario.name}: {len(pods)} pods, {gpus_total} GPUs"
+    if plot_file is not None:
+        plot(results, plot_file, title)
+    if as_json:
+        click.echo(json.dumps(to_json(info, results), indent=2, sort_keys=True))
+    else:
+        Console(width=max(Console().width, 110)).print(summary_table(results, title))
+
+
+if __name__ == "__main__":
+    simulate()

@@ -1,0 +1,170 @@
+"""The simulated cluster: nodes with simulated GPUs, the workload's pods, the scheduler and device
+plugin models, all in a ``MemoryKube`` that the partitioner and the agents use like a real API."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from functools import partial
+
+from nos.kube.memory import MemoryKube
+from nos.mig.catalog import Catalog, default_catalog
+from nos.mig.layout import Instance
+from nos.sim.clock import VirtualClock
+from nos.sim.device_plugin import DevicePluginModel
+from nos.sim.invariants import check_bound_devices_exist
+from nos.sim.metrics import Metrics
+from nos.sim.nodes import NvmlFactory, SimNode, arrange, simulated_nvml
+from nos.sim.scenario import PodSpec, Scenario
+from nos.sim.scheduler import choose_node, queue_order
+from nos.sim.workload import NAMESPACE, SimPod
+
+log = logging.getLogger(__name__)
+
+
+class SimCluster:
+    def __init__(
+        self,
+        scenario: Scenario,
+        pods: Sequence[PodSpec],
+        clock: VirtualClock,
+        static: bool,
+        nvml_factory: NvmlFactory = simulated_nvml,
+        catalog: Catalog | None = None,
+    ) -> None:
+        self.scenario, self.clock = scenario, clock
+        self.catalog = catalog or default_catalog()
+        self.kube = MemoryKube(component="sim", clock=lambda: datetime.fromtimestamp(clock.now(), UTC))
+        self.nodes: dict[str, SimNode] = {}
+        self.pending: dict[str, SimPod] = {}
+        self.running: dict[str, SimPod] = {}
+        self.admission_failures = 0
+        self._pass_queued = False
+        self.on_candidates: Callable[[], None] = lambda: None
+        """Called when pods newly became Unschedulable (the partitioner's pod watch)."""
+        timings = scenario.timings
+        self.plugins = DevicePluginModel(
+            self.kube, clock, self.nodes, timings.device_plugin_restart_s, lambda _: self.request_pass()
+        )
+        layouts: dict[str, tuple[Instance, ...]] = {}
+        for group in scenario.nodes:
+            model = self.catalog.model(group.model)
+            counts = scenario.static_layout if static or group.initial_layout is None else group.initial_layout
+            try:
+                layouts[group.name] = arrange(model, counts) if counts else ()
+            except ValueError as e:
+                raise ValueError(f"node group {group.name}: {e}") from None
+            for i in range(group.count):
+                name = f"{group.name}-{i}"
+                node = SimNode(
+                    name,
+                    model,
+                    group.gpus,
+                    nvml_factory(model, group.gpus),
+                    round(group.cpu * 1000),
+                    round(group.memory_gib * 2**30),
+                )
+                node.create_layout(layouts[group.name])
+                self.nodes[name] = node
+                self.kube.add_node(node.manifest(layouts[group.name]))
+                self.plugins.start(node)
+        self.pods: dict[str, SimPod] = {}
+        for spec in pods:
+            model_profiles = {self.catalog.model(g.model).profiles.get(spec.profile) for g in scenario.nodes}
+            compute = max(p.compute for p in model_profiles if p is not None)
+            pod = SimPod(spec, compute)
+            self.pods[pod.key] = pod
+            clock.at(spec.arrival_s, partial(self.arrive, pod))
+        self.metrics = Metrics(total_compute=sum(n.gpus * n.model.compute_slices for n in self.nodes.values()))
+
+    # -- pod lifecycle ------------------------------------------------------------------------------------
+    def arrive(self, pod: SimPod) -> None:
+        self.kube.add_pod(pod.manifest())
+        self.pending[pod.key] = pod
+        self.request_pass()
+
+    def request_pass(self) -> None:
+        """Queue one scheduler pass at the current time (several triggers at once make one pass)."""
+        if not self._pass_queued:
+            self._pass_queued = True
+            self.clock.after(0, self.schedule)
+
+    def schedule(self) -> None:
+        self._pass_queued = False
+        newly_unschedulable = False
+        for pod in sorted(self.pending.values(), key=queue_order):
+            node = choose_node(pod, self.nodes.values())
+            if node is not None and self._bind(pod, node):
+                continue
+            if not pod.marked_unschedulable:
+                pod.marked_unschedulable = newly_unschedulable = True
+                self._set_status(
+                    pod,
+                    {
+                        "phase": "Pending",
+                        "conditions": [
+                            {
+                                "type": "PodScheduled",
+                                "status": "False",
+                                "reason": "Unschedulable",
+                                "message": f"0/{len(self.nodes)} nodes are available: insufficient {pod.resource}",
+                            }
+                        ],
+                    },
+                )
+        if newly_unschedulable:
+            self.on_candidates()
+
+    def _bind(self, pod: SimPod, node: SimNode) -> bool:
+        device = self.plugins.allocate(node, pod.resource, pod.key)
+        if device is None:
+            self.admission_failures += 1
+            log.warning("kubelet on %s: no %s device left for %s", node.name, pod.resource, pod.key)
+            return False
+        now = self.clock.t
+        pod.state, pod.node, pod.device, pod.bound_at = "running", node.name, device, now
+        node.used_cpu_m += pod.cpu_m
+        node.used_memory_b += pod.memory_b
+        node.used_pods += 1
+        node.used_mig[pod.resource] += 1
+        del self.pending[pod.key]
+        self.running[pod.key] = pod
+        self.kube.store.merge_patch("pods", pod.name, {"spec": {"nodeName": node.name}}, NAMESPACE)
+        self._set_status(pod, {"phase": "Running", "conditions": [{"type": "PodScheduled", "status": "True"}]})
+        self.metrics.started(now, pod)
+        check_bound_devices_exist(node.name, {device: pod.key}, node.nvml, now)
+        self.clock.after(pod.spec.duration_s, lambda: self.finish(pod))
+        return True
+
+    def finish(self, pod: SimPod) -> None:
+        """The pod's container exits: Succeeded, device freed, then the pod is deleted (as a Job's TTL
+        controller would), which keeps the API's lists as short as in a real cluster."""
+        node = self.nodes[pod.node or ""]
+        now = self.clock.t
+        pod.state, pod.finished_at = "done", now
+        node.used_cpu_m -= pod.cpu_m
+        node.used_memory_b -= pod.memory_b
+        node.used_pods -= 1
+        node.used_mig[pod.resource] -= 1
+        if pod.device is not None:
+            self.plugins.release(node, pod.device)
+        del self.running[pod.key]
+        self.metrics.finished(now, pod)
+        self._set_status(pod, {"phase": "Succeeded"})
+        self.kube.remove_pod(NAMESPACE, pod.name)
+        self.request_pass()
+
+    def _set_status(self, pod: SimPod, status: dict[str, object]) -> None:
+        self.kube.store.merge_patch("pods", pod.name, {"status": status}, NAMESPACE, subresource="status")
+
+    # -- views --------------------------------------------------------------------------------------------
+    def devices_in_use(self, node: str) -> dict[str, str]:
+        """Device UUID -> pod key of the pods running on ``node``."""
+        return dict(self.nodes[node].allocated)
+
+    def all_done(self) -> bool:
+        return all(p.state == "done" for p in self.pods.values())
+
+    def resource_of(self, pod_key: str) -> str:
+        return self.pods[pod_key].resource

@@ -1,0 +1,78 @@
+"""The partitioning policies compared by ``nos simulate``.
+
+* ``static``: every GPU keeps the scenario's ``static_layout``; no partitioner runs.
+* ``nos``: the production ``Partitioner`` with nos' planner (its default).
+* ``greedy``: the same ``Partitioner`` with the original nos' planner (``nos.planner.greedy``) as its
+  ``PlanFunction``. The original is blind to placements, so some GPU layouts it plans cannot be
+  reached without moving in-use instances; nos' partitioner refuses to write any plan that fails
+  ``check_plan``. The original's agent would apply what it can of such a layout, so the adapter keeps
+  those GPUs as they are (their pods stay pending, to be planned again in the next batch) and hands the
+  rest of the greedy plan to the partitioner, which checks it like any other.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from nos.contract.annotations import SPEC_PLAN, encode_spec
+from nos.mig.packing import Geometry
+from nos.partitioner.controller import PlanFunction
+from nos.planner.checker import check_plan
+from nos.planner.cluster import ClusterState
+from nos.planner.greedy import plan_greedy_state, reachable_gpus
+from nos.planner.plan import GpuPlan, NodePlan, Plan, Unplaced
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GreedyStats:
+    plans: int = 0
+    gpus_kept: int = 0
+    """Planned GPU layouts left unapplied because they were unreachable."""
+
+
+def greedy_planner(
+    geometries: Mapping[str, Sequence[Geometry]] | None = None, stats: GreedyStats | None = None
+) -> PlanFunction:
+    """The original nos' planner as a ``PlanFunction`` (see the module docstring)."""
+    counters = stats if stats is not None else GreedyStats()
+
+    def plan(state: ClusterState, plan_id: str) -> Plan:
+        counters.plans += 1
+        raw = plan_greedy_state(state, geometries=geometries, plan_id=plan_id)
+        if not check_plan(state, raw):
+            return raw
+        return _keep_unreachable(state, raw, counters)
+
+    return plan
+
+
+def _keep_unreachable(state: ClusterState, plan: Plan, stats: GreedyStats) -> Plan:
+    ok = reachable_gpus(state, plan)
+    nodes: dict[str, NodePlan] = {}
+    for name, node in plan.nodes.items():
+        gpus = []
+        for g in node.gpus:
+            if g.changed and (name, g.index) not in ok:
+                stats.gpus_kept += 1
+                gpus.append(GpuPlan(g.index, g.model, g.current, g.current, g.frozen))
+            else:
+                gpus.append(g)
+        if node.frozen or gpus == node.gpus:
+            nodes[name] = node
+            continue
+        current = state.nodes[name].current_spec_annotations
+        desired = encode_spec({g.index: [i.freed() for i in g.planned] for g in gpus}, None)
+        write = desired != {k: v for k, v in current.items() if k != SPEC_PLAN}
+        annotations = {**desired, SPEC_PLAN: plan.plan_id} if write else dict(current)
+        nodes[name] = NodePlan(name, gpus, annotations, write)
+    placed = [p for p in plan.placed if (p.node, p.gpu) in ok]
+    dropped = [
+        Unplaced(p.pod, "the original greedy planned an unreachable layout for it")
+        for p in plan.placed
+        if p not in placed
+    ]
+    return Plan(plan.plan_id, nodes, placed, [*plan.unplaced, *dropped], plan.problems)

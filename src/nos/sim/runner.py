@@ -1,0 +1,191 @@
+"""One simulated run of one policy: wires the cluster model to the production ``Partitioner`` and one
+production ``MigAgent`` per node, drives them on the virtual clock and measures.
+
+The loops here are wiring only (what a Deployment's main loop and a DaemonSet's main loop do): the
+partitioner runs ``cycle()`` when a pod becomes unschedulable or an agent reports (its watches), when
+the open batch is due to close, and every ``partitioner_resync_s``; each agent runs
+``reconcile_once()`` every ``agent_interval_s``. After every reconcile the invariants are checked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+
+from nos.agent.agent import AgentConfig, MigAgent
+from nos.agent.device_plugin import DevicePluginConfig
+from nos.partitioner.controller import Partitioner, PartitionerConfig
+from nos.sim import nodes as sim_nodes
+from nos.sim.clock import VirtualClock
+from nos.sim.cluster import SimCluster
+from nos.sim.device_plugin import SimPodResources
+from nos.sim.invariants import check_bound_devices_exist, check_in_use_kept, check_layouts
+from nos.sim.metrics import PolicyResult, pending_times, percentile
+from nos.sim.nodes import NvmlFactory, SimNode
+from nos.sim.policies import greedy_planner
+from nos.sim.scenario import PodSpec, Scenario
+
+log = logging.getLogger(__name__)
+
+PARTITIONER = "partitioner"
+DRAIN_S = 6 * 3600
+"""Without an explicit duration a run stops when every pod is done, at most this long after the last arrival."""
+
+Progress = Callable[[float], None]
+
+
+@dataclass
+class _Counters:
+    reconfigurations: int = 0
+    plans: int = 0
+    agent_errors: int = 0
+
+
+def run_end(scenario: Scenario, pods: Sequence[PodSpec]) -> float:
+    last = max((p.arrival_s for p in pods), default=0.0)
+    return scenario.duration_s if scenario.duration_s is not None else last + DRAIN_S
+
+
+def simulate_policy(
+    scenario: Scenario,
+    pods: Sequence[PodSpec],
+    policy: str,
+    nvml_factory: NvmlFactory | None = None,
+    progress: Progress | None = None,
+) -> PolicyResult:
+    """Run ``policy`` on ``pods``; raises ``InvariantViolation`` if the cluster reaches an unsafe state."""
+    factory = nvml_factory or sim_nodes.simulated_nvml
+    return asyncio.run(_simulate(scenario, pods, policy, factory, progress))
+
+
+async def _simulate(
+    scenario: Scenario,
+    pods: Sequence[PodSpec],
+    policy: str,
+    nvml_factory: NvmlFactory,
+    progress: Progress | None,
+) -> PolicyResult:
+    started = time.perf_counter()
+    timings = scenario.timings
+    clock = VirtualClock()
+    cluster = SimCluster(scenario, pods, clock, static=policy == "static", nvml_factory=nvml_factory)
+    last_arrival = max((p.arrival_s for p in pods), default=0.0)
+    if last_arrival > 0:
+        cluster.metrics.window_end = last_arrival
+    end = run_end(scenario, pods)
+    counters = _Counters()
+
+    agents: list[MigAgent] = []
+    for node in cluster.nodes.values():
+        agent = MigAgent(
+            node.name,
+            node.nvml,
+            cluster.kube,
+            SimPodResources(node, cluster.resource_of),
+            AgentConfig(
+                report_interval_s=timings.agent_interval_s,
+                device_plugin=DevicePluginConfig(poll_s=timings.device_plugin_poll_s),
+            ),
+            cluster.catalog,
+            clock=clock.now,
+            sleep=clock.sleep,
+        )
+        agents.append(agent)
+        clock.spawn(f"agent-{node.name}", partial(_agent_loop, agent, node, cluster, clock, counters))
+
+    if policy != "static":
+        planner = greedy_planner() if policy == "greedy" else None
+        config = PartitionerConfig(
+            batch_window_idle_seconds=timings.batch_window_idle_s,
+            batch_window_timeout_seconds=timings.batch_window_timeout_s,
+            report_timeout_seconds=timings.report_timeout_s,
+        )
+        partitioner = Partitioner(cluster.kube, clock.now, config, cluster.catalog, planner=planner)
+        cluster.on_candidates = lambda: clock.kick(PARTITIONER)
+        clock.spawn(PARTITIONER, lambda: _partitioner_loop(partitioner, clock, scenario, counters))
+    elif policy not in ("static", "greedy", "nos"):
+        raise ValueError(f"unknown policy {policy!r}")
+
+    def sample() -> None:
+        cluster.metrics.sample(clock.t, len(cluster.pending), len(cluster.running))
+        if progress is not None:
+            progress(clock.t)
+        if clock.t + timings.sample_s <= end:
+            clock.after(timings.sample_s, sample)
+
+    clock.at(0, sample)
+    stop_early = scenario.duration_s is None
+    try:
+        await clock.run_until(end, stop=lambda: stop_early and clock.t >= last_arrival and cluster.all_done())
+    finally:
+        await clock.close()
+        for a in agents:
+            a.close()
+    t_end = clock.t
+    cluster.metrics.sample(t_end, len(cluster.pending), len(cluster.running))
+    if progress is not None:
+        progress(end)
+    all_pods = list(cluster.pods.values())
+    waits = pending_times(all_pods, t_end)
+    finished = [p.finished_at for p in all_pods if p.finished_at is not None]
+    return PolicyResult(
+        policy=policy,
+        pods=len(all_pods),
+        completed=len(finished),
+        never_scheduled=sum(1 for p in all_pods if p.bound_at is None),
+        mean_pending_s=sum(waits) / len(waits) if waits else 0.0,
+        p95_pending_s=percentile(waits, 95),
+        allocation=cluster.metrics.allocation(t_end),
+        device_plugin_restarts=sum(cluster.plugins.restarts.values()),
+        node_reconfigurations=counters.reconfigurations,
+        plans=counters.plans,
+        admission_failures=cluster.admission_failures,
+        agent_errors=counters.agent_errors,
+        end_s=t_end,
+        makespan_s=max(finished) if len(finished) == len(all_pods) and finished else None,
+        wall_s=time.perf_counter() - started,
+        samples=cluster.metrics.samples,
+    )
+
+
+async def _agent_loop(
+    agent: MigAgent, node: SimNode, cluster: SimCluster, clock: VirtualClock, counters: _Counters
+) -> None:
+    interval = cluster.scenario.timings.agent_interval_s
+    while True:
+        before = cluster.devices_in_use(node.name)
+        try:
+            result = await agent.reconcile_once()
+        except Exception:  # as MigAgent.run: a failed reconcile is logged, the loop goes on
+            log.exception("reconcile of node %s failed", node.name)
+            counters.agent_errors += 1
+            result = None
+        after = cluster.devices_in_use(node.name)
+        check_in_use_kept(node.name, before, after, node.nvml, clock.t)
+        check_bound_devices_exist(node.name, after, node.nvml, clock.t)
+        check_layouts(node.name, node.model, node.nvml, clock.t)
+        if result is not None:
+            if result.applied is not None and result.applied.changed:
+                counters.reconfigurations += 1
+            if result.patch:
+                clock.kick(PARTITIONER)  # the partitioner watches nodes
+        await clock.sleep(interval)
+
+
+async def _partitioner_loop(
+    partitioner: Partitioner, clock: VirtualClock, scenario: Scenario, counters: _Counters
+) -> None:
+    resync = scenario.timings.partitioner_resync_s
+    while True:
+        result = await partitioner.cycle()
+        if result.plan is not None and result.written:
+            counters.plans += 1
+        wait = resync
+        deadline = partitioner.batcher.next_deadline()
+        if deadline is not None and not result.waiting_for:
+            wait = min(wait, max(deadline - clock.now(), 0.0) + 1e-3)
+        await clock.sleep(wait)

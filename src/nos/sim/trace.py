@@ -1,0 +1,121 @@
+"""Replay of the Alibaba GPU-sharing trace ("openb", 2023) as a scenario workload.
+
+Only tasks with ``num_gpu == 1`` are used (a MIG pod uses one device). Mapping of a task to a MIG
+profile of the cluster's GPU model: the smallest profile (fewest memory slots, then compute slices,
+never a ``+me`` one) that covers both
+
+* the compute fraction: ``ceil(gpu_milli / 1000 * compute_slices)`` slices (at least 1), and
+* the GPU memory, taken proportional to the fraction: ``gpu_milli / 1000 * memory_gb`` (the trace has
+  no GPU-memory column; its ``memory_mib`` is host memory).
+
+On an 80 GB model: 100 -> 1g.10gb, 140 -> 1g.20gb, 200/250 -> 2g.20gb, 300/400 -> 3g.40gb,
+500 -> 4g.40gb, 600 and above -> 7g.80gb (there is no 5g or 6g profile).
+
+Times: arrival = (creation_time - first creation) / ``time_scale``; run time = deletion_time -
+scheduled_time as recorded (creation_time for tasks that never ran), not scaled, because the latencies
+that matter here (batch windows, device plugin restarts) are fixed. Host requests: ``cpu_milli`` and
+``memory_mib`` of the task.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from nos.mig.catalog import GpuModel, Profile
+from nos.sim.scenario import PodSpec
+
+DEFAULT_TRACE = Path("../shared/traces/alibaba-openb-2023/openb_pod_list_gpushare40.csv")
+"""Relative to the repository root (the shared folder sits beside it)."""
+
+
+class TraceError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class TraceTask:
+    name: str
+    creation_s: float
+    duration_s: float
+    gpu_milli: int
+    cpu_milli: int
+    memory_mib: int
+    qos: str
+
+
+def profile_for_share(model: GpuModel, gpu_milli: int) -> Profile:
+    """The smallest profile of ``model`` covering ``gpu_milli`` thousandths of one GPU (rules above)."""
+    fraction = min(max(gpu_milli, 1), 1000) / 1000
+    compute = max(1, math.ceil(fraction * model.compute_slices - 1e-9))
+    memory = fraction * model.memory_gb
+    fitting = [
+        p for p in model.profiles.values() if not p.media and p.compute >= compute and p.memory_gb >= memory - 1e-9
+    ]
+    return min(fitting, key=lambda p: (p.slots, p.compute, p.memory_gb))
+
+
+def read_trace(path: Path) -> list[TraceTask]:
+    """Single-GPU tasks of an openb pod list, in creation order."""
+    try:
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as e:
+        raise TraceError(f"cannot read trace {path}: {e}") from e
+    tasks = []
+    try:
+        for r in rows:
+            if int(r["num_gpu"]) != 1:
+                continue
+            created = float(r["creation_time"])
+            started = float(r["scheduled_time"]) if r.get("scheduled_time") else created
+            tasks.append(
+                TraceTask(
+                    name=r["name"],
+                    creation_s=created,
+                    duration_s=max(float(r["deletion_time"]) - started, 1.0),
+                    gpu_milli=int(r["gpu_milli"]),
+                    cpu_milli=int(r["cpu_milli"]),
+                    memory_mib=int(r["memory_mib"]),
+                    qos=r.get("qos", ""),
+                )
+            )
+    except (KeyError, ValueError) as e:
+        raise TraceError(f"{path}: not an openb pod list ({e})") from e
+    if not tasks:
+        raise TraceError(f"{path}: no task with num_gpu == 1")
+    return sorted(tasks, key=lambda t: (t.creation_s, t.name))
+
+
+def trace_pods(
+    tasks: list[TraceTask],
+    model: GpuModel,
+    sample: int | None,
+    time_scale: float,
+    seed: int,
+    max_duration_s: float | None = None,
+) -> list[PodSpec]:
+    """Pods for ``sample`` tasks drawn at random (seeded; all when None), creation order kept."""
+    chosen = (
+        tasks
+        if sample is None or sample >= len(tasks)
+        else sorted(random.Random(seed).sample(tasks, sample), key=lambda t: (t.creation_s, t.name))
+    )
+    first = chosen[0].creation_s
+    pods = []
+    for t in chosen:
+        duration = t.duration_s if max_duration_s is None else min(t.duration_s, max_duration_s)
+        pods.append(
+            PodSpec(
+                name=t.name,
+                arrival_s=round((t.creation_s - first) / time_scale, 3),
+                profile=profile_for_share(model, t.gpu_milli).name,
+                duration_s=duration,
+                cpu=t.cpu_milli / 1000,
+                memory_gib=t.memory_mib / 1024,
+            )
+        )
+    return pods

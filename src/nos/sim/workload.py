@@ -1,0 +1,69 @@
+"""Pods as the simulator tracks them, and their Kubernetes objects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from nos.mig.catalog import MIG_RESOURCE_PREFIX
+from nos.sim.scenario import PodSpec
+
+NAMESPACE = "workload"
+PodState = Literal["pending", "running", "done"]
+
+
+@dataclass(eq=False)
+class SimPod:
+    spec: PodSpec
+    compute: int
+    """Compute slices of the requested profile (for the allocation metric)."""
+    state: PodState = "pending"
+    node: str | None = None
+    device: str | None = None
+    """The MIG device (UUID) the device plugin allocated to it while running."""
+    bound_at: float | None = None
+    finished_at: float | None = None
+    marked_unschedulable: bool = False
+
+    @property
+    def name(self) -> str:
+        assert self.spec.name is not None
+        return self.spec.name
+
+    @property
+    def key(self) -> str:
+        return f"{NAMESPACE}/{self.name}"
+
+    @property
+    def resource(self) -> str:
+        return MIG_RESOURCE_PREFIX + self.spec.profile
+
+    @property
+    def cpu_m(self) -> int:
+        return round(self.spec.cpu * 1000)
+
+    @property
+    def memory_b(self) -> int:
+        return round(self.spec.memory_gib * 2**30)
+
+    def manifest(self) -> dict[str, Any]:
+        """The Pod as a user would submit it: one container asking for one MIG device."""
+        return {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": self.name, "namespace": NAMESPACE, "labels": {"app": "sim-workload"}},
+            "spec": {
+                "priority": self.spec.priority,
+                "schedulerName": "default-scheduler",
+                "containers": [
+                    {
+                        "name": "main",
+                        "resources": {
+                            "requests": {"cpu": f"{self.cpu_m}m", "memory": str(self.memory_b)},
+                            "limits": {self.resource: "1"},
+                        },
+                    }
+                ],
+            },
+            "status": {"phase": "Pending"},
+        }

@@ -1,0 +1,149 @@
+"""Whole runs: the production partitioner and agent on the simulated cluster."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from nos.gpu.port import GpuInstanceInfo, Nvml
+from nos.mig.catalog import GpuModel, default_catalog
+from nos.sim import nodes as sim_nodes
+from nos.sim.invariants import InvariantViolation, check_bound_devices_exist, check_layouts
+from nos.sim.nodes import NvmlFactory
+from nos.sim.runner import simulate_policy
+from nos.sim.scenario import Generator, NodeGroup, ProfileShare, Scenario, Workload
+from tests.sim.helpers import pod, tiny
+
+
+def test_nos_reconfigures_to_run_a_pod_static_cannot(nvml_factory: NvmlFactory) -> None:
+    scenario = tiny([pod("big", "3g.40gb", at=5, duration=900)], layout={"1g.10gb": 7})
+    nos = simulate_policy(scenario, scenario.all_pods(), "nos", nvml_factory)
+    assert nos.completed == 1 and nos.never_scheduled == 0
+    assert nos.device_plugin_restarts >= 1 and nos.node_reconfigurations >= 1 and nos.plans >= 1
+    # batch idle window (10 s) + agent period (<= 60 s) + plugin restart (20 s)
+    assert 30 <= nos.mean_pending_s <= 10 + 60 + 20 + 5
+    assert nos.samples[-1].running == 0 and any(s.running == 1 for s in nos.samples)
+    static = simulate_policy(
+        scenario.model_copy(update={"duration_s": 3600}), scenario.all_pods(), "static", nvml_factory
+    )
+    assert static.completed == 0 and static.never_scheduled == 1 and static.device_plugin_restarts == 0
+
+
+class _DestroysNeighbours:
+    """A broken NVML: destroying one GPU instance destroys every instance of that GPU."""
+
+    def __init__(self, inner: Nvml) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def destroy_gpu_instance(self, gpu: int, gi_id: int) -> None:
+        for gi in self._inner.gpu_instances(gpu):
+            self._inner.destroy_gpu_instance(gpu, gi.gi_id)
+
+
+def test_destroying_an_in_use_instance_fails_the_run(nvml_factory: NvmlFactory) -> None:
+    def broken(model: GpuModel, gpus: int) -> Nvml:
+        return _DestroysNeighbours(nvml_factory(model, gpus))  # type: ignore[return-value]
+
+    scenario = tiny(
+        [pod("small", "1g.10gb", at=0, duration=7200), pod("big", "3g.40gb", at=120, duration=600)],
+        layout={"1g.10gb": 7},
+    )
+    assert simulate_policy(scenario, scenario.all_pods(), "nos", nvml_factory).completed == 2  # sane NVML: fine
+    with pytest.raises(InvariantViolation, match="in use by running pod workload/small was destroyed"):
+        simulate_policy(scenario, scenario.all_pods(), "nos", broken)
+
+
+def test_bound_device_must_exist_and_layouts_must_be_physical(nvml_factory: NvmlFactory) -> None:
+    model = default_catalog().model("A100-80GB")
+    nvml = nvml_factory(model, 1)
+    gi = nvml.create_gpu_instance(0, "3g.40gb", 0)
+    gi = nvml.create_compute_instance(0, gi.gi_id)
+    check_bound_devices_exist("n", {gi.device_uuids[0]: "default/p"}, nvml, 0)
+    with pytest.raises(InvariantViolation, match="bound to MIG device MIG-gone, which does not exist"):
+        check_bound_devices_exist("n", {"MIG-gone": "default/p"}, nvml, 0)
+    check_layouts("n", model, nvml, 0)
+
+    class Overlapping:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(nvml, name)
+
+        def gpu_instances(self, gpu: int) -> list[GpuInstanceInfo]:
+            return [*nvml.gpu_instances(gpu), GpuInstanceInfo(gpu, 99, "2g.20gb", 2, 2, (0,), ("MIG-x",))]
+
+    with pytest.raises(InvariantViolation, match="physically impossible layout"):
+        check_layouts("n", model, Overlapping(), 0)  # type: ignore[arg-type]
+
+
+def _small_mixed(seed: int = 3) -> Scenario:
+    return Scenario(
+        name="small",
+        seed=seed,
+        nodes=[NodeGroup(name="a", model="A100-80GB", count=2, gpus=2)],
+        workload=Workload(
+            generators=[
+                Generator(
+                    count=30,
+                    end_s=1800,
+                    burst=0.5,
+                    duration_min_s=120,
+                    duration_max_s=1200,
+                    profiles=[
+                        ProfileShare(profile="1g.10gb", weight=3),
+                        ProfileShare(profile="2g.20gb", weight=2),
+                        ProfileShare(profile="4g.40gb", weight=1),
+                        ProfileShare(profile="7g.80gb", weight=1),
+                    ],
+                )
+            ]
+        ),
+    )
+
+
+@pytest.mark.parametrize("policy", ["greedy", "nos"])
+def test_same_seed_same_result(nvml_factory: NvmlFactory, policy: str) -> None:
+    scenario = _small_mixed()
+    first = simulate_policy(scenario, scenario.all_pods(), policy, nvml_factory)
+    second = simulate_policy(scenario, scenario.all_pods(), policy, nvml_factory)
+    assert first.to_json() == second.to_json()
+    assert first.completed == first.pods == 30 and first.device_plugin_restarts > 0
+    other = _small_mixed(seed=4)
+    assert simulate_policy(other, other.all_pods(), policy, nvml_factory).to_json() != first.to_json()
+
+
+def test_cli_default_run(nvml_factory: NvmlFactory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from nos.cli import simulate as cli
+
+    monkeypatch.setattr(cli, "default_scenario", _small_mixed)
+    monkeypatch.setattr(sim_nodes, "simulated_nvml", nvml_factory)
+    plot = tmp_path / "sim.png"
+    result = CliRunner().invoke(cli.simulate, ["--json", "--plot", str(plot)])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert set(doc["policies"]) == {"static", "greedy", "nos"}
+    for r in doc["policies"].values():
+        assert r["pods"] == 30
+        assert {"meanPendingSeconds", "p95PendingSeconds", "allocationPercent", "devicePluginRestarts"} <= set(r)
+    assert doc["policies"]["static"]["devicePluginRestarts"] == 0
+    assert plot.read_bytes().startswith(b"\x89PNG")
+    table = CliRunner().invoke(cli.simulate, ["--policies", "nos"])
+    assert table.exit_code == 0 and "│ nos" in table.stdout and "greedy" not in table.stdout
+
+
+def test_cli_rejects_bad_input(tmp_path: Path) -> None:
+    from nos.cli import simulate as cli
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "nodes: [{model: A100-80GB, gpus: 1}]\nworkload: {pods: [{arrival_s: 0, profile: 9g.1gb, duration_s: 1}]}\n"
+    )
+    result = CliRunner().invoke(cli.simulate, [str(bad)])
+    assert result.exit_code == 1 and "offered by no GPU model" in result.output
+    result = CliRunner().invoke(cli.simulate, ["--static-layout", "1g.10gb"])
+    assert result.exit_code == 1 and "PROFILE=COUNT" in result.output

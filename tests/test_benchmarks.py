@@ -1,0 +1,203 @@
+"""Benchmarks: the original greedy, the exact optimum on cases where it is obvious, and a smoke run
+of the quick benchmark asserting the planner's targets (nos >= greedy, nos >= 98% of optimum).
+
+Runs under pytest, or alone: ``python tests/test_benchmarks.py``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.generate import PRODUCTS, Spec, generate, pending_pod
+from benchmarks.trace import profile_for_task
+
+from nos.contract.annotations import COUNT_LABEL, PARTITIONING_LABELS, PRODUCT_LABEL, encode_status
+from nos.mig.catalog import default_catalog
+from nos.mig.layout import Instance as I
+from nos.planner.checker import check_plan
+from nos.planner.cluster import build_cluster
+from nos.planner.greedy import default_geometries, plan_greedy, plan_greedy_state, reachable, reachable_placed
+
+try:
+    import highspy  # noqa: F401
+
+    HAVE_HIGHS = True
+except ImportError:
+    HAVE_HIGHS = False
+
+
+def _node(
+    name: str, layouts: Mapping[int, Sequence[I]], cpu: str = "64", model: str = "A100-80GB", **labels: str
+) -> dict[str, Any]:
+    return {
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "labels": {
+                PARTITIONING_LABELS[0]: "mig",
+                PRODUCT_LABEL: PRODUCTS[model],
+                COUNT_LABEL: str(len(layouts)),
+                **labels,
+            },
+            "annotations": encode_status(layouts, "0"),
+        },
+        "status": {"allocatable": {"cpu": cpu, "memory": "512Gi", "pods": "110"}},
+    }
+
+
+def _pods(
+    profile: str, n: int, prefix: str = "p", cpu: str = "1", priority: int = 0, **kw: Any
+) -> list[dict[str, Any]]:
+    return [pending_pod(f"{prefix}-{i}", profile, cpu, "1Gi", priority, **kw) for i in range(n)]
+
+
+A100 = default_catalog().model("A100-80GB")
+
+
+# ----------------------------------------------------------------------------- greedy
+
+
+def test_default_geometries_are_maximal_and_placeable() -> None:
+    geometries = default_geometries(A100)
+    assert geometries[0] == (("7g.80gb", 1),)  # coarse first, like the original's table
+    assert (("1g.10gb", 7),) in geometries
+    assert all("+" not in p for g in geometries for p, _ in g)
+    assert (("1g.10gb", 6),) not in geometries  # partial layouts are not geometries
+    assert all(reachable(A100, (), dict(g)) for g in geometries)
+
+
+def test_greedy_is_blind_to_placement() -> None:
+    """A used 1g at slot 1 keeps the counts of {4g.40gb: 1, 1g.10gb: 3} but forbids the 4g."""
+    nodes = [_node("n", {0: [I(0, "1g.10gb"), I(1, "1g.10gb", True), I(2, "2g.20gb"), I(4, "3g.40gb")]})]
+    pods = _pods("4g.40gb", 1)
+    state = build_cluster(nodes, pods)
+    plan = plan_greedy_state(state)
+    assert len(plan.placed) == 1  # the original thinks the pod fits
+    assert reachable_placed(state, plan) == 0  # but the layout cannot be reached
+    assert check_plan(state, plan)  # and the checker says so
+
+
+def test_greedy_original_lacking_ignores_pods_competing_for_free_devices() -> None:
+    """One free 1g.10gb somewhere: in the original no 1g.10gb pod lacks anything, so nothing is
+    repartitioned and only one of two pods runs; the cumulative variant repartitions."""
+    layouts = {0: [I(0, "1g.10gb"), I(1, "1g.10gb", True), I(2, "2g.20gb", True), I(4, "3g.40gb", True)]}
+    nodes = [_node("n", {**layouts, 1: [I(0, "7g.80gb")]})]
+    pods = _pods("1g.10gb", 2)
+    assert len(plan_greedy(nodes, pods).placed) == 1
+    state = build_cluster(nodes, pods)
+    cumulative = plan_greedy_state(state, lacking="cumulative")
+    assert reachable_placed(state, cumulative) == 2
+    assert check_plan(state, cumulative) == []
+
+
+def test_greedy_plan_is_sound_when_reachable() -> None:
+    nodes, pods = generate(Spec("t", 3, 15, seed=1))
+    state = build_cluster(nodes, pods)
+    plan = plan_greedy_state(state)
+    assert len(plan.placed) + len(plan.unplaced) == len(state.candidates)
+    if reachable_placed(state, plan) == len(plan.placed):
+        assert check_plan(state, plan) == []
+
+
+# ----------------------------------------------------------------------------- trace mapping
+
+
+def test_trace_mapping() -> None:
+    assert profile_for_task(A100, 100) == "1g.10gb"
+    assert profile_for_task(A100, 140) == "1g.20gb"  # 0.98 slice, 11.2 GB
+    assert profile_for_task(A100, 250) == "2g.20gb"
+    assert profile_for_task(A100, 470) == "4g.40gb"  # 3.3 slices -> 4
+    assert profile_for_task(A100, 1000) == "7g.80gb"
+
+
+# ----------------------------------------------------------------------------- exact
+
+
+def _exact(nodes: list[dict[str, Any]], pods: list[dict[str, Any]]) -> tuple[int, dict[int, int]]:
+    from benchmarks.exact import solve
+
+    state = build_cluster(nodes, pods)
+    result = solve(state, 30)
+    assert result.optimal
+    assert result.plan is not None and check_plan(state, result.plan) == []
+    return result.placed, result.placed_by_priority
+
+
+def _skip_without_highs() -> bool:
+    if not HAVE_HIGHS:
+        try:
+            import pytest
+        except ImportError:
+            return True
+        pytest.skip("highspy is not installed")
+    return False
+
+
+def test_exact_obvious_cases() -> None:
+    if _skip_without_highs():
+        return
+    whole = {0: [I(0, "7g.80gb")]}
+    assert _exact([_node("n", whole)], _pods("1g.10gb", 9))[0] == 7
+    used_at_0 = {0: [I(0, "1g.10gb", True)]}
+    assert _exact([_node("n", used_at_0)], _pods("4g.40gb", 1))[0] == 0
+    assert _exact([_node("n", used_at_0)], _pods("3g.40gb", 2))[0] == 1
+    assert _exact([_node("n", whole, cpu="2")], _pods("1g.10gb", 5))[0] == 2
+    assert _exact([_node("n", whole, zone="a")], _pods("1g.10gb", 2, node_selector={"zone": "b"}))[0] == 0
+    placed, by_priority = _exact(
+        [_node("n", whole)], _pods("1g.10gb", 7) + _pods("7g.80gb", 1, prefix="big", priority=100)
+    )
+    assert (placed, by_priority) == (1, {100: 1, 0: 0})
+
+
+# ----------------------------------------------------------------------------- smoke
+
+
+def test_quick_benchmark_meets_targets() -> None:
+    """The planner's targets on the first tiny instances of the quick benchmark."""
+    if _skip_without_highs():
+        return
+    from benchmarks.run import instances, run_instance
+
+    for inst in instances(quick=True)[:3]:
+        r = run_instance(inst, exact_limit=30, exact_max_nodes=100)
+        assert r.nos_errors == [] and r.exact_errors == [], inst.name
+        assert r.nos >= r.greedy_reachable, f"{inst.name}: nos {r.nos} < greedy {r.greedy_reachable}"
+        assert r.exact_status == "optimal" and r.exact is not None
+        assert r.nos >= 0.98 * r.exact, f"{inst.name}: nos {r.nos} < 98% of the optimum {r.exact}"
+
+
+def test_write_docs_replaces_the_generated_block(tmp_path: Path) -> None:
+    from benchmarks.run import END_MARK, START_MARK, Result, write_docs
+
+    doc = tmp_path / "b.md"
+    doc.write_text(f"intro\n{START_MARK}\nold\n{END_MARK}\noutro\n")
+    r = Result("x", "synthetic", 1, 8, 3, 3, 0.1, [], 2, 2, 0.1, 2, 2, "optimal", 3, 0.1)
+    write_docs([r], doc)
+    write_docs([r], doc)
+    text = doc.read_text()
+    assert text.startswith("intro\n") and text.endswith("outro\n") and "old" not in text
+    assert text.count(START_MARK) == 1 and "| x | 1 | 8 | 3 | 3 |" in text
+
+
+if __name__ == "__main__":
+    import tempfile
+
+    failed = 0
+    for name, fn in sorted(globals().items()):
+        if name.startswith("test_") and callable(fn):
+            try:
+                if name == "test_write_docs_replaces_the_generated_block":
+                    with tempfile.TemporaryDirectory() as d:
+                        fn(Path(d))
+                else:
+                    fn()
+                print(f"ok   {name}")
+            except AssertionError as e:
+                failed += 1
+                print(f"FAIL {name}: {e}")
+    sys.exit(1 if failed else 0)
