@@ -61,6 +61,8 @@ class _Gpu:
     soft: list[Instance]
     wanted: tuple[str, ...] = ()
     key: tuple[Any, ...] | None = None
+    claimable: dict[str, list[Instance]] = field(default_factory=dict)
+    """Unclaimed free instances by the resource they serve, plain before ``+me``, by start."""
 
     @property
     def model(self) -> GpuModel:
@@ -134,8 +136,10 @@ class _Planning:
                 self.gpus.append(gpu)
                 node.gpus.append(gpu)
                 self._index(gpu)
-                for inst in gpu.soft:
-                    self.soft_index.setdefault(gs.model.profile(inst.profile).resource, {})[gpu.id] = None
+                for inst in sorted(gpu.soft, key=lambda i: (gs.model.profile(i.profile).media, i.start)):
+                    resource = gs.model.profile(inst.profile).resource
+                    gpu.claimable.setdefault(resource, []).append(inst)
+                    self.soft_index.setdefault(resource, {})[gpu.id] = None
 
     # ------------------------------------------------------------------ buckets
 
@@ -216,19 +220,29 @@ class _Planning:
     def _claim(
         self, resource: str, eligible: set[int], requests: Sequence[tuple[str, int]]
     ) -> tuple[_Gpu | None, Instance | None, int]:
-        """Tier 0: an existing free instance serving ``resource``, and the free-space quality its GPU keeps."""
-        for gid in self.soft_index.get(resource, {}):
+        """Tier 0: an existing free instance serving ``resource``, and the free-space quality its GPU keeps.
+
+        A GPU where no such instance can be claimed any more is dropped from the index: during a pass
+        GPUs only gain instances, so what does not fit now never will."""
+        index = self.soft_index.get(resource, {})
+        found: tuple[_Gpu | None, Instance | None, int] = (None, None, 0)
+        dead = []
+        for gid in index:
             gpu = self.gpus[gid]
             if gpu.node.id not in eligible or not self._fits(gpu.node, requests):
                 continue
-            for inst in sorted(gpu.soft, key=lambda i: (gpu.model.profile(i.profile).media, i.start)):
-                if gpu.model.profile(inst.profile).resource != resource:
-                    continue
+            for inst in gpu.claimable[resource]:
                 fixed = tuple(sorted((*gpu.fixed, inst)))
                 q = self.packer.quality(gpu.model, fixed, gpu.wanted, gpu.state.blocked)
                 if q is not None:
-                    return gpu, inst, q
-        return None, None, 0
+                    found = (gpu, inst, q)
+                    break
+            if found[0] is not None:
+                break
+            dead.append(gid)
+        for gid in dead:
+            del index[gid]
+        return found
 
     def _new(self, resource: str, eligible: set[int], requests: Sequence[tuple[str, int]]) -> tuple[_Gpu | None, int]:
         """Tiers 1 and 2: a new instance on the best-fitting GPU, and the free-space quality it leaves."""
@@ -290,8 +304,9 @@ class _Planning:
         self._unindex(gpu)
         if existing is not None:
             gpu.soft.remove(existing)
+            gpu.claimable[resource].remove(existing)
             gpu.fixed = tuple(sorted((*gpu.fixed, existing)))
-            if not any(gpu.model.profile(i.profile).resource == resource for i in gpu.soft):
+            if not gpu.claimable[resource]:
                 self.soft_index[resource].pop(gpu.id, None)
             profile = existing.profile
         else:
