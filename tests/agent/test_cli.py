@@ -1,47 +1,59 @@
 from __future__ import annotations
 
-import sys
-import types
+import shutil
+from collections import Counter
 from pathlib import Path
 
 import pytest
 import yaml
 from click.testing import CliRunner
 
-import nos.cli.agent as cli_agent
+import nos.gpu.nvml
 from nos.cli.agent import agent
+from nos.gpu.port import NvmlError
+from nos.gpu.simulated import SimulatedNvml
 from nos.mig.layout import Instance
-from tests.agent.agent_fakes import FakeNvml
 
-SPEC = Path(__file__).parents[2] / "examples" / "agent-spec.yaml"
+EXAMPLES = Path(__file__).parents[2] / "examples"
+SPEC = EXAMPLES / "agent-spec.yaml"
 
 
 @pytest.fixture
-def fake_backend(monkeypatch: pytest.MonkeyPatch) -> FakeNvml:
-    nvml = FakeNvml(gpus=2)
-    nvml.add(0, "7g.80gb", 0)
-    monkeypatch.setattr(cli_agent, "_backend", lambda spec: cli_agent._Backend(nvml))
-    return nvml
-
-
-def test_dry_run_prints_operations_and_touches_nothing(fake_backend: FakeNvml, tmp_path: Path) -> None:
-    result = CliRunner().invoke(
-        agent, ["--spec", str(SPEC), "--dry-run", "--once", "--podresources-socket", str(tmp_path / "none")]
+def node_file(tmp_path: Path) -> Path:
+    """A simulated node: two A100-80GB, GPU 0 holding one 7g.80gb, GPU 1 empty."""
+    path = tmp_path / "node.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {"node": "gpu-7", "gpus": [{"model": "A100-80GB", "instances": ["7g.80gb@0"]}, {"model": "A100-80GB"}]}
+        )
     )
+    return path
+
+
+def run_agent(node_file: Path, *args: str) -> list[str]:
+    socket = str(node_file.parent / "no-kubelet.sock")
+    return ["--backend", f"simulated:{node_file}", "--podresources-socket", socket, *args]
+
+
+def layouts(node_file: Path) -> list[tuple[Instance, ...]]:
+    sim = SimulatedNvml.load(node_file)
+    return [sim.layout(g) for g in range(len(sim.gpus()))]
+
+
+def test_dry_run_prints_operations_and_touches_nothing(node_file: Path) -> None:
+    before = node_file.read_text()
+    result = CliRunner().invoke(agent, run_agent(node_file, "--spec", str(SPEC), "--dry-run", "--once"))
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0] == "would gpu 0: destroy 7g.80gb@0 (gi 8): not in the desired layout"
+    assert lines[0] == "would gpu 0: destroy 7g.80gb@0 (gi 7): not in the desired layout"
     assert "would gpu 0: create 3g.40gb@4" in lines
     assert "would gpu 1: create 1g.10gb@6" in lines  # counts only: 3 x 2g then the 1g at slot 6
-    assert fake_backend.mutations == 0
-    assert fake_backend.layout(0) == (Instance(0, "7g.80gb"),)
+    assert node_file.read_text() == before
+    assert layouts(node_file) == [(Instance(0, "7g.80gb"),), ()]
 
 
-def test_spec_mode_applies_and_prints_status(fake_backend: FakeNvml, tmp_path: Path) -> None:
-    result = CliRunner().invoke(
-        agent,
-        ["--spec", str(SPEC), "--once", "--node", "gpu-7", "--podresources-socket", str(tmp_path / "none")],
-    )
+def test_spec_mode_applies_and_prints_status(node_file: Path) -> None:
+    result = CliRunner().invoke(agent, run_agent(node_file, "--spec", str(SPEC), "--once", "--node", "gpu-7"))
     assert result.exit_code == 0, result.output
     status = yaml.safe_load(result.output.split("# status annotations\n", 1)[1])
     assert status["nos.nebuly.com/status-placement-gpu-0"] == (
@@ -51,12 +63,14 @@ def test_spec_mode_applies_and_prints_status(fake_backend: FakeNvml, tmp_path: P
     assert status["nos.nebuly.com/status-partitioning-plan"] == "1764374400"
 
 
-def test_malformed_spec_file_is_a_clear_error(tmp_path: Path, fake_backend: FakeNvml) -> None:
+def test_malformed_spec_file_is_a_clear_error(tmp_path: Path, node_file: Path) -> None:
     bad = tmp_path / "spec.yaml"
     bad.write_text("nos.nebuly.com/spec-gpu-0-1g.10gb: 2\n")
-    result = CliRunner().invoke(agent, ["--spec", str(bad), "--once"])
+    before = node_file.read_text()
+    result = CliRunner().invoke(agent, run_agent(node_file, "--spec", str(bad), "--once"))
     assert result.exit_code == 1
     assert "must be strings" in result.output
+    assert node_file.read_text() == before
 
 
 def test_without_spec_or_kubeconfig_exits_with_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -80,26 +94,69 @@ def test_bad_backend() -> None:
     assert result.exit_code == 2 and "simulated:FILE" in result.output
 
 
-def test_simulated_backend_end_to_end_loads_applies_and_saves(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Wiring of ``--backend simulated:FILE --spec FILE``: the node file is loaded through
-    ``SimulatedNvml.load`` and the state after applying is saved back with ``save``."""
-    stand_in = types.ModuleType("nos.gpu.simulated")
-    stand_in.SimulatedNvml = FakeNvml  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "nos.gpu.simulated", stand_in)
-    node_file = tmp_path / "node.yaml"
-    node_file.write_text(yaml.safe_dump({"model": "A100-80GB", "gpus": [["7g.80gb@0"], []]}))
-    args = ["--backend", f"simulated:{node_file}", "--spec", str(SPEC), "--podresources-socket", str(tmp_path / "x")]
+def test_nvml_unavailable_is_one_line_not_a_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_driver() -> None:
+        raise NvmlError("nvmlInit failed: NVML_ERROR_LIBRARY_NOT_FOUND (12)", 12)
+
+    monkeypatch.setattr(nos.gpu.nvml, "PynvmlNvml", no_driver)
+    result = CliRunner().invoke(agent, ["--spec", str(SPEC), "--backend", "nvml", "--once"])
+    assert result.exit_code == 1
+    assert not isinstance(result.exception, NvmlError)
+    [line] = result.output.strip().splitlines()
+    assert line.startswith("Error: cannot use NVML: nvmlInit failed: NVML_ERROR_LIBRARY_NOT_FOUND (12)")
+    assert "simulated:FILE" in line
+
+
+def test_broken_simulated_node_file_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "node.yaml"
+    path.write_text(yaml.safe_dump({"gpus": [{"model": "A100-80GB", "instances": ["3g.40gb@0", "2g.20gb@2"]}]}))
+    result = CliRunner().invoke(agent, run_agent(path, "--spec", str(SPEC), "--once"))
+    assert result.exit_code == 1
+    [line] = result.output.strip().splitlines()
+    assert line.startswith(f"Error: cannot load simulated node {path}: ") and "2g.20gb@2" in line
+
+
+def test_simulated_backend_end_to_end_loads_applies_and_saves(node_file: Path) -> None:
+    """``--backend simulated:FILE --spec FILE``: the node file is loaded, the state after applying is
+    saved back into it, and the next run continues from there."""
+    args = run_agent(node_file, "--spec", str(SPEC))
 
     dry = CliRunner().invoke(agent, [*args, "--dry-run", "--once"])
     assert dry.exit_code == 0, dry.output
-    assert yaml.safe_load(node_file.read_text())["gpus"][0] == ["7g.80gb@0"]
+    assert layouts(node_file) == [(Instance(0, "7g.80gb"),), ()]
 
     result = CliRunner().invoke(agent, [*args, "--once"])
     assert result.exit_code == 0, result.output
-    saved = yaml.safe_load(node_file.read_text())["gpus"]
-    assert saved == [
-        ["1g.10gb@0", "1g.10gb@1", "2g.20gb@2", "3g.40gb@4"],
-        ["2g.20gb@0", "2g.20gb@2", "2g.20gb@4", "1g.10gb@6"],
-    ]
+    saved = SimulatedNvml.load(node_file)
+    assert [str(i) for i in saved.layout(0)] == ["1g.10gb@0", "1g.10gb@1", "2g.20gb@2", "3g.40gb@4"]
+    assert [str(i) for i in saved.layout(1)] == ["2g.20gb@0", "2g.20gb@2", "2g.20gb@4", "1g.10gb@6"]
+    assert all(g.device_uuids for gpu in (0, 1) for g in saved.gpu_instances(gpu))  # complete instances
+    state = saved.to_dict()
     again = CliRunner().invoke(agent, [*args, "--once"])
+    assert again.exit_code == 0, again.output
     assert again.output.startswith("nothing to do")
+    assert SimulatedNvml.load(node_file).to_dict() == state  # ids and device UUIDs kept
+
+
+def test_example_simulated_node(tmp_path: Path) -> None:
+    """examples/simulated-node.yaml as the docs use it: the busy 1g.10gb@0 and the 2g.20gb@2 stay,
+    the half-created 3g.40gb@4 is completed (wanted exactly there), GPU 1 gets its counts."""
+    node_file = tmp_path / "node.yaml"
+    shutil.copy(EXAMPLES / "simulated-node.yaml", node_file)
+    before = SimulatedNvml.load(node_file)
+    kept = {(g.gi_id, g.device_uuids) for g in before.gpu_instances(0) if g.start in (0, 2)}
+    half = [g.gi_id for g in before.gpu_instances(0) if g.start == 4]
+    args = run_agent(node_file, "--spec", str(SPEC), "--once")
+
+    result = CliRunner().invoke(agent, args)
+    assert result.exit_code == 0, result.output
+    assert f"will gpu 0: complete 3g.40gb@4 (gi {half[0]}): half-created and wanted" in result.output.splitlines()
+    after = SimulatedNvml.load(node_file)
+    assert [str(i) for i in after.layout(0)] == ["1g.10gb@0*", "1g.10gb@1", "2g.20gb@2", "3g.40gb@4"]
+    assert Counter(i.profile for i in after.layout(1)) == {"1g.10gb": 1, "2g.20gb": 3}
+    assert kept <= {(g.gi_id, g.device_uuids) for g in after.gpu_instances(0)}
+    assert [g.gi_id for g in after.gpu_instances(0) if g.start == 4] == half
+    assert after.processes(0) == before.processes(0)
+
+    again = CliRunner().invoke(agent, args)
+    assert again.exit_code == 0 and again.output.startswith("nothing to do"), again.output

@@ -5,16 +5,17 @@ from collections import Counter
 from nos.agent.apply import Applier
 from nos.agent.reconcile import Desired, GpuPlan, in_use_gi_ids, plan_gpu
 from nos.gpu.port import GpuInstanceInfo
+from nos.gpu.simulated import SimulatedNvml
 from nos.mig.catalog import default_catalog
 from nos.mig.layout import Instance
-from tests.agent.agent_fakes import FakeNvml
+from tests.agent.helpers import provision
 
 A100 = default_catalog().model("A100-80GB")
 
 
-def I(spec: str) -> Instance:  # noqa: E743 - "1g.10gb@3"
-    profile, start = spec.split("@")
-    return Instance(int(start), profile)
+def I(spec: str) -> Instance:  # noqa: E743 - "1g.10gb@3", "1g.10gb@3*" = in use
+    profile, start = spec.rstrip("*").split("@")
+    return Instance(int(start), profile, spec.endswith("*"))
 
 
 def placed(*specs: str) -> Desired:
@@ -22,21 +23,28 @@ def placed(*specs: str) -> Desired:
     return Desired(dict(Counter(i.profile for i in inst)), inst)
 
 
-def gpu_with(*specs: str, used: tuple[str, ...] = ()) -> tuple[FakeNvml, set[int]]:
-    nvml = FakeNvml()
+def gpu_with(*specs: str, used: tuple[str, ...] = ()) -> tuple[SimulatedNvml, set[int]]:
+    """An A100 with these instances; the ``used`` ones run a process (so NVML refuses to destroy them)."""
+    nvml = SimulatedNvml.new("A100-80GB")
     in_use = set()
     for s in specs:
-        gi = nvml.add(0, I(s).profile, I(s).start)
+        gi = provision(nvml, 0, I(s).profile, I(s).start)
         if s in used:
+            nvml.set_busy(0, gi.gi_id)
             in_use.add(gi.gi_id)
     return nvml, in_use
 
 
-def plan(nvml: FakeNvml, desired: Desired, in_use: set[int]) -> GpuPlan:
+def gi_at(nvml: SimulatedNvml, start: int) -> int:
+    [gi] = [g.gi_id for g in nvml.gpu_instances(0) if g.start == start]
+    return gi
+
+
+def plan(nvml: SimulatedNvml, desired: Desired, in_use: set[int]) -> GpuPlan:
     return plan_gpu(A100, 0, desired, nvml.gpu_instances(0), in_use)
 
 
-def run(nvml: FakeNvml, p: GpuPlan) -> None:
+def run(nvml: SimulatedNvml, p: GpuPlan) -> None:
     result = Applier(nvml).apply(p.ops)
     assert not result.failures, result.failures
 
@@ -44,20 +52,21 @@ def run(nvml: FakeNvml, p: GpuPlan) -> None:
 def test_reachable_placement_spec_is_reached_exactly_keeping_wanted_instances() -> None:
     nvml, in_use = gpu_with("1g.10gb@0", "1g.10gb@1", "2g.20gb@2", "3g.40gb@4")
     kept = {g.gi_id for g in nvml.gpu_instances(0) if g.start in (0, 4)}
+    doomed = gi_at(nvml, 2)
     p = plan(nvml, placed("1g.10gb@0", "1g.10gb@1", "1g.10gb@2", "1g.10gb@3", "3g.40gb@4"), in_use)
     assert [str(o).split(":")[1].strip() for o in p.ops] == [
-        "destroy 2g.20gb@2 (gi 12)",
+        f"destroy 2g.20gb@2 (gi {doomed})",
         "create 1g.10gb@2",
         "create 1g.10gb@3",
     ]
     assert p.skipped == ()
     run(nvml, p)
-    assert nvml.layout() == tuple(
+    assert nvml.layout(0) == tuple(
         sorted(I(s) for s in ("1g.10gb@0", "1g.10gb@1", "1g.10gb@2", "1g.10gb@3", "3g.40gb@4"))
     )
     # 1g.10gb@1 was kept too, and the untouched instances keep their ids (never recreated)
     assert kept <= {g.gi_id for g in nvml.gpu_instances(0)}
-    assert not plan(nvml, placed(*(f"{i.profile}@{i.start}" for i in nvml.layout())), set()).ops
+    assert not plan(nvml, placed(*(f"{i.profile}@{i.start}" for i in nvml.layout(0))), set()).ops
 
 
 def test_in_use_instance_is_kept_and_conflicting_spec_part_skipped_with_reason() -> None:
@@ -69,7 +78,7 @@ def test_in_use_instance_is_kept_and_conflicting_spec_part_skipped_with_reason()
         ("in-use 1g.10gb@5", "in use, kept although the spec does not want it"),
     ]
     run(nvml, p)
-    assert nvml.layout() == (I("3g.40gb@0"), I("1g.10gb@5"))
+    assert nvml.layout(0) == (I("3g.40gb@0"), I("1g.10gb@5*"))
 
 
 def test_spec_matching_in_use_instance_needs_nothing() -> None:
@@ -87,7 +96,7 @@ def test_counts_only_spec_keeps_existing_and_in_use_and_places_the_rest() -> Non
         ("1 x 4g.40gb", "no room: @0 overlaps in-use 1g.10gb@1"),
     ]
     run(nvml, p)
-    got = Counter(i.profile for i in nvml.layout())
+    got = Counter(i.profile for i in nvml.layout(0))
     assert got == Counter({"1g.10gb": 3, "2g.20gb": 1})
     assert {g.gi_id for g in nvml.gpu_instances(0)} >= in_use
     # the free 2g@4 and 1g@6 were kept: only one new instance was created
@@ -100,7 +109,7 @@ def test_counts_only_spec_on_empty_gpu_uses_exact_search() -> None:
     p = plan(nvml, Desired({"1g.10gb": 1, "2g.20gb": 3}), set())
     assert p.skipped == ()
     run(nvml, p)
-    assert nvml.layout() == (I("2g.20gb@0"), I("2g.20gb@2"), I("2g.20gb@4"), I("1g.10gb@6"))
+    assert nvml.layout(0) == (I("2g.20gb@0"), I("2g.20gb@2"), I("2g.20gb@4"), I("1g.10gb@6"))
 
 
 def test_counts_beyond_the_maximum_and_unknown_profiles_are_skipped() -> None:
@@ -112,7 +121,7 @@ def test_counts_beyond_the_maximum_and_unknown_profiles_are_skipped() -> None:
         "2 x 1g.10gb": "exceeds the maximum of 7 per GPU",
     }
     run(nvml, p)
-    assert Counter(i.profile for i in nvml.layout()) == {"1g.10gb": 7}
+    assert Counter(i.profile for i in nvml.layout(0)) == {"1g.10gb": 7}
 
 
 def test_placement_spec_validated_against_catalog() -> None:
@@ -133,17 +142,17 @@ def test_driver_profile_list_restricts_the_spec() -> None:
 
 def test_half_created_instances_destroyed_first_or_completed_when_wanted() -> None:
     nvml, _ = gpu_with("1g.10gb@6")
-    unwanted = nvml.add(0, "2g.20gb", 0, with_ci=False)
-    wanted = nvml.add(0, "2g.20gb", 2, with_ci=False)
+    unwanted = provision(nvml, 0, "2g.20gb", 0, complete=False)
+    wanted = provision(nvml, 0, "2g.20gb", 2, complete=False)
     p = plan(nvml, placed("2g.20gb@2", "3g.40gb@4"), set())
     assert [(o.kind, o.gi_id if o.kind != "create" else None, o.start) for o in p.ops] == [
         ("destroy", unwanted.gi_id, 0),
-        ("destroy", nvml.gpu_instances(0)[0].gi_id, 6),
+        ("destroy", gi_at(nvml, 6), 6),
         ("complete", wanted.gi_id, 2),
         ("create", None, 4),
     ]
     run(nvml, p)
-    assert nvml.layout(complete_only=False) == (I("2g.20gb@2"), I("3g.40gb@4"))
+    assert nvml.layout(0) == (I("2g.20gb@2"), I("3g.40gb@4"))
 
 
 def test_empty_spec_destroys_free_instances_only() -> None:

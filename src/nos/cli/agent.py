@@ -12,12 +12,18 @@ from typing import Any, cast
 import click
 import yaml
 
-from nos.agent.agent import AgentConfig, MigAgent, ReconcileResult
-from nos.agent.device_plugin import DevicePluginConfig
+from nos.agent.agent import MigAgent, ReconcileResult
 from nos.agent.offline import OfflineKube, SpecFileError, load_node_file
 from nos.agent.podresources import DEFAULT_SOCKET, PodResourcesClient
-from nos.gpu.port import Nvml
+from nos.agent.runner import AgentRunner
+from nos.cli.partitioner import load_or_exit
+from nos.config import NosConfig
+from nos.gpu.port import Nvml, NvmlError
 from nos.kube.port import Kube
+from nos.obs.health import ObservabilityServer
+from nos.obs.lifecycle import stop_on_signals
+from nos.obs.logging import setup_logging
+from nos.obs.metrics import Metrics
 
 
 class _Backend:
@@ -41,7 +47,13 @@ def _backend_class(module: str, name: str) -> Any:
 
 def _backend(spec: str) -> _Backend:
     if spec == "nvml":
-        return _Backend(cast(Nvml, _backend_class("nos.gpu.nvml", "PynvmlNvml")()))
+        real = _backend_class("nos.gpu.nvml", "PynvmlNvml")
+        try:
+            return _Backend(cast(Nvml, real()))
+        except NvmlError as e:  # no driver / library on this machine: one line, not a traceback
+            raise click.ClickException(
+                f"cannot use NVML: {e} (on a machine without NVIDIA GPUs try --backend simulated:FILE)"
+            ) from e
     if spec.startswith("simulated:") and len(spec) > len("simulated:"):
         path = Path(spec.split(":", 1)[1])
         simulated = _backend_class("nos.gpu.simulated", "SimulatedNvml")
@@ -93,12 +105,21 @@ def _print_result(result: ReconcileResult, dry_run: bool, print_status: bool) ->
 )
 @click.option("--dry-run", is_flag=True, help="Print the operations without touching any GPU.")
 @click.option("--once", is_flag=True, help="Reconcile once and exit.")
-@click.option("--interval", type=float, default=60.0, show_default=True, help="Seconds between reconciles.")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="NOS_CONFIG",
+    help="YAML configuration file [env NOS_CONFIG] (section agent, server, log); flags override it.",
+)
+@click.option("--interval", type=float, default=None, help="Seconds between reconciles [config: 60].")
 @click.option("--kubeconfig", type=str, default=None, help="Kubeconfig (default: in-cluster, $KUBECONFIG).")
-@click.option("--podresources-socket", default=DEFAULT_SOCKET, show_default=True)
-@click.option("--device-plugin-namespace", default="gpu-operator", show_default=True)
-@click.option("--device-plugin-selector", default="app=nvidia-device-plugin-daemonset", show_default=True)
-@click.option("--device-plugin-timeout", type=float, default=180.0, show_default=True)
+@click.option("--podresources-socket", default=None, help=f"[config: {DEFAULT_SOCKET}]")
+@click.option("--device-plugin-namespace", default=None, help="[config: gpu-operator]")
+@click.option("--device-plugin-selector", default=None, help="[config: app=nvidia-device-plugin-daemonset]")
+@click.option("--device-plugin-timeout", type=float, default=None, help="[config: 180]")
+@click.option("--metrics-port", type=int, default=None, help="In-cluster mode [config: 8080].")
+@click.option("--health-port", type=int, default=None, help="In-cluster mode [config: 8081].")
 @click.option("-v", "--verbose", is_flag=True, help="Log every step.")
 def agent(
     node_name: str | None,
@@ -106,16 +127,41 @@ def agent(
     spec_file: Path | None,
     dry_run: bool,
     once: bool,
-    interval: float,
+    config_file: Path | None,
+    interval: float | None,
     kubeconfig: str | None,
-    podresources_socket: str,
-    device_plugin_namespace: str,
-    device_plugin_selector: str,
-    device_plugin_timeout: float,
+    podresources_socket: str | None,
+    device_plugin_namespace: str | None,
+    device_plugin_selector: str | None,
+    device_plugin_timeout: float | None,
+    metrics_port: int | None,
+    health_port: int | None,
     verbose: bool,
 ) -> None:
-    """Make this node's MIG layout match its spec annotations and report the actual state."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    """Make this node's MIG layout match its spec annotations and report the actual state.
+
+    Without --spec and --once it runs in the cluster: watches its own Node, reconciles at once when
+    the spec changes, reports periodically, serves /metrics, /healthz and /readyz."""
+    settings = load_or_exit(
+        config_file,
+        {
+            "agent.reportIntervalSeconds": interval,
+            "agent.podResourcesSocket": podresources_socket,
+            "agent.devicePlugin.namespace": device_plugin_namespace,
+            "agent.devicePlugin.labelSelector": device_plugin_selector,
+            "agent.devicePlugin.timeoutSeconds": device_plugin_timeout,
+            "server.metricsPort": metrics_port,
+            "server.healthPort": health_port,
+            "log.level": "debug" if verbose else None,
+        },
+    )
+    in_cluster = spec_file is None and not once
+    if in_cluster:
+        setup_logging(settings.log.level, settings.log.format)
+    else:
+        logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    interval = settings.agent.report_interval_seconds
+    podresources_socket = settings.agent.pod_resources_socket
     kube: Any
     if spec_file is not None:
         try:
@@ -133,20 +179,34 @@ def agent(
     # Without a kubelet (offline use) only NVML's busy instances count as in use.
     offline_without_kubelet = spec_file is not None and not os.path.exists(podresources_socket)
     podresources = None if offline_without_kubelet else PodResourcesClient(podresources_socket)
-    config = AgentConfig(
-        report_interval_s=interval,
-        dry_run=dry_run,
-        restart_device_plugin=spec_file is None,
-        device_plugin=DevicePluginConfig(
-            namespace=device_plugin_namespace,
-            label_selector=device_plugin_selector,
-            timeout_s=device_plugin_timeout,
-        ),
-    )
+    config = settings.agent.agent_config(dry_run=dry_run)
+    if spec_file is not None:  # offline: no device plugin to restart
+        config = config.model_copy(update={"restart_device_plugin": False})
     mig_agent = MigAgent(node_name, gpu.nvml, kube, podresources, config)
+    if in_cluster:
+        raise SystemExit(asyncio.run(serve_agent(mig_agent, settings)))
     failed = asyncio.run(_loop(mig_agent, gpu, once, interval, print_status=spec_file is not None))
     if failed:
         raise SystemExit(1)
+
+
+async def serve_agent(mig_agent: MigAgent, settings: NosConfig, stop: asyncio.Event | None = None) -> int:
+    """In-cluster mode until SIGTERM/SIGINT (or ``stop``); 0 after a clean shutdown."""
+    stop = stop or asyncio.Event()
+    metrics = Metrics()
+    runner = AgentRunner(mig_agent, metrics=metrics)
+    server = ObservabilityServer(metrics, runner.ready, settings.server.metrics_port, settings.server.health_port)
+    with stop_on_signals(stop):
+        await server.start()
+        try:
+            await runner.run(stop)
+        finally:
+            await server.stop()
+            mig_agent.close()
+            close = getattr(mig_agent.kube, "close", None)
+            if close is not None:
+                await close()
+    return 0
 
 
 async def _loop(mig_agent: MigAgent, gpu: _Backend, once: bool, interval: float, print_status: bool) -> bool:

@@ -16,6 +16,7 @@ from nos.contract.annotations import (
     encode_spec,
 )
 from nos.gpu.port import Nvml
+from nos.gpu.simulated import SimulatedNvml
 from nos.mig.catalog import GpuModel
 from nos.mig.layout import Instance
 from nos.mig.packing import Packer
@@ -28,8 +29,6 @@ POD_CAPACITY = 110
 
 def simulated_nvml(model: GpuModel, gpus: int) -> Nvml:
     """The project's simulated NVML (``nos.gpu.simulated``) for ``gpus`` GPUs of ``model``, MIG enabled."""
-    from nos.gpu.simulated import SimulatedNvml  # imported late: only the simulator needs it
-
     nvml: Nvml = SimulatedNvml.new(model.name, gpus)
     return nvml
 
