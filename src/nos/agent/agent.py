@@ -22,7 +22,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -30,7 +31,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from nos.agent.apply import Applier, ApplyResult
-from nos.agent.device_plugin import DevicePluginConfig, DevicePluginRestarter, Sleep
+from nos.agent.device_plugin import MIG_RESOURCE_PREFIX, DevicePluginConfig, DevicePluginRestarter, Sleep
 from nos.agent.podresources import PodResourcesError, PodResourcesSource, allocated_device_ids
 from nos.agent.reconcile import Desired, GpuPlan, Op, Skipped, in_use_gi_ids, plan_gpu
 from nos.agent.report import Reporter, status_annotations, status_instances
@@ -63,6 +64,8 @@ class ReconcileResult:
     """The status annotations for the state after this reconcile."""
     patch: dict[str, str | None] = field(default_factory=dict)
     device_plugin_restarted: bool | None = None
+    allocatable_ready: bool | None = None
+    """After a restart: the node's allocatable showed the MIG devices in time (None: not checked)."""
     notes: list[str] = field(default_factory=list)
     """Why something was not done (also sent as Events)."""
 
@@ -73,6 +76,12 @@ class ReconcileResult:
     @property
     def skipped(self) -> list[Skipped]:
         return [s for p in self.plans for s in p.skipped]
+
+
+def expected_mig_resources(gpus: Iterable[Iterable[Instance]]) -> dict[str, int]:
+    """``nvidia.com/mig-<profile>`` counts the device plugin should advertise for these instances."""
+    counts: Counter[str] = Counter(f"{MIG_RESOURCE_PREFIX}{i.profile}" for gpu in gpus for i in gpu)
+    return dict(counts)
 
 
 def gpu_model(catalog: Catalog, gpu: GpuInfo) -> GpuModel | None:
@@ -220,6 +229,11 @@ class MigAgent:
                 observed, _ = await self._blocking(self._observe, sorted(managed))
                 if self.config.restart_device_plugin:
                     result.device_plugin_restarted = await self.restarter.restart()
+                    if result.device_plugin_restarted:
+                        expected = expected_mig_resources(
+                            status_instances(actual, set()) for actual, _, _ in observed.values()
+                        )
+                        result.allocatable_ready = await self.restarter.wait_allocatable(expected)
 
         report: dict[int, tuple[Instance, ...]] = {
             i: status_instances(actual, in_use) for i, (actual, in_use, _) in observed.items()

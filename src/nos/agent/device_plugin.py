@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -32,6 +32,9 @@ class DevicePluginConfig(BaseModel):
     poll_s: float = Field(default=2.0, gt=0)
     find_attempts: int = Field(default=3, ge=1)
     """How many times to look for exactly one plugin pod before giving up (a rollout may be running)."""
+    allocatable_timeout_s: float | None = Field(default=None, gt=0)
+    """After a restart, wait up to this long for the node's allocatable to show the MIG devices that
+    exist (the plugin registered them with kubelet); None = do not wait (offline runs, simulator)."""
 
 
 def _running(pod: dict[str, Any]) -> bool:
@@ -104,3 +107,42 @@ class DevicePluginRestarter:
                 )
                 return False
             await self._sleep(cfg.poll_s)
+
+    async def wait_allocatable(self, expected: Mapping[str, int]) -> bool:
+        """Poll the Node until every ``nvidia.com/mig-*`` resource in its allocatable equals ``expected``
+        (missing = 0). Pods are only schedulable on the new devices from then on. False (Warning Event)
+        after ``allocatable_timeout_s``; True at once when no timeout is configured."""
+        timeout = self.config.allocatable_timeout_s
+        if timeout is None:
+            return True
+        deadline = self._clock() + timeout
+        while True:
+            node = await self._kube.get_node(self._node)
+            actual = mig_allocatable(node)
+            if all(actual.get(r, 0) == n for r, n in expected.items()) and all(
+                n == 0 for r, n in actual.items() if r not in expected
+            ):
+                return True
+            if self._clock() >= deadline:
+                await self._warn(
+                    "DevicePluginAllocatableTimeout",
+                    f"node allocatable still shows {dict(sorted(actual.items()))} {timeout:g}s after the device "
+                    f"plugin restart, expected {dict(sorted(expected.items()))}",
+                )
+                return False
+            await self._sleep(self.config.poll_s)
+
+
+def mig_allocatable(node: dict[str, Any]) -> dict[str, int]:
+    """``nvidia.com/mig-*`` counts in the node's allocatable (unparsable values count as 0)."""
+    out: dict[str, int] = {}
+    for name, value in ((node.get("status") or {}).get("allocatable") or {}).items():
+        if name.startswith(MIG_RESOURCE_PREFIX):
+            try:
+                out[name] = int(str(value))
+            except ValueError:
+                out[name] = 0
+    return out
+
+
+MIG_RESOURCE_PREFIX = "nvidia.com/mig-"

@@ -16,6 +16,7 @@ def cli() -> None:
 def _register() -> None:
     from nos.cli.doctor import doctor
     from nos.cli.models import models
+    from nos.cli.partitioner import partitioner
     from nos.cli.plan import plan
     from nos.cli.simulate import simulate
 
@@ -23,6 +24,7 @@ def _register() -> None:
     cli.add_command(models)
     cli.add_command(simulate)
     cli.add_command(doctor)
+    cli.add_command(partitioner)
     try:
         from nos.cli.agent import agent
     except ImportError:  # pragma: no cover - the agent command is optional until it lands

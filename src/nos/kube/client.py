@@ -15,7 +15,7 @@ import asyncio
 import os
 import random
 import socket
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
@@ -23,12 +23,16 @@ from typing import Any, TypeVar, cast
 import httpx2
 from lightkube import ALL_NS, ApiError, AsyncClient, KubeConfig
 from lightkube.operators import Operator
+from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Node, Pod
 from lightkube.resources.events_v1 import Event as EventResource
 from lightkube.types import PatchType
 
 from nos.kube.events import event_body
-from nos.kube.port import Conflict, Event, KubeError, NotFound, Obj
+from nos.kube.port import Conflict, Event, Gone, KubeError, NotFound, Obj, WatchEvent
+
+_KINDS: dict[str, Any] = {"nodes": Node, "pods": Pod}
+"""Resource name → lightkube class (Any: lightkube's overloads cannot take a union of classes)."""
 
 T = TypeVar("T")
 
@@ -78,6 +82,8 @@ def to_kube_error(exc: Exception) -> KubeError:
             return NotFound(message)
         if code == 409:
             return Conflict(message)
+        if code == 410:
+            return Gone(message)
         return KubeError(message, code)
     if isinstance(exc, httpx2.HTTPStatusError):  # non-JSON error body (a proxy, a load balancer)
         code = exc.response.status_code
@@ -202,6 +208,89 @@ class LightkubeKube:
         # from_dict is annotated as returning DictMixin; it returns the class it is called on.
         resource = cast(EventResource, EventResource.from_dict(body))
         await self._call(lambda: self._client.create(resource), replay_ok=409)
+
+    async def list_with_version(
+        self,
+        resource: str,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> tuple[list[Obj], str]:
+        kind = _KINDS[resource]
+
+        async def op() -> tuple[list[Obj], str]:
+            listing = self._client.list(
+                kind,
+                namespace=(namespace or ALL_NS) if kind is Pod else None,
+                labels=_selector(label_selector),
+                fields=_selector(field_selector),
+            )
+            items = [o.to_dict() async for o in listing]
+            return items, listing.resourceVersion
+
+        return await self._must(op)
+
+    async def watch(
+        self,
+        resource: str,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        resource_version: str | None = None,
+        timeout_s: int | None = None,
+    ) -> AsyncIterator[WatchEvent]:
+        """lightkube re-watches by itself from the last version when the server ends a stream, so this
+        stream only ends on an error (410 → ``Gone``); no retries here, the caller backs off."""
+        kind = _KINDS[resource]
+        stream = self._client.watch(
+            kind,
+            namespace=(namespace or ALL_NS) if kind is Pod else None,
+            labels=_selector(label_selector),
+            fields=_selector(field_selector),
+            resource_version=resource_version,
+            server_timeout=timeout_s,
+        )
+        try:
+            async for kind_, obj in stream:
+                yield kind_, obj.to_dict()
+        except (ApiError, httpx2.HTTPError) as exc:
+            raise to_kube_error(exc) from exc
+        finally:
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    async def get_lease(self, namespace: str, name: str) -> Obj:
+        lease = await self._must(lambda: self._client.get(Lease, name, namespace=namespace))
+        return lease.to_dict()
+
+    async def create_lease(self, lease: Obj) -> Obj:
+        # Not retried: a replayed create could not tell its own success from a rival's (the elector retries).
+        created = await self._once(lambda: self._client.create(_lease(lease)))
+        return created.to_dict()
+
+    async def replace_lease(self, lease: Obj) -> Obj:
+        replaced = await self._once(lambda: self._client.replace(_lease(lease)))
+        return replaced.to_dict()
+
+    async def _once(self, op: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await op()
+        except (ApiError, httpx2.HTTPError) as exc:
+            raise to_kube_error(exc) from exc
+
+
+def _lease(body: Obj) -> Lease:
+    """A Lease model for ``body``. MicroTime fields with a zero microsecond get 1 µs: lightkube's encoder
+    drops a zero fraction and the apiserver's MicroTime parser needs six digits (as for Events)."""
+    lease = cast(Lease, Lease.from_dict(body))
+    spec = lease.spec
+    if spec is not None:
+        for attr in ("acquireTime", "renewTime"):
+            value = getattr(spec, attr)
+            if isinstance(value, datetime) and value.microsecond == 0:
+                setattr(spec, attr, value.replace(microsecond=1))
+    return lease
 
 
 def load_config(path: str | None = None) -> KubeConfig:

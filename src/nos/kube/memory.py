@@ -90,10 +90,13 @@ class MemoryKube:
         label_selector: str | None = None,
         field_selector: str | None = None,
         resource_version: str | None = None,
+        timeout_s: int | None = None,
     ) -> Watch:
-        """Watch the store (not part of the port yet); same semantics as the fake server's watch."""
+        """Watch the store, same semantics as the fake server's watch. Unlike the HTTP adapter, a 410
+        is raised here by the call itself (the port allows either: both happen before any event)."""
+        self._enter("watch")
         selector = Selector.parse(resource, label_selector, field_selector)
-        return self.store.watch(resource, namespace, selector, resource_version)
+        return self.store.watch(resource, namespace, selector, resource_version, timeout_s)
 
     def _enter(self, method: str) -> None:
         self.calls.append(method)
@@ -127,6 +130,29 @@ class MemoryKube:
     ) -> list[Obj]:
         self._enter("list_pods")
         return self.store.list("pods", namespace, Selector.parse("pods", label_selector, field_selector))[0]
+
+    async def list_with_version(
+        self,
+        resource: str,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> tuple[list[Obj], str]:
+        self._enter("list_with_version")
+        return self.store.list(resource, namespace, Selector.parse(resource, label_selector, field_selector))
+
+    async def get_lease(self, namespace: str, name: str) -> Obj:
+        self._enter("get_lease")
+        return self.store.get("leases", name, namespace)
+
+    async def create_lease(self, lease: Obj) -> Obj:
+        self._enter("create_lease")
+        return self.store.create("leases", lease, (lease.get("metadata") or {}).get("namespace"))
+
+    async def replace_lease(self, lease: Obj) -> Obj:
+        self._enter("replace_lease")
+        meta = lease["metadata"]
+        return self.store.replace("leases", meta["name"], lease, meta.get("namespace"))
 
     async def delete_pod(self, namespace: str, name: str) -> None:
         self._enter("delete_pod")

@@ -6,7 +6,7 @@ tests and ``nos simulate``). Objects travel as plain dicts in the API's JSON sha
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -29,6 +29,20 @@ class NotFound(KubeError):
 class Conflict(KubeError):
     def __init__(self, message: str) -> None:
         super().__init__(message, 409)
+
+
+class Gone(KubeError):
+    """A watch asked for a resourceVersion the server no longer has (410 Expired): re-list."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, 410)
+
+
+Resource = Literal["nodes", "pods"]
+"""The kinds the processes cache through list + watch."""
+
+WatchEvent = tuple[str, Obj]
+"""``(type, object)``: type is ADDED, MODIFIED, DELETED or BOOKMARK."""
 
 
 @dataclass(frozen=True)
@@ -73,3 +87,37 @@ class Kube(Protocol):
     async def delete_pod(self, namespace: str, name: str) -> None: ...
 
     async def create_event(self, event: Event) -> None: ...
+
+    async def list_with_version(
+        self,
+        resource: Resource,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> tuple[list[Obj], str]:
+        """Objects plus the list's resourceVersion (where a watch resumes)."""
+        ...
+
+    def watch(
+        self,
+        resource: Resource,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        resource_version: str | None = None,
+        timeout_s: int | None = None,
+    ) -> AsyncIterator[WatchEvent]:
+        """Changes after ``resource_version``; an object entering the selector arrives as ADDED, one
+        leaving it as DELETED. The stream may end at any time (server timeout, dropped connection):
+        watch again from the last resourceVersion seen. Raises ``Gone`` when that version is too old."""
+        ...
+
+    async def get_lease(self, namespace: str, name: str) -> Obj: ...
+
+    async def create_lease(self, lease: Obj) -> Obj:
+        """Create a coordination.k8s.io/v1 Lease (``AlreadyExists`` is a ``Conflict``)."""
+        ...
+
+    async def replace_lease(self, lease: Obj) -> Obj:
+        """PUT the Lease; its ``metadata.resourceVersion`` is a precondition (Conflict if stale)."""
+        ...

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from nos.kube.port import Conflict, KubeError, NotFound
+from nos.kube.port import Conflict, Gone, KubeError, NotFound
 from nos.kube.selectors import Selector
 
 Obj = dict[str, Any]
@@ -44,13 +44,6 @@ class Invalid(KubeError):
 class BadRequest(KubeError):
     def __init__(self, message: str) -> None:
         super().__init__(message, 400)
-
-
-class Gone(KubeError):
-    """A watch asked for a resourceVersion older than the retained history (410 Expired)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, 410)
 
 
 @dataclass(frozen=True)
@@ -133,12 +126,21 @@ def _key(info: ResourceInfo, namespace: str | None, name: str) -> tuple[str, str
 class Watch:
     """Async iterator of ``(type, object)`` for one watch; ``close()`` ends it (as a dropped stream)."""
 
-    def __init__(self, store: ObjectStore, resource: str, namespace: str | None, selector: Selector) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        resource: str,
+        namespace: str | None,
+        selector: Selector,
+        timeout_s: float | None = None,
+    ) -> None:
         self._store = store
         self._resource = resource
         self._namespace = namespace
         self._selector = selector
         self._queue: asyncio.Queue[tuple[str, Obj] | None] = asyncio.Queue()
+        self._timeout_s = timeout_s
+        self._deadline: float | None = None
         self.closed = False
 
     def _offer(self, change: Change) -> None:
@@ -157,15 +159,32 @@ class Watch:
             self._queue.put_nowait(None)
             self._store._unsubscribe(self)
 
+    async def aclose(self) -> None:
+        self.close()
+
     def __aiter__(self) -> Watch:
         return self
 
     async def __anext__(self) -> tuple[str, Obj]:
-        item = await self._queue.get()
+        item = await self._next()
         if item is None:
             self.closed = True
             raise StopAsyncIteration
         return item
+
+    async def _next(self) -> tuple[str, Obj] | None:
+        """The next queued item; with ``timeout_s`` the stream ends that long after the first read
+        (the server-side ``timeoutSeconds`` of a real watch)."""
+        if not self._queue.empty() or self._timeout_s is None:
+            return await self._queue.get()
+        now = asyncio.get_running_loop().time()
+        if self._deadline is None:
+            self._deadline = now + self._timeout_s
+        try:
+            return await asyncio.wait_for(self._queue.get(), max(self._deadline - now, 0.0))
+        except TimeoutError:
+            self.close()
+            return None
 
 
 def _as_event(change: Change, selector: Selector) -> tuple[str, Obj] | None:
@@ -314,12 +333,14 @@ class ObjectStore:
         namespace: str | None = None,
         selector: Selector | None = None,
         resource_version: str | None = None,
+        timeout_s: float | None = None,
     ) -> Watch:
         """Start a watch. No/"0" resourceVersion: synthetic ADDED for current objects, then changes;
-        otherwise replay retained changes after it, or raise ``Gone`` if they were compacted away."""
+        otherwise replay retained changes after it, or raise ``Gone`` if they were compacted away.
+        ``timeout_s``: the stream ends that long after it is first read."""
         info = self.info(resource)
         sel = selector or Selector()
-        w = Watch(self, info.plural, namespace, sel)
+        w = Watch(self, info.plural, namespace, sel, timeout_s)
         if resource_version in (None, "", "0"):
             for obj in self.list(resource, namespace, sel)[0]:
                 w._push(("ADDED", obj))

@@ -9,14 +9,14 @@ partitioner simply resumes.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from nos.contract.annotations import SPEC_PLAN, STATUS_PLAN, merge_patch
-from nos.kube.port import Conflict, Event, Kube, KubeError, ObjectRef
+from nos.kube.port import Conflict, Event, Kube, KubeError, Obj, ObjectRef
 from nos.mig.catalog import Catalog, default_catalog
 from nos.mig.packing import Geometry
 from nos.partitioner.batch import Batcher
@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 
 PlanFunction = Callable[[ClusterState, str], Plan]
 """(cluster state, plan id) -> plan; nos' planner by default, another policy in the simulator."""
+
+ObjectSource = Callable[[], Awaitable[tuple[list[Obj], list[Obj]]]]
+"""() -> (nodes, pods) to plan from; the default lists through the ``Kube`` port, ``nos partitioner``
+reads its watch caches instead."""
 
 
 class PartitionerConfig(BaseModel):
@@ -71,8 +75,10 @@ class Partitioner:
         catalog: Catalog | None = None,
         geometries: Mapping[str, Sequence[Geometry]] | None = None,
         planner: PlanFunction | None = None,
+        source: ObjectSource | None = None,
     ) -> None:
         self.kube = kube
+        self.source = source or self._list
         self.clock = clock
         self.config = config or PartitionerConfig()
         self.catalog = catalog or default_catalog()
@@ -93,7 +99,7 @@ class Partitioner:
     async def cycle(self) -> CycleResult:
         """Observe the cluster; plan and write when a batch has closed and agents have caught up."""
         now = self.clock()
-        nodes, pods = await self.kube.list_nodes(), await self.kube.list_pods()
+        nodes, pods = await self.source()
         state = build_cluster(nodes, pods, self.catalog)
         self.batcher.observe((p.key for p in state.candidates), now)
         result = CycleResult()
@@ -145,6 +151,9 @@ class Partitioner:
         await self._explain(plan, {p.key: p for p in state.candidates}, result.written)
         self.batcher.reset()
         return result
+
+    async def _list(self) -> tuple[list[Obj], list[Obj]]:
+        return await self.kube.list_nodes(), await self.kube.list_pods()
 
     def _plan(self, state: ClusterState, plan_id: str) -> Plan:
         return plan_state(state, geometries=self.geometries, plan_id=plan_id, fill=self.config.fill_spare)

@@ -1,0 +1,1 @@
+"""Observability of the in-cluster processes: Prometheus metrics, health endpoints, JSON logs."""

@@ -1,0 +1,149 @@
+"""``nos partitioner`` in the cluster: watch caches + Lease election + ``Partitioner.cycle()``.
+
+Every replica keeps caches of all Nodes and all Pods (reflectors) and campaigns for the Lease; only the
+leader plans. While leading, a cycle runs when a cached object changed (debounced by
+``min_interval_s``, so a burst of pod updates costs one cycle), when the open batch is due to close
+(``Batcher.next_deadline()``), when the wait for agents' reports times out, and at least every
+``resync_s``. Cycles read the caches, not the API; writes still go to the API with conflict retries.
+
+Shutdown: ``stop`` lets the running cycle finish (up to ``shutdown_grace_s``: its node patches are
+independent, so cancelling later is also safe — the next leader re-plans from what was written),
+then the Lease is released. Losing the Lease cancels the cycle at once and raises ``LeadershipLost``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+from nos.config import NosConfig
+from nos.kube.leader import LeaderElector
+from nos.kube.port import Kube, Obj
+from nos.kube.reflector import Reflector, wait_synced
+from nos.mig.packing import Geometry
+from nos.obs.metrics import Metrics
+from nos.partitioner.controller import CycleResult, Partitioner
+
+log = logging.getLogger(__name__)
+
+
+class PartitionerRunner:
+    def __init__(
+        self,
+        kube: Kube,
+        config: NosConfig,
+        identity: str,
+        *,
+        metrics: Metrics | None = None,
+        geometries: Mapping[str, Sequence[Geometry]] | None = None,
+        clock: Callable[[], float] = time.time,
+        watch_timeout_s: int = 300,
+        min_interval_s: float = 1.0,
+        resync_s: float = 60.0,
+        shutdown_grace_s: float = 10.0,
+    ) -> None:
+        self.kube, self.config, self.identity = kube, config, identity
+        self.metrics = metrics or Metrics()
+        self.clock = clock
+        self.min_interval_s, self.resync_s, self.shutdown_grace_s = min_interval_s, resync_s, shutdown_grace_s
+        self.wake = asyncio.Event()
+        self.nodes = Reflector(kube, "nodes", watch_timeout_s=watch_timeout_s, on_change=self._changed("nodes"))
+        self.pods = Reflector(kube, "pods", watch_timeout_s=watch_timeout_s, on_change=self._changed("pods"))
+        self.partitioner = Partitioner(
+            kube, clock, config.partitioner.partitioner_config(), geometries=geometries, source=self._snapshot
+        )
+        election = config.partitioner.leader_election
+        self.elector = LeaderElector(kube, identity, election.election()) if election.enabled else None
+        self.cycles = 0
+
+    def _changed(self, resource: str) -> Callable[[str, Obj], None]:
+        def note(kind: str, _: Obj) -> None:
+            self.metrics.cache_events.labels(resource, kind).inc()
+            self.wake.set()
+
+        return note
+
+    async def _snapshot(self) -> tuple[list[Obj], list[Obj]]:
+        # The cached dicts are shared, not copied: building the cluster state only reads them.
+        return self.nodes.items(), self.pods.items()
+
+    def synced(self) -> bool:
+        return self.nodes.synced.is_set() and self.pods.synced.is_set()
+
+    def ready(self) -> bool:
+        """Caches synced and (with election) the elector campaigning or leading."""
+        return self.synced() and (self.elector is None or self.elector.running)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Until ``stop``; raises ``LeadershipLost`` if the Lease could not be renewed."""
+        caches = [asyncio.create_task(r.run(), name=f"reflector-{r.resource}") for r in (self.nodes, self.pods)]
+        try:
+            if not await wait_synced([self.nodes, self.pods], stop):
+                return
+            log.info("caches synced: %d node(s), %d pod(s)", len(self.nodes.cache), len(self.pods.cache))
+            if self.elector is None:
+                await self.lead(stop)
+            else:
+                await self.elector.run(lambda: self.lead(stop), stop, grace_s=self.shutdown_grace_s)
+        finally:
+            for task in caches:
+                task.cancel()
+            await asyncio.gather(*caches, return_exceptions=True)
+
+    async def lead(self, stop: asyncio.Event) -> None:
+        """Plan while leading, until ``stop`` (checked between cycles)."""
+        self.metrics.is_leader.set(1)
+        try:
+            while not stop.is_set():
+                self.wake.clear()
+                result = await self._cycle()
+                woken = await _wait_any(self.wake, stop, self._next_wait(result))
+                if woken and not stop.is_set():  # debounce a burst of changes into one cycle
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), self.min_interval_s)
+        finally:
+            self.metrics.is_leader.set(0)
+
+    async def _cycle(self) -> CycleResult | None:
+        started = time.perf_counter()
+        try:
+            result = await self.partitioner.cycle()
+        except Exception:  # a bug or an API outage must not end leadership; retry on the next wake-up
+            log.exception("partitioner cycle failed")
+            return None
+        self.cycles += 1
+        m = self.metrics
+        m.candidate_pods.set(len(self.partitioner.batcher.seen))
+        if result.plan is not None:
+            m.plans.labels("written" if result.written else "unchanged").inc()
+            m.plan_duration.observe(time.perf_counter() - started)
+            m.pods_placed.observe(len(result.plan.placed))
+            m.nodes_changed.inc(len(result.written))
+            m.node_write_failures.inc(len(result.failed))
+        return result
+
+    def _next_wait(self, result: CycleResult | None) -> float:
+        wait = self.resync_s
+        if result is None:
+            return min(wait, 5.0)
+        now, part = self.clock(), self.partitioner
+        deadline = part.batcher.next_deadline()
+        if deadline is not None and not result.waiting_for:
+            wait = min(wait, max(deadline - now, 0.0) + 0.01)
+        if result.waiting_for and part.last_plan_at is not None:
+            wait = min(wait, max(part.last_plan_at + part.config.report_timeout_seconds - now, 0.0) + 0.01)
+        return wait
+
+
+async def _wait_any(wake: asyncio.Event, stop: asyncio.Event, timeout: float) -> bool:
+    """Wait until ``wake`` or ``stop`` is set or ``timeout`` passes; True when woken by an event."""
+    waiters = {asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stop.wait())}
+    try:
+        done, _ = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        return bool(done)
+    finally:
+        for w in waiters:
+            w.cancel()
