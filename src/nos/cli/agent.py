@@ -13,12 +13,13 @@ import click
 import yaml
 
 from nos.agent.agent import MigAgent, ReconcileResult
-from nos.agent.offline import OfflineKube, SpecFileError, load_node_file
+from nos.agent.offline import SpecFileError, load_node_file
 from nos.agent.podresources import DEFAULT_SOCKET, PodResourcesClient
 from nos.agent.runner import AgentRunner
 from nos.cli.partitioner import load_or_exit
 from nos.config import NosConfig
 from nos.gpu.port import Nvml, NvmlError
+from nos.kube.memory import MemoryKube
 from nos.kube.port import Kube
 from nos.obs.health import ObservabilityServer
 from nos.obs.lifecycle import stop_on_signals
@@ -77,7 +78,7 @@ def _api_kube(kubeconfig: str | None) -> Kube:
 
 
 def _print_result(result: ReconcileResult, dry_run: bool, print_status: bool) -> None:
-    verb = "would" if dry_run else "will"
+    verb = "would" if dry_run else "did"
     if not result.ops:
         click.echo("nothing to do")
     for op in result.ops:
@@ -169,7 +170,8 @@ def agent(
         except SpecFileError as e:
             raise click.ClickException(str(e)) from e
         node_name = node["metadata"]["name"]
-        kube = OfflineKube(node)
+        kube = MemoryKube()
+        kube.add_node(node)
     else:
         if not node_name:
             raise click.ClickException("no node name: set NODE_NAME or pass --node")
