@@ -150,7 +150,7 @@ def test_example_simulated_node(tmp_path: Path) -> None:
 
     result = CliRunner().invoke(agent, args)
     assert result.exit_code == 0, result.output
-    assert f"will gpu 0: complete 3g.40gb@4 (gi {half[0]}): half-created and wanted" in result.output.splitlines()
+    assert f"applied gpu 0: complete 3g.40gb@4 (gi {half[0]}): half-created and wanted" in result.output.splitlines()
     after = SimulatedNvml.load(node_file)
     assert [str(i) for i in after.layout(0)] == ["1g.10gb@0*", "1g.10gb@1", "2g.20gb@2", "3g.40gb@4"]
     assert Counter(i.profile for i in after.layout(1)) == {"1g.10gb": 1, "2g.20gb": 3}

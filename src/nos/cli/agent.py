@@ -78,7 +78,7 @@ def _api_kube(kubeconfig: str | None) -> Kube:
 
 
 def _print_result(result: ReconcileResult, dry_run: bool, print_status: bool) -> None:
-    verb = "would" if dry_run else "did"
+    verb = "would" if dry_run else "applied"
     if not result.ops:
         click.echo("nothing to do")
     for op in result.ops:
