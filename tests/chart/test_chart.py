@@ -28,7 +28,7 @@ CUSTOM: dict[str, Any] = {
     "gpuPartitioner": {
         "replicas": 2,
         "batchWindowIdleSeconds": 5,
-        "fillSpare": False,
+        "fillSpare": True,
         "leaderElection": {"leaseName": "custom-lease"},
         "priorityClassName": "system-cluster-critical",
         "serviceAccount": {"name": "planner"},
@@ -430,7 +430,7 @@ def test_default_config_matches_the_runtime_contract(default: list[Manifest]) ->
             "batchWindowIdleSeconds": 10,
             "batchWindowTimeoutSeconds": 60,
             "reportTimeoutSeconds": 300,
-            "fillSpare": True,
+            "fillSpare": False,
             "knownGeometriesFile": "/etc/nos/known-mig-geometries.yaml",
             "leaderElection": {
                 "enabled": True,
@@ -459,7 +459,7 @@ def test_custom_values_reach_the_config(custom: list[Manifest]) -> None:
     config = _config(custom)
     validate_config(config)
     assert config["partitioner"]["batchWindowIdleSeconds"] == 5
-    assert config["partitioner"]["fillSpare"] is False
+    assert config["partitioner"]["fillSpare"] is True
     assert config["partitioner"]["leaderElection"]["leaseName"] == "custom-lease"
     assert config["partitioner"]["leaderElection"]["namespace"] == "mig"
     assert config["agent"]["devicePlugin"]["namespace"] == "nvidia-device-plugin"

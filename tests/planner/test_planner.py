@@ -74,6 +74,12 @@ def test_placement_aware_packing_beats_first_fit() -> None:
     nodes = [node("a", gpus=1, status={0: [I(0, "7g.80gb")]})]
     result = run(nodes, [pod("s1", "1g.10gb"), pod("s2", "1g.10gb"), pod("m", "4g.40gb")])
     assert len(result.placed) == 3, reasons(result)
+    assert sorted(layout(result, "a", 0)) == ["1g.10gb@4", "1g.10gb@5", "4g.40gb@0"]
+
+
+def test_fill_puts_the_largest_instances_in_spare_slots() -> None:
+    nodes = [node("a", gpus=1, status={0: [I(0, "7g.80gb")]})]
+    result = run(nodes, [pod("s1", "1g.10gb"), pod("s2", "1g.10gb"), pod("m", "4g.40gb")], fill=True)
     assert sorted(layout(result, "a", 0)) == ["1g.10gb@4", "1g.10gb@5", "1g.20gb@6", "4g.40gb@0"]
 
 

@@ -69,14 +69,14 @@ def _fail(message: str) -> None:
 )
 @click.option("--catalog", type=click.Path(path_type=Path, dir_okay=False), help="Alternative MIG catalog YAML.")
 @click.option("--plan-id", help="Plan id to write (default: a digest of the plan).")
-@click.option("--no-fill", is_flag=True, help="Leave spare slots of reconfigured GPUs empty.")
+@click.option("--fill", is_flag=True, help="Fill spare slots of reconfigured GPUs with the largest instances.")
 def plan(
     snapshot: str,
     as_json: bool,
     geometries: Path | None,
     catalog: Path | None,
     plan_id: str | None,
-    no_fill: bool,
+    fill: bool,
 ) -> None:
     """Plan MIG layouts for SNAPSHOT, offline.
 
@@ -104,7 +104,7 @@ def plan(
             "warning: no node is labelled nos.nebuly.ai/gpu-partitioning=mig (or nos.nebuly.com/...); nothing to plan",
             err=True,
         )
-    result = plan_state(state, geometries=allowed, plan_id=plan_id, fill=not no_fill)
+    result = plan_state(state, geometries=allowed, plan_id=plan_id, fill=fill)
     errors = check_plan(state, result)
     if errors:  # a planner bug: never print a plan that fails the independent check
         _fail(f"internal error, the plan failed its check: {errors[0]}")

@@ -41,7 +41,8 @@ class PartitionerConfig(BaseModel):
     batch_window_timeout_seconds: float = Field(default=60.0, gt=0)
     report_timeout_seconds: float = Field(default=300.0, gt=0)
     """How long to wait for every agent to report the previous plan before planning anyway."""
-    fill_spare: bool = True
+    fill_spare: bool = False
+    """Fill spare slots of reconfigured GPUs (see ``nos.planner.planner.plan``)."""
     patch_attempts: int = Field(default=5, ge=1)
 
 

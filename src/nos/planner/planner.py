@@ -440,7 +440,7 @@ def plan_state(
     *,
     geometries: Mapping[str, Sequence[Geometry]] | None = None,
     plan_id: str | None = None,
-    fill: bool = True,
+    fill: bool = False,
     strategies: Sequence[Strategy] = STRATEGIES,
 ) -> Plan:
     """Plan on an already built cluster state (see ``plan``): run each strategy's greedy pass and
@@ -462,13 +462,16 @@ def plan(
     catalog: Catalog | None = None,
     geometries: Mapping[str, Sequence[Geometry]] | None = None,
     plan_id: str | None = None,
-    fill: bool = True,
+    fill: bool = False,
 ) -> Plan:
     """Desired layouts for every GPU of every MIG-labelled node, and where candidates will fit.
 
     ``geometries`` restricts models to allowed layouts (``nos.mig.geometries``). ``fill`` fills the
-    spare slots of reconfigured GPUs with the largest instances that fit, so future pods find
-    devices without another reconfiguration. Deterministic: the same input gives the same plan and
+    spare slots of reconfigured GPUs with the largest instances that fit, so later pods of those
+    profiles find devices without a reconfiguration; off by default, because in ``nos simulate``
+    the filled instances were claimed by later pods of their size and split GPUs that best fit
+    would have kept whole (docs/simulate.md). GPUs without any instance get the contract's initial
+    layout either way. Deterministic: the same input gives the same plan and
     plan id (a digest of the annotations to write) unless ``plan_id`` is given.
     """
     return plan_state(
