@@ -124,7 +124,7 @@ def infer_layout(model: GpuModel, gpu: GpuAnnotations) -> tuple[tuple[Instance, 
     return first, blocked
 
 
-def _gpu_state(node: str, index: int, model: GpuModel, status: GpuAnnotations | None) -> GpuState:
+def _gpu_state(index: int, model: GpuModel, status: GpuAnnotations | None) -> GpuState:
     if status is None:
         return GpuState(index, model, ())
     unknown = sorted({p for p, _ in status.counts if p not in model.profiles})
@@ -173,7 +173,7 @@ def _node_state(info: NodeInfo, catalog: Catalog, bound: Iterable[PodInfo]) -> N
         state.frozen = f"node {info.name}: no {COUNT_LABEL} label and no GPU annotations"
         return state
     for index in sorted(indices):
-        gpu = _gpu_state(info.name, index, model, status.gpus.get(index))
+        gpu = _gpu_state(index, model, status.gpus.get(index))
         if index in bad_status or index in bad_spec:
             gpu.frozen = "malformed annotations"
         if gpu.frozen:

@@ -31,7 +31,7 @@ from typing import Any
 
 from nos.contract.annotations import SPEC_PLACEMENT_PREFIX, SPEC_PLAN, SPEC_PREFIX, encode_spec
 from nos.kube.objects import POD_COUNT, Placement, PodInfo, is_mig_resource
-from nos.kube.scheduling import placement_refusal
+from nos.kube.scheduling import insufficient, placement_refusal
 from nos.mig.catalog import Catalog, GpuModel, default_catalog
 from nos.mig.layout import Instance
 from nos.mig.packing import Geometry, Packer
@@ -335,13 +335,7 @@ class _Planning:
             return f"no node offering {resource} accepts the pod ({why or 'all managed nodes are frozen'})"
         roomy = [n for n in eligible if self._fits(n, requests)]
         if not roomy:
-            lacking: Counter[str] = Counter()
-            for n in eligible:
-                if n.free.get(POD_COUNT, 0) < 1:
-                    lacking[POD_COUNT] += 1
-                for r, amount in requests:
-                    if n.free.get(r, 0) < amount:
-                        lacking[r] += 1
+            lacking = Counter(r for n in eligible for r in insufficient(dict(requests), n.free))
             what = ", ".join(f"{r} on {c}" for r, c in sorted(lacking.items()))
             return f"fits no node: insufficient {what} of {len(eligible)} eligible node(s)"
         for n in roomy:
