@@ -232,3 +232,30 @@ async def test_spec_for_a_gpu_the_node_lacks_is_noted_once() -> None:
     assert result.notes == ["the spec names GPUs [3] that this node does not have"]
     assert [e.reason for e in s.kube.events] == ["SpecForMissingGpu"]
     await s.kube.settle()
+
+
+@pytest.mark.asyncio
+async def test_stale_device_plugin_is_restarted_when_allocatable_misses_existing_devices() -> None:
+    """A previous agent process created the instances and died before restarting the plugin: the
+    node still advertises nothing, so this agent restarts the plugin although it has nothing to apply."""
+    nvml = SimulatedNvml.new("A100-80GB")
+    provision(nvml, 0, "3g.40gb", 0)
+    provision(nvml, 0, "3g.40gb", 4)
+    now = [1000.0]
+    s = make(SPEC, nvml)
+    s.agent = MigAgent("n1", nvml, s.kube, None, s.agent.config, clock=lambda: now[0])
+
+    first = await s.agent.reconcile_once()
+    assert first.ops == [] and first.device_plugin_restarted is True and s.deleted == ["dp-1"]
+    assert "DevicePluginStale" in [e.reason for e in s.kube.events]
+
+    again = await s.agent.reconcile_once()  # the restart may still be settling: no second restart
+    assert again.device_plugin_restarted is None and s.deleted == ["dp-1"]
+
+    node_obj = await s.kube.get_node("n1")
+    node_obj["status"] = {"allocatable": {"nvidia.com/mig-3g.40gb": "2", "nvidia.com/mig-1g.10gb": "0"}}
+    s.kube.update_node(node_obj)
+    now[0] += 3600
+    settled = await s.agent.reconcile_once()  # advertised as it exists (a vanished profile at 0 is fine)
+    assert settled.device_plugin_restarted is None and s.deleted == ["dp-1"]
+    await s.kube.settle()

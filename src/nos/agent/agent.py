@@ -23,7 +23,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -31,14 +31,20 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from nos.agent.apply import Applier, ApplyResult
-from nos.agent.device_plugin import MIG_RESOURCE_PREFIX, DevicePluginConfig, DevicePluginRestarter, Sleep
+from nos.agent.device_plugin import (
+    DevicePluginConfig,
+    DevicePluginRestarter,
+    Sleep,
+    advertises,
+    mig_allocatable,
+)
 from nos.agent.podresources import PodResourcesError, PodResourcesSource, allocated_device_ids
 from nos.agent.reconcile import Desired, GpuPlan, Op, Skipped, in_use_gi_ids, plan_gpu
 from nos.agent.report import Reporter, status_annotations, status_instances
 from nos.contract.annotations import GpuAnnotations, decode_spec, is_mig_partitioned, is_spec_key
 from nos.gpu.port import GpuInfo, Nvml
 from nos.kube.port import Event, Kube, ObjectRef
-from nos.mig.catalog import Catalog, GpuModel, default_catalog
+from nos.mig.catalog import Catalog, GpuModel, default_catalog, resource_for
 from nos.mig.layout import Instance
 
 log = logging.getLogger(__name__)
@@ -80,8 +86,16 @@ class ReconcileResult:
 
 def expected_mig_resources(gpus: Iterable[Iterable[Instance]]) -> dict[str, int]:
     """``nvidia.com/mig-<profile>`` counts the device plugin should advertise for these instances."""
-    counts: Counter[str] = Counter(f"{MIG_RESOURCE_PREFIX}{i.profile}" for gpu in gpus for i in gpu)
+    counts: Counter[str] = Counter(resource_for(i.profile) for gpu in gpus for i in gpu)
     return dict(counts)
+
+
+Observed = tuple[Any, set[int], set[str]]
+"""Per GPU: the GPU instances NVML reports, the in-use GI ids, the profiles the driver offers."""
+
+
+def _expected(observed: Mapping[int, Observed]) -> dict[str, int]:
+    return expected_mig_resources(status_instances(actual, set()) for actual, _, _ in observed.values())
 
 
 def gpu_model(catalog: Catalog, gpu: GpuInfo) -> GpuModel | None:
@@ -112,6 +126,8 @@ class MigAgent:
         self._lock = asyncio.Lock()
         self._warned: set[str] = set()
         self._last_skipped: tuple[str, ...] = ()
+        self._clock = clock
+        self._last_restart: float | None = None
 
     async def _blocking(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -146,10 +162,10 @@ class MigAgent:
         actual = self.nvml.gpu_instances(gpu)
         return gi_id in in_use_gi_ids(actual, used, self.nvml.busy_gpu_instances(gpu))
 
-    def _observe(self, gpus: list[int]) -> tuple[dict[int, tuple[Any, set[int], set[str]]], bool]:
-        """(instances, in-use GI ids, profiles the driver offers) per GPU; flag: PodResources answered."""
+    def _observe(self, gpus: list[int]) -> tuple[dict[int, Observed], bool]:
+        """What each GPU holds (see ``Observed``); flag: PodResources answered."""
         used = self._used_devices()
-        out: dict[int, tuple[Any, set[int], set[str]]] = {}
+        out: dict[int, Observed] = {}
         for i in gpus:
             actual = self.nvml.gpu_instances(i)
             in_use = (
@@ -228,12 +244,13 @@ class MigAgent:
             if result.applied.changed:
                 observed, _ = await self._blocking(self._observe, sorted(managed))
                 if self.config.restart_device_plugin:
-                    result.device_plugin_restarted = await self.restarter.restart()
-                    if result.device_plugin_restarted:
-                        expected = expected_mig_resources(
-                            status_instances(actual, set()) for actual, _, _ in observed.values()
-                        )
-                        result.allocatable_ready = await self.restarter.wait_allocatable(expected)
+                    await self._restart_device_plugin(result, observed)
+        elif self._advertisement_stale(node, observed):
+            # e.g. a previous agent process changed the GPUs and died before restarting the plugin
+            await self._event(
+                "DevicePluginStale", "node allocatable does not show the MIG devices that exist; restarting the plugin"
+            )
+            await self._restart_device_plugin(result, observed)
 
         report: dict[int, tuple[Instance, ...]] = {
             i: status_instances(actual, in_use) for i, (actual, in_use, _) in observed.items()
@@ -242,6 +259,21 @@ class MigAgent:
         if not self.config.dry_run:
             result.patch = await self.reporter.report(report, spec.plan_id)
         return result
+
+    async def _restart_device_plugin(self, result: ReconcileResult, observed: Mapping[int, Observed]) -> None:
+        self._last_restart = self._clock()
+        result.device_plugin_restarted = await self.restarter.restart()
+        if result.device_plugin_restarted:
+            result.allocatable_ready = await self.restarter.wait_allocatable(_expected(observed))
+
+    def _advertisement_stale(self, node: dict[str, Any], observed: Mapping[int, Observed]) -> bool:
+        """The node advertises other MIG devices than exist, and no restart of ours may still be settling."""
+        if self.config.dry_run or not self.config.restart_device_plugin:
+            return False
+        settling = self.config.device_plugin.timeout_s
+        if self._last_restart is not None and self._clock() - self._last_restart < settling:
+            return False
+        return not advertises(mig_allocatable(node), _expected(observed))
 
     async def _note_skipped(self, skipped: list[Skipped]) -> None:
         """One Event per change of what cannot be applied (not one per reconcile)."""

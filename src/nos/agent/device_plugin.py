@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from nos.kube.port import Event, Kube, NotFound, ObjectRef
+from nos.mig.catalog import MIG_RESOURCE_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -119,9 +120,7 @@ class DevicePluginRestarter:
         while True:
             node = await self._kube.get_node(self._node)
             actual = mig_allocatable(node)
-            if all(actual.get(r, 0) == n for r, n in expected.items()) and all(
-                n == 0 for r, n in actual.items() if r not in expected
-            ):
+            if advertises(actual, expected):
                 return True
             if self._clock() >= deadline:
                 await self._warn(
@@ -131,6 +130,13 @@ class DevicePluginRestarter:
                 )
                 return False
             await self._sleep(self.config.poll_s)
+
+
+def advertises(actual: Mapping[str, int], expected: Mapping[str, int]) -> bool:
+    """The allocatable shows exactly the expected MIG devices (a vanished profile may linger at 0)."""
+    return all(actual.get(r, 0) == n for r, n in expected.items()) and all(
+        n == 0 for r, n in actual.items() if r not in expected
+    )
 
 
 def mig_allocatable(node: dict[str, Any]) -> dict[str, int]:
@@ -143,6 +149,3 @@ def mig_allocatable(node: dict[str, Any]) -> dict[str, int]:
             except ValueError:
                 out[name] = 0
     return out
-
-
-MIG_RESOURCE_PREFIX = "nvidia.com/mig-"

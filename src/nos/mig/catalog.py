@@ -58,7 +58,7 @@ class Profile:
         The plugin advertises a ``+me`` instance under its base profile's resource (device-plugin
         issue #1462), so a pod asking ``nvidia.com/mig-1g.10gb`` can run on a ``1g.10gb+me``.
         """
-        return MIG_RESOURCE_PREFIX + self.name.split("+", 1)[0]
+        return resource_for(self.name)
 
     def mask(self, start: int) -> int:
         """Bitmask of the memory slots an instance started at ``start`` occupies."""
@@ -110,6 +110,11 @@ class GpuModel:
         """Profiles to fill spare space with, largest first (never ``+me``)."""
         ps = [p for p in self.profiles.values() if not p.media]
         return tuple(sorted(ps, key=lambda p: (-p.slots, -p.compute, p.name)))
+
+
+def resource_for(profile: str) -> str:
+    """The extended resource a profile's instances are advertised under (``+me`` under its base)."""
+    return MIG_RESOURCE_PREFIX + profile.split("+", 1)[0]
 
 
 def annotation_spelling(profile: str) -> str:
