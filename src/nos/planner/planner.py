@@ -414,7 +414,12 @@ class _Planning:
             layout = gs.instances
             if node.changed or not gs.instances:
                 made = self.packer.materialize(
-                    gs.model, gpu.fixed, gpu.wanted, tuple(gpu.soft), fill or not gs.instances, gs.blocked
+                    gs.model,
+                    gpu.fixed,
+                    gpu.wanted,
+                    tuple(gpu.soft),
+                    fill or not (gs.instances or gpu.wanted),
+                    gs.blocked,
                 )
                 if made is None:  # cannot happen: every addition was checked feasible
                     raise AssertionError(f"planned layout of {ns.name} GPU {gs.index} became infeasible")
@@ -464,7 +469,7 @@ def plan(
     spare slots of reconfigured GPUs with the largest instances that fit, so later pods of those
     profiles find devices without a reconfiguration; off by default, because in ``nos simulate``
     the filled instances were claimed by later pods of their size and split GPUs that best fit
-    would have kept whole (docs/simulate.md). GPUs without any instance get the contract's initial
+    would have kept whole (docs/simulate.md). GPUs left without any instance get the contract's initial
     layout either way. Deterministic: the same input gives the same plan and
     plan id (a digest of the annotations to write) unless ``plan_id`` is given.
     """
