@@ -152,19 +152,7 @@ def _build(
 @click.option("--duration", default=None, help="Virtual time to simulate (e.g. 4h, 90m, 3600) [default: until done].")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of the table.")
 @click.option("--plot", "plot_file", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write a PNG.")
-def simulate(**options: Any) -> None:
-    """Replay a workload on a simulated cluster with the real partitioner and MIG agent, once per
-    policy (static, greedy, nos), and compare pending times and GPU allocation."""
-    quiet = logging.getLogger("nos")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)  # the production code's per-step logs would drown the progress bars
-    try:
-        _simulate(**options)
-    finally:
-        quiet.setLevel(level)
-
-
-def _simulate(
+def simulate(
     scenario_file: Path | None,
     trace: str | None,
     sample: int | None,
@@ -179,6 +167,12 @@ def _simulate(
     as_json: bool,
     plot_file: Path | None,
 ) -> None:
+    """Replay a workload on a simulated cluster with the real partitioner and MIG agent, once per
+    policy (static, greedy, nos), and compare pending times and GPU allocation."""
+    quiet = logging.getLogger("nos")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # the production code's per-step logs would drown the progress bars
+    click.get_current_context().call_on_close(lambda: quiet.setLevel(level))
     if time_scale != "auto":
         try:
             if float(time_scale) <= 0:
