@@ -12,12 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
-import pytest
 from lightkube import ApiError, AsyncClient
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace, Node, Pod
@@ -31,7 +28,7 @@ from nos.gpu.simulated import SimulatedNvml
 from nos.kube.client import LightkubeKube, RetryPolicy
 from nos.partitioner.runner import PartitionerRunner
 from tests.e2e.fake_kubelet import PLUGIN_NAMESPACE, FakeKubelet, LockedNvml
-from tests.realkube.control_plane import ControlPlane
+from tests.realkube.control_plane import ControlPlane, eventually
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -39,18 +36,6 @@ T = TypeVar("T")
 A100_80GB = "NVIDIA-A100-SXM4-80GB"
 SCOPE_KEY = "nos-e2e"
 QUICK_RETRY = RetryPolicy(attempts=4, base_delay=0.05, max_delay=0.5)
-
-
-async def eventually(probe: Callable[[], Awaitable[T | None]], timeout: float, what: str, interval: float = 0.25) -> T:
-    """Poll ``probe`` until it returns something other than None; fail the test after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await probe()
-        if result is not None:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout:.0f} s: {what}")
-        await asyncio.sleep(interval)
 
 
 @dataclass

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.realkube.conftest import control_plane, realkube_binaries, scheduler, unique
-from tests.realkube.control_plane import ControlPlane, find_binaries
+from tests.realkube.control_plane import attach_logs, find_binaries
 
 __all__ = ["control_plane", "realkube_binaries", "scheduler", "unique"]
 
@@ -57,9 +57,6 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """On a failing e2e test, attach the tails of the component logs to the report."""
     report: pytest.TestReport = yield
-    if report.failed and _in_tier(item):
-        cp = item.funcargs.get("control_plane") if hasattr(item, "funcargs") else None
-        if isinstance(cp, ControlPlane):
-            for proc in cp.processes:
-                report.sections.append((f"{proc.name} log ({proc.log})", proc.log_tail(60)))
+    if _in_tier(item):
+        attach_logs(item, report)
     return report

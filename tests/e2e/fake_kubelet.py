@@ -30,7 +30,6 @@ import logging
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, cast
 
 from lightkube import ALL_NS, ApiError, AsyncClient
@@ -40,6 +39,7 @@ from lightkube.types import PatchType
 
 from nos.gpu.port import GpuInfo, GpuInstanceInfo, ProfileInfo
 from nos.gpu.simulated import SimulatedCrash, SimulatedNvml
+from tests.realkube.control_plane import now_rfc3339, ready_condition
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +48,6 @@ PLUGIN_NAMESPACE = "gpu-operator"
 PLUGIN_LABELS = {"app": "nvidia-device-plugin-daemonset"}
 NOT_READY_TAINT = "node.kubernetes.io/not-ready"
 BASE_RESOURCES = {"cpu": "16", "memory": "64Gi", "pods": "110"}
-
-
-def now_rfc3339() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class LockedNvml:
@@ -182,14 +178,7 @@ class FakeKubelet:
         if self.taints:
             body["spec"] = {"taints": self.taints}
         await self.client.create(cast(Node, Node.from_dict(body)))
-        ready = {
-            "type": "Ready",
-            "status": "True",
-            "reason": "KubeletReady",
-            "message": "fake kubelet",
-            "lastHeartbeatTime": now_rfc3339(),
-            "lastTransitionTime": now_rfc3339(),
-        }
+        ready = ready_condition()
         status = {"status": {"capacity": BASE_RESOURCES, "allocatable": BASE_RESOURCES, "conditions": [ready]}}
         await self.client.patch(Node.Status, self.name, status, patch_type=PatchType.MERGE)
         # Admission added the not-ready taint at create; a Ready kubelet's node loses it.

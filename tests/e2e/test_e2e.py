@@ -19,8 +19,8 @@ import pytest_asyncio
 
 from nos.contract.annotations import SPEC_PLAN, STATUS_PLAN, decode_spec, decode_status
 from nos.gpu.simulated import SimulatedCrash
-from tests.e2e.cluster import E2ECluster, eventually
-from tests.realkube.control_plane import ControlPlane, Process
+from tests.e2e.cluster import E2ECluster
+from tests.realkube.control_plane import ControlPlane, Process, eventually
 
 pytestmark = [pytest.mark.timeout(150)]
 

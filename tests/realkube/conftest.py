@@ -24,7 +24,7 @@ import pytest
 import pytest_asyncio
 from lightkube import AsyncClient
 
-from tests.realkube.control_plane import Binaries, ControlPlane, Process, find_binaries
+from tests.realkube.control_plane import Binaries, ControlPlane, Process, attach_logs, find_binaries
 
 HERE = Path(__file__).parent
 DEFAULT_TIMEOUT_S = 120
@@ -105,9 +105,6 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """On a failing realkube test, attach the tails of the component logs to the report."""
     report: pytest.TestReport = yield
-    if report.failed and _in_tier(item):
-        cp = item.funcargs.get("control_plane") if hasattr(item, "funcargs") else None
-        if isinstance(cp, ControlPlane):
-            for proc in cp.processes:
-                report.sections.append((f"{proc.name} log ({proc.log})", proc.log_tail(60)))
+    if _in_tier(item):
+        attach_logs(item, report)
     return report

@@ -11,6 +11,7 @@ without the binaries; ``find_binaries`` says why the tier cannot run there.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import json
@@ -23,12 +24,14 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx2
+import pytest
 import yaml
 from lightkube import AsyncClient, KubeConfig
 
@@ -37,6 +40,9 @@ SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
 STARTUP_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 10.0
 _PR_SET_PDEATHSIG = 1
+
+
+T = TypeVar("T")
 
 
 class ControlPlaneError(RuntimeError):
@@ -370,3 +376,43 @@ def running_control_plane(workdir: Path, binaries: Binaries, with_scheduler: boo
         yield cp
     finally:
         cp.stop()
+
+
+def attach_logs(item: Any, report: Any, lines: int = 60) -> None:
+    """On a failed test that used the ``control_plane`` fixture, add the tails of the component logs
+    to its report (the server side of a failure is otherwise invisible)."""
+    if not report.failed:
+        return
+    cp = item.funcargs.get("control_plane") if hasattr(item, "funcargs") else None
+    if isinstance(cp, ControlPlane):
+        for proc in cp.processes:
+            report.sections.append((f"{proc.name} log ({proc.log})", proc.log_tail(lines)))
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def ready_condition() -> dict[str, str]:
+    """The Ready condition a kubelet reports (the control plane has no kubelet; tests play it)."""
+    now = now_rfc3339()
+    return {
+        "type": "Ready",
+        "status": "True",
+        "reason": "KubeletReady",
+        "message": "fake kubelet",
+        "lastHeartbeatTime": now,
+        "lastTransitionTime": now,
+    }
+
+
+async def eventually(probe: Callable[[], Awaitable[T | None]], timeout: float, what: str, interval: float = 0.25) -> T:
+    """Poll ``probe`` until it returns something other than None; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await probe()
+        if result is not None:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {timeout:.0f} s: {what}")
+        await asyncio.sleep(interval)

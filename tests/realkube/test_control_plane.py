@@ -8,8 +8,6 @@ lives for the session only.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
@@ -22,23 +20,11 @@ from lightkube.resources.core_v1 import Namespace, Node, Pod
 from lightkube.resources.events_v1 import Event
 from lightkube.types import PatchType
 
-from tests.realkube.control_plane import ControlPlane, Process
+from tests.realkube.control_plane import ControlPlane, Process, eventually, ready_condition
 
 T = TypeVar("T")
 MIG_RESOURCE = "nvidia.com/mig-1g.10gb"
 NOT_READY_TAINT = "node.kubernetes.io/not-ready"
-
-
-async def eventually(probe: Callable[[], Awaitable[T | None]], timeout: float, what: str, interval: float = 0.25) -> T:
-    """Poll ``probe`` until it returns something other than None, or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await probe()
-        if result is not None:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout:.0f} s: {what}")
-        await asyncio.sleep(interval)
 
 
 def node_obj(name: str, labels: dict[str, str] | None = None, annotations: dict[str, str] | None = None) -> Node:
@@ -88,10 +74,6 @@ class RawSelector(Operator[str]):
 
     def encode(self, key: str) -> str:
         return self.value
-
-
-def now_rfc3339() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # -- the server ------------------------------------------------------------------------------------
@@ -305,14 +287,7 @@ async def test_scheduler_waits_for_the_mig_resource_then_binds(
 
     # Play kubelet: capacity/allocatable without the MIG resource, Ready, and no not-ready taint.
     base = {"cpu": "8", "memory": "32Gi", "pods": "110"}
-    ready = {
-        "type": "Ready",
-        "status": "True",
-        "reason": "KubeletReady",
-        "message": "fake kubelet",
-        "lastHeartbeatTime": now_rfc3339(),
-        "lastTransitionTime": now_rfc3339(),
-    }
+    ready = ready_condition()
     status = {"status": {"capacity": base, "allocatable": base, "conditions": [ready]}}
     await kube_client.patch(Node.Status, node_name, status, patch_type=PatchType.MERGE)
     untainted = await kube_client.patch(Node, node_name, {"spec": {"taints": None}}, patch_type=PatchType.MERGE)
