@@ -13,7 +13,7 @@ objects.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -66,12 +66,10 @@ def random_layout(rng: random.Random, model: GpuModel, used_share: float) -> tup
     return tuple(Instance(i.start, i.profile, rng.random() < used_share) for i in layout)
 
 
-def node(rng: random.Random, name: str, model_name: str, gpus: int, used_share: float) -> dict[str, Any]:
-    model = default_catalog().model(model_name)
-    layouts = {i: random_layout(rng, model, used_share) for i in range(gpus)}
-    cpu = rng.choice((64, 96, 128))
-    memory = rng.choice((256, 512, 1024))
-    busy = rng.uniform(0.3, 0.8)
+def node_object(
+    name: str, model_name: str, layouts: Mapping[int, Sequence[Instance]], cpu_milli: int, memory_mib: int, zone: str
+) -> dict[str, Any]:
+    """A MIG-labelled Node with these GPU layouts in its status annotations and this much free cpu/memory."""
     return {
         "apiVersion": "v1",
         "kind": "Node",
@@ -80,19 +78,23 @@ def node(rng: random.Random, name: str, model_name: str, gpus: int, used_share: 
             "labels": {
                 PARTITIONING_LABELS[0]: "mig",
                 PRODUCT_LABEL: PRODUCTS[model_name],
-                COUNT_LABEL: str(gpus),
-                ZONE_LABEL: rng.choice(("zone-a", "zone-b")),
+                COUNT_LABEL: str(len(layouts)),
+                ZONE_LABEL: zone,
             },
             "annotations": encode_status(layouts, "0"),
         },
-        "status": {
-            "allocatable": {
-                "cpu": f"{int(cpu * (1 - busy) * 1000)}m",
-                "memory": f"{int(memory * (1 - busy) * 1024)}Mi",
-                "pods": "110",
-            }
-        },
+        "status": {"allocatable": {"cpu": f"{cpu_milli}m", "memory": f"{memory_mib}Mi", "pods": "110"}},
     }
+
+
+def node(rng: random.Random, name: str, model_name: str, gpus: int, used_share: float) -> dict[str, Any]:
+    model = default_catalog().model(model_name)
+    layouts = {i: random_layout(rng, model, used_share) for i in range(gpus)}
+    cpu = rng.choice((64, 96, 128))
+    memory = rng.choice((256, 512, 1024))
+    busy = rng.uniform(0.3, 0.8)
+    zone = rng.choice(("zone-a", "zone-b"))
+    return node_object(name, model_name, layouts, int(cpu * (1 - busy) * 1000), int(memory * (1 - busy) * 1024), zone)
 
 
 def pending_pod(

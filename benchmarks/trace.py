@@ -27,8 +27,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from benchmarks.generate import PRODUCTS, ZONE_LABEL, pending_pod, random_layout
-from nos.contract.annotations import COUNT_LABEL, PARTITIONING_LABELS, PRODUCT_LABEL, encode_status
+from benchmarks.generate import node_object, pending_pod, random_layout
 from nos.mig.catalog import GpuModel, default_catalog
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -102,29 +101,8 @@ def generate_trace(
     for name, cpu_milli, memory_mib in sorted(node_rows):
         layouts = {i: random_layout(rng, model, spec.used_share) for i in range(spec.gpus)}
         busy = rng.uniform(0.2, 0.6)
-        nodes.append(
-            {
-                "apiVersion": "v1",
-                "kind": "Node",
-                "metadata": {
-                    "name": name,
-                    "labels": {
-                        PARTITIONING_LABELS[0]: "mig",
-                        PRODUCT_LABEL: PRODUCTS[spec.model],
-                        COUNT_LABEL: str(spec.gpus),
-                        ZONE_LABEL: "zone-a",
-                    },
-                    "annotations": encode_status(layouts, "0"),
-                },
-                "status": {
-                    "allocatable": {
-                        "cpu": f"{int(cpu_milli * (1 - busy))}m",
-                        "memory": f"{int(memory_mib * (1 - busy))}Mi",
-                        "pods": "110",
-                    }
-                },
-            }
-        )
+        free_cpu, free_memory = int(cpu_milli * (1 - busy)), int(memory_mib * (1 - busy))
+        nodes.append(node_object(name, spec.model, layouts, free_cpu, free_memory, "zone-a"))
     tasks = load_tasks(pods_csv)
     start = rng.randrange(max(1, len(tasks) - spec.candidates))
     pods = []
