@@ -23,6 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
+from nos import yaml_errors
 from nos.agent.agent import AgentConfig
 from nos.agent.device_plugin import DevicePluginConfig
 from nos.kube.leader import JITTER, ElectionConfig
@@ -197,9 +198,7 @@ def load_config(
         try:
             raw = yaml.safe_load(text)
         except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            at = f" at line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"{source}: not YAML{at}: {getattr(e, 'problem', None) or e}") from e
+            raise ConfigError(f"{source}: not YAML{yaml_errors.where(e)}") from e
         if raw is not None and not isinstance(raw, dict):
             raise ConfigError(f"{source}: expected a mapping with sections {', '.join(SECTIONS)}")
         data = raw or {}

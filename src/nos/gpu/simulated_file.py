@@ -14,6 +14,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from nos import yaml_errors
+
 _SHORT = re.compile(r"^\s*(?P<profile>[^@\s]+)@(?P<start>\d+)(?P<busy>\*?)\s*$")
 
 
@@ -122,9 +124,7 @@ def read_node_file(path: Path) -> NodeFile:
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise SimulatedNodeError(f"not YAML{at}: {getattr(e, 'problem', None) or e}") from e
+        raise SimulatedNodeError(f"not YAML{yaml_errors.where(e)}") from e
     return parse_node(raw)
 
 

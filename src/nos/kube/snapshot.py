@@ -10,6 +10,8 @@ from typing import Any
 
 import yaml
 
+from nos import yaml_errors
+
 
 class SnapshotError(ValueError):
     """The snapshot cannot be used; the message is one line for the user."""
@@ -44,9 +46,7 @@ def parse_snapshot(text: str, source: str = "snapshot") -> Snapshot:
     try:
         docs = list(yaml.safe_load_all(text))
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise SnapshotError(f"{source} is not valid YAML{at}: {getattr(e, 'problem', None) or e}") from None
+        raise SnapshotError(f"{source} is not valid YAML{yaml_errors.where(e)}") from None
     snap = Snapshot()
     for doc in docs:
         _collect(doc, snap, source)

@@ -15,6 +15,8 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from nos import yaml_errors
+
 MIG_RESOURCE_PREFIX = "nvidia.com/mig-"
 _PROFILE_NAME = re.compile(r"^(?P<compute>\d+)g\.(?P<memory>\d+)gb(?P<variant>\+[a-z][a-z.]*)?$")
 _GFD_SUFFIXES = (re.compile(r"-MIG-.*$"), re.compile(r"-SHARED$"))
@@ -286,9 +288,7 @@ def load_catalog(path: Path | None = None) -> Catalog:
     except OSError as e:
         raise CatalogError(f"cannot read MIG catalog {path}: {e.strerror}") from e
     except yaml.YAMLError as e:  # one line: the CLI prints it as is
-        mark = getattr(e, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise CatalogError(f"MIG catalog {path} is not YAML{at}: {getattr(e, 'problem', None) or e}") from e
+        raise CatalogError(f"MIG catalog {path} is not YAML{yaml_errors.where(e)}") from e
     return _build(raw)
 
 

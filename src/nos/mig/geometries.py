@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from nos import yaml_errors
 from nos.mig.catalog import Catalog, default_catalog
 from nos.mig.layout import enumerate_layouts
 from nos.mig.packing import Geometry
@@ -43,9 +44,7 @@ def parse_known_geometries(
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:  # one line: the CLI prints it as is
-        mark = getattr(e, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise GeometryConfigError(f"{source}: not YAML{at}: {getattr(e, 'problem', None) or e}") from e
+        raise GeometryConfigError(f"{source}: not YAML{yaml_errors.where(e)}") from e
     if isinstance(raw, dict) and "knownMigGeometries" in raw:
         raw = raw["knownMigGeometries"]
     if not isinstance(raw, list):
