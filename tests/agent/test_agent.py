@@ -127,8 +127,11 @@ async def test_mixed_models_refused_with_event() -> None:
     s = make(SPEC, nvml)
     result = await s.agent.reconcile_once()
     await s.agent.reconcile_once()
-    assert result.ops == [] and nvml.log == [] and s.patches() == 0
+    assert result.ops == [] and nvml.log == [] and s.patches() == 1
     assert [e.reason for e in s.kube.events] == ["MixedGpuModels"]
+    # no layout is reported (the partitioner plans per node model); each GPU says why
+    status = decode_status(s.annotations())
+    assert status.gpus == {} and sorted(status.unreadable) == [0, 1]
 
 
 @pytest.mark.asyncio

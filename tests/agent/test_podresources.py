@@ -5,7 +5,8 @@ from typing import Any
 import grpc
 import pytest
 
-from nos.agent.podresources import PodResourcesClient, PodResourcesError, allocated_device_ids, messages
+from nos.agent.podresources import PodResourcesClient, PodResourcesError, messages
+from nos.agent.reconcile import allocated_ids
 from tests.agent.fake_kubelet import FakeKubelet
 
 
@@ -29,7 +30,7 @@ def test_list_and_allocatable_over_a_real_unix_socket(kubelet: FakeKubelet) -> N
         "cpu-ish/x": {"c1"},
     }
     assert client.allocatable()["nvidia.com/mig-1g.10gb"] == {"MIG-a", "MIG-b", "MIG-d"}
-    assert allocated_device_ids(client) == {"MIG-a", "MIG-b", "MIG-c", "c1"}
+    assert allocated_ids(client.allocated()) == {"MIG-a", "MIG-b", "MIG-c", "c1"}
     assert kubelet.calls == ["List", "List", "GetAllocatableResources", "List"]
 
 

@@ -5,15 +5,20 @@ One ``reconcile_once`` reads the Node, plans every GPU (``reconcile``), applies 
 status annotations (``report``). Safety rules, in the order they are checked:
 
 * a node without the opt-in label is never touched; GPUs of different models on one node stop
-  everything (Warning Event) because the partitioner plans per node model;
+  everything (Warning Event, each GPU reported unreadable) because the partitioner plans per node model;
 * GPUs of a model the catalog does not know, or without MIG mode, are skipped (one Warning Event per
   GPU and process);
 * malformed spec annotations of a GPU leave that GPU alone (Event); a problem not tied to one GPU
   leaves all GPUs alone;
 * no spec at all (a node the partitioner has not planned yet) changes nothing;
-* when kubelet's PodResources cannot be read, every existing instance counts as in use.
+* when kubelet's PodResources cannot be read, or it reports an allocated MIG device id that matches
+  no MIG device UUID (``--device-id-strategy=index``, a device on a GPU NVML cannot read), every
+  existing instance counts as in use (Warning Event naming the likely cause);
+* a GPU NVML cannot read (an error, or a call past its deadline) is left alone and reported as
+  unreadable (``status-error-gpu-<i>``, its old layout removed); the other GPUs go on.
 
-NVML and PodResources calls are blocking; they run on one worker thread, which also serialises them.
+NVML and PodResources calls are blocking; they run on one worker thread, which also serialises them,
+and every NVML call has a deadline (``DeadlineNvml``).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -38,11 +43,21 @@ from nos.agent.device_plugin import (
     advertises,
     mig_allocatable,
 )
-from nos.agent.podresources import PodResourcesError, PodResourcesSource, allocated_device_ids
-from nos.agent.reconcile import Desired, GpuPlan, Op, Skipped, in_use_gi_ids, plan_gpu
+from nos.agent.nvml_deadline import DeadlineNvml
+from nos.agent.podresources import PodResourcesError, PodResourcesSource
+from nos.agent.reconcile import (
+    Desired,
+    GpuPlan,
+    Op,
+    Skipped,
+    allocated_ids,
+    in_use_gi_ids,
+    plan_gpu,
+    unmatched_mig_ids,
+)
 from nos.agent.report import Reporter, status_annotations, status_instances
-from nos.contract.annotations import GpuAnnotations, decode_spec, is_mig_partitioned, is_spec_key
-from nos.gpu.port import GpuInfo, Nvml
+from nos.contract.annotations import GpuAnnotations, decode_spec, decode_status, is_mig_partitioned, is_spec_key
+from nos.gpu.port import GpuInfo, GpuInstanceInfo, Nvml, NvmlError
 from nos.kube.port import Event, Kube, ObjectRef
 from nos.mig.catalog import Catalog, GpuModel, default_catalog, resource_for
 from nos.mig.layout import Instance
@@ -58,6 +73,12 @@ class AgentConfig(BaseModel):
     dry_run: bool = False
     """Plan only: no NVML mutation, no device plugin restart, no status patch."""
     restart_device_plugin: bool = True
+    nvml_call_timeout_s: float | None = Field(default=60.0, gt=0)
+    """Deadline of every NVML call; a call past it fails (GPU reported unreadable) and the liveness
+    probe fails until it returns. None: no deadline (calls run on the caller's thread)."""
+    liveness_timeout_s: float = Field(default=900.0, gt=0)
+    """``/healthz`` fails when one reconcile has been running longer than this (device plugin restart
+    and allocatable waits included)."""
     device_plugin: DevicePluginConfig = Field(default_factory=DevicePluginConfig)
 
 
@@ -94,6 +115,20 @@ Observed = tuple[Any, set[int], set[str]]
 """Per GPU: the GPU instances NVML reports, the in-use GI ids, the profiles the driver offers."""
 
 
+@dataclass
+class Observation:
+    """What NVML and kubelet say about the managed GPUs of this node."""
+
+    gpus: dict[int, Observed] = field(default_factory=dict)
+    unreadable: dict[int, str] = field(default_factory=dict)
+    """GPU index -> the NVML error that kept it from being read (not planned, reported as unreadable)."""
+    podresources_ok: bool = True
+    unmatched: list[str] = field(default_factory=list)
+    """Allocated MIG device ids that match no MIG device (then every instance counts as in use)."""
+    unmatched_advertised: bool | None = None
+    """Whether kubelet's allocatable lists the unmatched ids (the device plugin's own naming)."""
+
+
 def _expected(observed: Mapping[int, Observed]) -> dict[str, int]:
     return expected_mig_resources(status_instances(actual, set()) for actual, _, _ in observed.values())
 
@@ -116,12 +151,16 @@ class MigAgent:
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         """``podresources`` None: no kubelet (offline use); only NVML's busy instances count as in use."""
-        self.node_name, self.nvml, self.kube, self.podresources = node_name, nvml, kube, podresources
         self.config = config or AgentConfig()
+        timeout = self.config.nvml_call_timeout_s
+        self.nvml: Nvml = nvml if timeout is None else DeadlineNvml(nvml, timeout)
+        self.node_name, self.kube, self.podresources = node_name, kube, podresources
         self.catalog = catalog or default_catalog()
         self.reporter = Reporter(kube, node_name, self.config.report_interval_s, clock)
         self.restarter = DevicePluginRestarter(kube, node_name, self.config.device_plugin, clock, sleep)
-        self._applier = Applier(nvml, self._in_use_now)
+        self._applier = Applier(self.nvml, self._in_use_now)
+        self._gpu_indices: list[int] = []
+        self._last_problems: tuple[str, ...] = ()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nvml")
         self._lock = asyncio.Lock()
         self._warned: set[str] = set()
@@ -129,8 +168,14 @@ class MigAgent:
         self._clock = clock
         self._last_restart: float | None = None
 
-    async def _blocking(self, fn: Callable[..., T], *args: Any) -> T:
+    async def _nvml_call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn`` on the worker thread; every NVML call in it has its own deadline (``DeadlineNvml``)."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    @property
+    def nvml_hung(self) -> str | None:
+        """An NVML call that passed its deadline and has not returned (the agent needs a restart)."""
+        return self.nvml.hung if isinstance(self.nvml, DeadlineNvml) else None
 
     async def _event(self, reason: str, note: str, warning: bool = True, once_key: str | None = None) -> None:
         if once_key is not None:
@@ -144,37 +189,67 @@ class MigAgent:
         except Exception as e:  # an Event is best effort; never let it stop a reconcile
             log.warning("cannot create event %s: %s", reason, e)
 
-    def _used_devices(self) -> set[str] | None:
-        """Allocated device ids; None when kubelet cannot tell (then everything counts as in use)."""
+    def _allocated(self) -> dict[str, set[str]] | None:
+        """resource -> allocated device ids; None when kubelet cannot tell (then everything counts as in use)."""
         if self.podresources is None:
-            return set()
+            return {}
         try:
-            return allocated_device_ids(self.podresources)
+            return self.podresources.allocated()
         except PodResourcesError as e:
             log.warning("%s", e)
             return None
 
     def _in_use_now(self, gpu: int, gi_id: int) -> bool:
-        """Fresh in-use check right before a destroy (runs on the NVML thread)."""
-        used = self._used_devices()
-        if used is None:
+        """Fresh in-use check right before a destroy (runs on the NVML thread): allocated, busy, or
+        kubelet/NVML cannot tell for sure."""
+        allocated = self._allocated()
+        if allocated is None:
             return True
-        actual = self.nvml.gpu_instances(gpu)
-        return gi_id in in_use_gi_ids(actual, used, self.nvml.busy_gpu_instances(gpu))
+        try:
+            uuids = {u for i in self._gpu_indices for gi in self.nvml.gpu_instances(i) for u in gi.device_uuids}
+            if unmatched_mig_ids(allocated, uuids):
+                return True
+            actual = self.nvml.gpu_instances(gpu)
+            busy = self.nvml.busy_gpu_instances(gpu)
+        except NvmlError as e:
+            log.warning("in-use check before destroying gpu %d instance %d: %s; not destroyed", gpu, gi_id, e)
+            return True
+        return gi_id in in_use_gi_ids(actual, allocated_ids(allocated), busy)
 
-    def _observe(self, gpus: list[int]) -> tuple[dict[int, Observed], bool]:
-        """What each GPU holds (see ``Observed``); flag: PodResources answered."""
-        used = self._used_devices()
-        out: dict[int, Observed] = {}
+    def _observe(self, gpus: list[int]) -> Observation:
+        """What each GPU holds; one GPU NVML cannot read is recorded as unreadable, the others still are."""
+        self._gpu_indices = list(gpus)
+        allocated = self._allocated()
+        obs = Observation(podresources_ok=allocated is not None)
+        raw: dict[int, tuple[list[GpuInstanceInfo], set[int], set[str]]] = {}
         for i in gpus:
-            actual = self.nvml.gpu_instances(i)
-            in_use = (
-                {g.gi_id for g in actual}
-                if used is None
-                else in_use_gi_ids(actual, used, self.nvml.busy_gpu_instances(i))
-            )
-            out[i] = (actual, in_use, {p.name for p in self.nvml.profiles(i)})
-        return out, used is not None
+            try:
+                actual = self.nvml.gpu_instances(i)
+                raw[i] = (actual, self.nvml.busy_gpu_instances(i), {p.name for p in self.nvml.profiles(i)})
+            except NvmlError as e:
+                obs.unreadable[i] = f"{e.nvml_name}: {e}"
+        if allocated is not None:
+            uuids = {u for actual, _, _ in raw.values() for gi in actual for u in gi.device_uuids}
+            obs.unmatched = unmatched_mig_ids(allocated, uuids)
+        cannot_tell = allocated is None or bool(obs.unmatched)
+        used = allocated_ids(allocated or {})
+        for i, (actual, busy, available) in raw.items():
+            in_use = {g.gi_id for g in actual} if cannot_tell else in_use_gi_ids(actual, used, busy)
+            obs.gpus[i] = (actual, in_use, available)
+        if obs.unmatched and self.podresources is not None:
+            obs.unmatched_advertised = self._advertised(obs.unmatched)
+        return obs
+
+    def _advertised(self, ids: Collection[str]) -> bool | None:
+        """Whether kubelet's allocatable lists these ids (the device plugin names devices so), if known."""
+        allocatable = getattr(self.podresources, "allocatable", None)
+        if allocatable is None:
+            return None
+        try:
+            known = allocated_ids(allocatable())
+        except PodResourcesError:
+            return None
+        return all(i in known for i in ids)
 
     async def reconcile_once(self) -> ReconcileResult:
         async with self._lock:
@@ -193,11 +268,21 @@ class MigAgent:
         result.plan_id = spec.plan_id
         has_spec = any(is_spec_key(k) for k in annotations)
 
-        gpus = await self._blocking(self.nvml.gpus)
+        try:
+            gpus = await self._nvml_call(self.nvml.gpus)
+        except NvmlError as e:  # nothing can be read: every GPU the status names is reported unreadable
+            note = f"cannot list the GPUs through NVML ({e.nvml_name}: {e}); nothing done"
+            await self._event("NvmlUnavailable", note)
+            result.notes.append(note)
+            known = set(decode_status(annotations).gpus) | set(decode_status(annotations).unreadable)
+            await self._report(result, {}, {i: note for i in known}, spec.plan_id)
+            return result
         if len({g.name for g in gpus}) > 1:
             note = "GPUs of different models on one node: " + ", ".join(sorted({g.name for g in gpus}))
             await self._event("MixedGpuModels", note + "; nothing done", once_key="mixed")
             result.notes.append(note)
+            # the partitioner plans per node model: the layouts are not reported, each GPU says why
+            await self._report(result, {}, {g.index: note for g in gpus}, spec.plan_id)
             return result
         managed: dict[int, GpuModel] = {}
         for g in gpus:
@@ -219,18 +304,23 @@ class MigAgent:
             await self._event("SpecForMissingGpu", note, once_key=f"missing-{missing}")
             result.notes.append(note)
         bad_gpus = spec.problem_gpus()
+        problems = tuple(str(p) for p in spec.problems)
         for p in spec.problems:
-            await self._event("MalformedSpec", f"{p}; GPU left alone" if p.gpu is not None else f"{p}; node left alone")
             result.notes.append(str(p))
+            if problems != self._last_problems:  # one Event per change, not one per reconcile
+                await self._event(
+                    "MalformedSpec", f"{p}; GPU left alone" if p.gpu is not None else f"{p}; node left alone"
+                )
+        self._last_problems = problems
         if not has_spec:
             result.notes.append("no spec annotations yet; nothing to apply")
 
-        observed, pr_ok = await self._blocking(self._observe, sorted(managed))
-        if not pr_ok:
-            await self._event("PodResourcesUnavailable", "cannot read kubelet PodResources; destroying nothing")
-            result.notes.append("PodResources unavailable: every existing instance counts as in use")
+        obs = await self._nvml_call(self._observe, sorted(managed))
+        await self._note_observation(result, obs)
         for i, model in sorted(managed.items()):
-            actual, in_use, available = observed[i]
+            if i not in obs.gpus:
+                continue
+            actual, in_use, available = obs.gpus[i]
             if not has_spec or bad_gpus is None or i in bad_gpus:
                 continue
             desired = Desired.from_annotations(spec.gpus.get(i) or GpuAnnotations())
@@ -238,27 +328,67 @@ class MigAgent:
         await self._note_skipped(result.skipped)
 
         if result.ops and not self.config.dry_run:
-            result.applied = await self._blocking(self._applier.apply, result.ops)
+            result.applied = await self._nvml_call(self._applier.apply, result.ops)
             for failure in result.applied.failures:
                 await self._event("MigOperationFailed", f"{failure.op}: {failure.error}")
             if result.applied.changed:
-                observed, _ = await self._blocking(self._observe, sorted(managed))
+                obs = await self._nvml_call(self._observe, sorted(managed))
+                await self._note_observation(result, obs)
                 if self.config.restart_device_plugin:
-                    await self._restart_device_plugin(result, observed)
-        elif self._advertisement_stale(node, observed):
+                    await self._restart_device_plugin(result, obs.gpus)
+        elif not obs.unreadable and self._advertisement_stale(node, obs.gpus):
             # e.g. a previous agent process changed the GPUs and died before restarting the plugin
             await self._event(
                 "DevicePluginStale", "node allocatable does not show the MIG devices that exist; restarting the plugin"
             )
-            await self._restart_device_plugin(result, observed)
+            await self._restart_device_plugin(result, obs.gpus)
 
         report: dict[int, tuple[Instance, ...]] = {
-            i: status_instances(actual, in_use) for i, (actual, in_use, _) in observed.items()
+            i: status_instances(actual, in_use) for i, (actual, in_use, _) in obs.gpus.items()
         }
-        result.status = status_annotations(report, spec.plan_id)
-        if not self.config.dry_run:
-            result.patch = await self.reporter.report(report, spec.plan_id)
+        await self._report(result, report, obs.unreadable, spec.plan_id)
         return result
+
+    async def _report(
+        self,
+        result: ReconcileResult,
+        report: Mapping[int, tuple[Instance, ...]],
+        unreadable: Mapping[int, str],
+        plan_id: str | None,
+    ) -> None:
+        result.status = status_annotations(report, plan_id, unreadable)
+        if not self.config.dry_run:
+            result.patch = await self.reporter.report(report, plan_id, unreadable=unreadable)
+
+    async def _note_observation(self, result: ReconcileResult, obs: Observation) -> None:
+        """Events for what the observation could not tell (each once per change)."""
+        for i, error in sorted(obs.unreadable.items()):
+            note = f"cannot read GPU {i} through NVML ({error}); reported as unreadable, left alone"
+            result.notes.append(note)
+            await self._event("GpuUnreadable", note, once_key=f"unreadable-{i}-{error}")
+        if not obs.podresources_ok:
+            await self._event("PodResourcesUnavailable", "cannot read kubelet PodResources; destroying nothing")
+            result.notes.append("PodResources unavailable: every existing instance counts as in use")
+        if obs.unmatched:
+            shown = ", ".join(obs.unmatched[:5]) + (", ..." if len(obs.unmatched) > 5 else "")
+            if obs.unreadable:
+                cause = f"they may be on GPU(s) {sorted(obs.unreadable)}, which NVML cannot read"
+            elif obs.unmatched_advertised:
+                cause = (
+                    "the NVIDIA device plugin names MIG devices otherwise, most likely "
+                    "--device-id-strategy=index (nos needs the default, uuid)"
+                )
+            else:
+                cause = (
+                    "the NVIDIA device plugin probably runs with --device-id-strategy=index (nos needs the "
+                    "default, uuid), or a MIG device was destroyed behind nos' back"
+                )
+            note = (
+                f"kubelet reports allocated MIG device ids that match no MIG device of this node ({shown}): "
+                f"{cause}; every MIG instance of this node counts as in use, nothing is destroyed"
+            )
+            result.notes.append(note)
+            await self._event("UnknownAllocatedDevices", note, once_key=f"unmatched-{obs.unmatched}")
 
     async def _restart_device_plugin(self, result: ReconcileResult, observed: Mapping[int, Observed]) -> None:
         self._last_restart = self._clock()
@@ -295,3 +425,5 @@ class MigAgent:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False)
+        if isinstance(self.nvml, DeadlineNvml):
+            self.nvml.close()

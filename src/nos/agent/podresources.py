@@ -149,8 +149,3 @@ def _describe(e: grpc.RpcError) -> str:
     code = e.code() if isinstance(e, grpc.Call) else None
     details = e.details() if isinstance(e, grpc.Call) else None
     return f"{code.name if code else 'error'}: {details or e}"
-
-
-def allocated_device_ids(source: PodResourcesSource) -> set[str]:
-    """Every allocated device id, whatever the resource (a MIG UUID is unique on the node)."""
-    return {i for ids in source.allocated().values() for i in ids}

@@ -25,7 +25,7 @@ from typing import Literal
 
 from nos.contract.annotations import GpuAnnotations
 from nos.gpu.port import GpuInstanceInfo
-from nos.mig.catalog import GpuModel, Profile
+from nos.mig.catalog import MIG_RESOURCE_PREFIX, GpuModel, Profile
 from nos.mig.layout import Instance, layout_errors
 from nos.mig.packing import free_quality
 
@@ -92,6 +92,23 @@ class GpuPlan:
 def in_use_gi_ids(actual: Iterable[GpuInstanceInfo], used_devices: Collection[str], busy: Collection[int]) -> set[int]:
     """GPU instances in use: one of its MIG devices is allocated (PodResources) or it runs processes."""
     return {gi.gi_id for gi in actual if gi.gi_id in busy or any(u in used_devices for u in gi.device_uuids)}
+
+
+def allocated_ids(allocated: Mapping[str, Collection[str]]) -> set[str]:
+    """Every allocated device id, whatever the resource (a MIG UUID is unique on the node)."""
+    return {i for ids in allocated.values() for i in ids}
+
+
+def unmatched_mig_ids(allocated: Mapping[str, Collection[str]], device_uuids: Collection[str]) -> list[str]:
+    """Allocated ids of ``nvidia.com/mig-*`` resources that name none of ``device_uuids``.
+
+    Any such id means the agent cannot tell which instance is allocated: the device plugin names
+    devices otherwise (``--device-id-strategy=index`` gives ``0:0``), or the device is on a GPU NVML
+    cannot read. Then every instance of the node must count as in use."""
+    known = set(device_uuids)
+    return sorted(
+        {i for r, ids in allocated.items() if r.startswith(MIG_RESOURCE_PREFIX) for i in ids if i not in known}
+    )
 
 
 def _name(inst: Instance) -> str:

@@ -23,9 +23,12 @@ def status_instances(actual: Sequence[GpuInstanceInfo], in_use: Collection[int])
     return tuple(sorted(Instance(g.start, g.profile, g.gi_id in in_use) for g in actual if g.compute_instances))
 
 
-def status_annotations(gpus: Mapping[int, Sequence[Instance]], plan_id: str | None) -> dict[str, str]:
-    """Contract counts + placement extension + the spec plan id the agent processed."""
-    return encode_status(gpus, plan_id)
+def status_annotations(
+    gpus: Mapping[int, Sequence[Instance]], plan_id: str | None, unreadable: Mapping[int, str] | None = None
+) -> dict[str, str]:
+    """Contract counts + placement extension + the spec plan id the agent processed; a GPU NVML cannot
+    read is reported with its error instead of a layout (its old layout is removed, not kept)."""
+    return encode_status(gpus, plan_id, unreadable)
 
 
 class Reporter:
@@ -50,13 +53,14 @@ class Reporter:
         gpus: Mapping[int, Sequence[Instance]],
         plan_id: str | None,
         current: Mapping[str, str] | None = None,
+        unreadable: Mapping[int, str] | None = None,
     ) -> dict[str, str | None]:
         """Patch what changed (reading the node unless ``current`` annotations are given); returns the
         patch, empty when nothing changed."""
         if current is None:
             node = await self._kube.get_node(self._node)
             current = node.get("metadata", {}).get("annotations") or {}
-        desired = status_annotations(gpus, plan_id)
+        desired = status_annotations(gpus, plan_id, unreadable)
         patch = merge_patch(current, desired, owned="status")
         self._last = self._clock()
         if patch:

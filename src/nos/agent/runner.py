@@ -57,6 +57,8 @@ class AgentRunner:
         )
         self._seen: tuple[bool, tuple[tuple[str, str], ...]] | None = None
         self.reconciles = 0
+        self._reconcile_started: float | None = None
+        self.clock = time.monotonic
 
     def _changed(self, kind: str, node: Obj) -> None:
         self.metrics.cache_events.labels("nodes", kind).inc()
@@ -67,6 +69,14 @@ class AgentRunner:
 
     def ready(self) -> bool:
         return self.node.synced.is_set()
+
+    def live(self) -> bool:
+        """Progress, for ``/healthz``: no NVML call stuck past its deadline and no reconcile running
+        longer than ``liveness_timeout_s`` (a wedged agent is restarted instead of reporting 200)."""
+        if self.agent.nvml_hung is not None:
+            return False
+        started = self._reconcile_started
+        return started is None or self.clock() - started < self.agent.config.liveness_timeout_s
 
     async def run(self, stop: asyncio.Event) -> None:
         cache = asyncio.create_task(self.node.run(), name="reflector-node")
@@ -91,12 +101,15 @@ class AgentRunner:
 
     async def reconcile(self) -> ReconcileResult | None:
         started = time.perf_counter()
+        self._reconcile_started = self.clock()
         try:
             result = await self.agent.reconcile_once()
         except Exception:  # logged and counted; the next wake-up or period retries
             self.metrics.reconcile_errors.inc()
             log.exception("reconcile of node %s failed", self.agent.node_name)
             return None
+        finally:
+            self._reconcile_started = None
         self.reconciles += 1
         self.record(result, time.perf_counter() - started)
         return result

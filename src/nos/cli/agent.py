@@ -197,7 +197,9 @@ async def serve_agent(mig_agent: MigAgent, settings: NosConfig, stop: asyncio.Ev
     stop = stop or asyncio.Event()
     metrics = Metrics()
     runner = AgentRunner(mig_agent, metrics=metrics)
-    server = ObservabilityServer(metrics, runner.ready, settings.server.metrics_port, settings.server.health_port)
+    server = ObservabilityServer(
+        metrics, runner.ready, settings.server.metrics_port, settings.server.health_port, live=runner.live
+    )
     with stop_on_signals(stop):
         await server.start()
         try:

@@ -39,6 +39,8 @@ SPEC_PLAN = DOMAIN + "spec-partitioning-plan"
 STATUS_PLAN = DOMAIN + "status-partitioning-plan"
 SPEC_PLACEMENT_PREFIX = DOMAIN + "spec-placement-gpu-"
 STATUS_PLACEMENT_PREFIX = DOMAIN + "status-placement-gpu-"
+STATUS_ERROR_PREFIX = DOMAIN + "status-error-gpu-"
+"""Extension: the agent cannot read this GPU (value: the NVML error); no layout is reported for it."""
 
 _PROFILE = r"\d+g\.\d+gb(?:_[a-z][a-z.]*)?"
 # re.ASCII: only ASCII digits (str.isdigit() takes "²", which int() refuses; \d takes "٣")
@@ -64,7 +66,7 @@ def is_spec_key(key: str) -> bool:
 
 
 def is_status_key(key: str) -> bool:
-    return key.startswith((STATUS_PREFIX, STATUS_PLACEMENT_PREFIX)) or key == STATUS_PLAN
+    return key.startswith((STATUS_PREFIX, STATUS_PLACEMENT_PREFIX, STATUS_ERROR_PREFIX)) or key == STATUS_PLAN
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,8 @@ class DecodedAnnotations:
     gpus: dict[int, GpuAnnotations] = field(default_factory=dict)
     plan_id: str | None = None
     problems: list[AnnotationProblem] = field(default_factory=list)
+    unreadable: dict[int, str] = field(default_factory=dict)
+    """Status only: GPUs the agent cannot read, with the reason it gave."""
 
     def gpu(self, index: int) -> GpuAnnotations:
         return self.gpus.setdefault(index, GpuAnnotations())
@@ -137,6 +141,12 @@ def _decode(annotations: Mapping[str, str], status: bool) -> DecodedAnnotations:
         value = annotations[key]
         if key == plan_key:
             out.plan_id = value
+        elif status and key.startswith(STATUS_ERROR_PREFIX):
+            raw_index = key[len(STATUS_ERROR_PREFIX) :]
+            if _INDEX.match(raw_index):
+                out.unreadable[int(raw_index)] = value
+            else:
+                out.problems.append(AnnotationProblem(key, "GPU index is not a number"))
         elif key.startswith(placement_prefix):
             raw_index = key[len(placement_prefix) :]
             if not _INDEX.match(raw_index):
@@ -198,9 +208,13 @@ def encode_spec(gpus: Mapping[int, Sequence[Instance]], plan_id: str | None) -> 
     return out
 
 
-def encode_status(gpus: Mapping[int, Sequence[Instance]], plan_id: str | None) -> dict[str, str]:
+def encode_status(
+    gpus: Mapping[int, Sequence[Instance]], plan_id: str | None, unreadable: Mapping[int, str] | None = None
+) -> dict[str, str]:
     """The complete set of status annotations for a node, as the agent reports it."""
-    out: dict[str, str] = {}
+    out: dict[str, str] = {
+        f"{STATUS_ERROR_PREFIX}{i}": (why or "unreadable")[:256] for i, why in (unreadable or {}).items()
+    }
     for index in sorted(gpus):
         for (profile, used), n in sorted(Counter((i.profile, i.used) for i in gpus[index]).items()):
             out[f"{STATUS_PREFIX}{index}-{annotation_spelling(profile)}-{'used' if used else 'free'}"] = str(n)

@@ -47,6 +47,12 @@ class NvmlInsufficientResources(NvmlError):
     code, nvml_name = 23, "NVML_ERROR_INSUFFICIENT_RESOURCES"
 
 
+class NvmlTimeout(NvmlError):
+    """A call did not return within the agent's deadline (NVML itself has none)."""
+
+    code, nvml_name = 10, "NVML_ERROR_TIMEOUT"
+
+
 @dataclass(frozen=True)
 class GpuInfo:
     index: int

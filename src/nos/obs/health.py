@@ -2,7 +2,8 @@
 
 aiohttp on the process' own event loop (no thread): ``/readyz`` calls ``ready()`` in the loop that
 owns the caches, so the answer is always consistent. ``/healthz`` answers as long as the loop runs —
-a wedged loop stops answering and the liveness probe restarts the pod. With equal ports one server
+a wedged loop stops answering and the liveness probe restarts the pod — and, with ``live``, only
+while the process makes progress (a reconcile or plan stuck past its deadline answers 503). With equal ports one server
 serves all three paths.
 """
 
@@ -28,8 +29,9 @@ class ObservabilityServer:
         metrics_port: int = 8080,
         health_port: int = 8081,
         host: str = "0.0.0.0",
+        live: Callable[[], bool] | None = None,
     ) -> None:
-        self.metrics, self.ready = metrics, ready
+        self.metrics, self.ready, self.live = metrics, ready, live
         self.metrics_port, self.health_port, self.host = metrics_port, health_port, host
         self._runners: list[web.AppRunner] = []
         self.ports: dict[str, int] = {}
@@ -39,7 +41,9 @@ class ObservabilityServer:
         return web.Response(body=self.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _healthz(self, _: web.Request) -> web.Response:
-        return web.Response(text="ok\n")
+        if self.live is None or self.live():
+            return web.Response(text="ok\n")
+        return web.Response(text="stalled\n", status=503)
 
     async def _readyz(self, _: web.Request) -> web.Response:
         if self.ready():

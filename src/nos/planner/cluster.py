@@ -168,7 +168,7 @@ def _node_state(info: NodeInfo, catalog: Catalog, bound: Iterable[PodInfo]) -> N
         return state
     count_label = info.labels.get(COUNT_LABEL, "")
     count = int(count_label) if count_label.isdigit() else 0
-    indices = set(range(count)) | set(status.gpus) | set(spec.gpus)
+    indices = set(range(count)) | set(status.gpus) | set(spec.gpus) | set(status.unreadable)
     if not indices:
         state.frozen = f"node {info.name}: no {COUNT_LABEL} label and no GPU annotations"
         return state
@@ -176,6 +176,8 @@ def _node_state(info: NodeInfo, catalog: Catalog, bound: Iterable[PodInfo]) -> N
         gpu = _gpu_state(index, model, status.gpus.get(index))
         if index in bad_status or index in bad_spec:
             gpu.frozen = "malformed annotations"
+        if index in status.unreadable:
+            gpu.frozen = f"its agent cannot read it ({status.unreadable[index]})"
         if gpu.frozen:
             state.problems.append(f"node {info.name} GPU {index}: {gpu.frozen}; left as it is")
         state.gpus.append(gpu)
