@@ -46,6 +46,12 @@ class Metrics:
             "nos_partitioner_node_write_failures_total", "Spec writes that failed after retries.", registry=r
         )
         self.is_leader = Gauge("nos_partitioner_leader", "1 while this replica holds the Lease.", registry=r)
+        self.frozen = Gauge(
+            "nos_partitioner_frozen",
+            "Managed nodes or GPUs left as they are (malformed input, unreadable GPU, failed check).",
+            ["kind"],
+            registry=r,
+        )
         # agent
         self.apply_duration = Histogram(
             "nos_agent_apply_duration_seconds",

@@ -20,7 +20,7 @@ from nos.kube.port import Conflict, Event, Kube, KubeError, Obj, ObjectRef
 from nos.mig.catalog import Catalog, default_catalog
 from nos.mig.packing import Geometry
 from nos.partitioner.batch import Batcher
-from nos.planner.checker import check_plan
+from nos.planner.checker import isolate_failures
 from nos.planner.cluster import ClusterState, build_cluster
 from nos.planner.plan import Plan
 from nos.planner.planner import plan_state
@@ -55,6 +55,9 @@ class CycleResult:
     """Nodes that have not reported the previous plan yet."""
     written: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    frozen_nodes: int = 0
+    frozen_gpus: int = 0
+    """Managed nodes (and GPUs of the other nodes) left as they are in this cycle's input or plan."""
 
 
 def pending_reports(state: ClusterState) -> list[str]:
@@ -89,6 +92,9 @@ class Partitioner:
         self.last_plan_at: float | None = None
         self.last_plan_id: str | None = None
         self._told: dict[str, str] = {}
+        self._frozen_told: dict[str, str] = {}
+        self.frozen = (0, 0)
+        """(nodes, GPUs of the other nodes) left as they are by the last plan."""
 
     def _plan_id(self, now: float) -> str:
         """Unix seconds, as the original; strictly increasing even within one second."""
@@ -124,7 +130,8 @@ class Partitioner:
         for problem in state.problems:
             log.warning("%s", problem)
         plan = self.planner(state, self._plan_id(now))
-        errors = check_plan(state, plan)
+        errors = isolate_failures(state, plan)  # a node whose part fails the check is left out
+        await self._report_frozen(state, plan, result)
         if errors:  # never write a plan that fails the independent check
             log.error("plan %s failed its check, not written: %s", plan.plan_id, "; ".join(errors[:3]))
             self.batcher.reset()
@@ -152,6 +159,25 @@ class Partitioner:
         await self._explain(plan, {p.key: p for p in state.candidates}, result.written)
         self.batcher.reset()
         return result
+
+    async def _report_frozen(self, state: ClusterState, plan: Plan, result: CycleResult) -> None:
+        """A Warning Event on each node whose input or plan is left as it is, once per change."""
+        for name, ns in state.nodes.items():
+            np = plan.nodes.get(name)
+            whole = ns.frozen or (np.frozen if np is not None else None)
+            gpus = [g for g in ns.gpus if g.frozen]
+            if whole:
+                result.frozen_nodes += 1
+            else:
+                result.frozen_gpus += len(gpus)
+            why = [*ns.problems, *([whole] if whole else [])]
+            text = "; ".join(dict.fromkeys(why))
+            if self._frozen_told.get(name) == text:
+                continue
+            self._frozen_told[name] = text
+            if text:
+                await self._node_event(name, "NodeFrozen" if whole else "GpuFrozen", text, "Warning")
+        self.frozen = (result.frozen_nodes, result.frozen_gpus)
 
     async def _list(self) -> tuple[list[Obj], list[Obj]]:
         return await self.kube.list_nodes(), await self.kube.list_pods()

@@ -117,6 +117,8 @@ class PartitionerRunner:
         self.cycles += 1
         m = self.metrics
         m.candidate_pods.set(len(self.partitioner.batcher.seen))
+        m.frozen.labels("node").set(self.partitioner.frozen[0])
+        m.frozen.labels("gpu").set(self.partitioner.frozen[1])
         if result.plan is not None:
             m.plans.labels("written" if result.written else "unchanged").inc()
             m.plan_duration.observe(time.perf_counter() - started)

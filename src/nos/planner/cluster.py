@@ -8,6 +8,7 @@ inferred with the slots any in-use instance could occupy blocked.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,11 +24,16 @@ from nos.contract.annotations import (
     is_spec_key,
 )
 from nos.kube.objects import POD_COUNT, NodeInfo, ObjectError, PodInfo, node_from_dict, pod_from_dict
-from nos.mig.catalog import Catalog, GpuModel, default_catalog
+from nos.mig.catalog import MIG_RESOURCE_PREFIX, Catalog, GpuModel, default_catalog
 from nos.mig.layout import Instance, layout_errors, occupied_mask
 
 DEFAULT_POD_CAPACITY = 110
 _MAX_INFERRED = 20000
+MAX_GPUS_PER_NODE = 64
+"""A sane bound on ``nvidia.com/gpu.count`` and on GPU indices in annotations (the largest servers
+have 16 GPUs): a larger value is a typo or an attack, and planning it would cost time and memory
+per GPU and write a spec over the annotation size limit."""
+_COUNT_LABEL = re.compile(r"^\d{1,9}$", re.ASCII)
 
 
 @dataclass
@@ -82,9 +88,12 @@ class ClusterState:
     problems: list[str] = field(default_factory=list)
 
 
-def infer_layout(model: GpuModel, gpu: GpuAnnotations) -> tuple[tuple[Instance, ...], int] | None:
+def infer_layout(
+    model: GpuModel, gpu: GpuAnnotations, limit: int = _MAX_INFERRED
+) -> tuple[tuple[Instance, ...], int] | None:
     """Placements consistent with the status counts, and the slots that in-use instances could
-    occupy across all of them. None when no placement matches the counts."""
+    occupy across all of them (every slot once ``limit`` placements were seen). None when no
+    placement matches the counts."""
     wanted = sorted(
         ((p, used) for (p, used), n in gpu.counts.items() for _ in range(n)),
         key=lambda pu: (-model.profile(pu[0]).slots, pu[0], not pu[1]),
@@ -102,7 +111,7 @@ def infer_layout(model: GpuModel, gpu: GpuAnnotations) -> tuple[tuple[Instance, 
             if first is None:
                 first = tuple(sorted(acc))
             blocked |= occupied_mask(model, [x for x in acc if x.used])
-            return seen < _MAX_INFERRED
+            return seen < limit
         name, used = wanted[i]
         p = model.profile(name)
         for s in p.starts:
@@ -119,7 +128,7 @@ def infer_layout(model: GpuModel, gpu: GpuAnnotations) -> tuple[tuple[Instance, 
     rec(0, 0, [], 0)
     if first is None:
         return None
-    if seen >= _MAX_INFERRED:  # too many possibilities to enumerate: block every free slot
+    if seen >= limit:  # too many possibilities to enumerate: block every free slot
         blocked = (1 << model.memory_slots) - 1
     return first, blocked
 
@@ -166,9 +175,32 @@ def _node_state(info: NodeInfo, catalog: Catalog, bound: Iterable[PodInfo]) -> N
     if bad_status is None or bad_spec is None:
         state.frozen = f"node {info.name}: malformed nos annotations; its GPUs are left as they are"
         return state
-    count_label = info.labels.get(COUNT_LABEL, "")
-    count = int(count_label) if count_label.isdigit() else 0
-    indices = set(range(count)) | set(status.gpus) | set(spec.gpus) | set(status.unreadable)
+    count_label = info.labels.get(COUNT_LABEL)
+    count = 0
+    if count_label is not None:
+        if not _COUNT_LABEL.match(count_label) or int(count_label) > MAX_GPUS_PER_NODE:
+            state.frozen = (
+                f"node {info.name}: label {COUNT_LABEL}={count_label[:20]!r} is not a GPU count up to "
+                f"{MAX_GPUS_PER_NODE}; its GPUs are left as they are"
+            )
+            return state
+        count = int(count_label)
+    reported = set(status.gpus) | set(status.unreadable)
+    if any(i >= MAX_GPUS_PER_NODE for i in reported):
+        state.frozen = f"node {info.name}: its status names GPU index {max(reported)}, over {MAX_GPUS_PER_NODE - 1}"
+        return state
+    if not reported and not status.plan_id and mig_advertised(info):
+        state.frozen = (
+            f"node {info.name} advertises MIG devices but its agent has not reported them yet; "
+            "left as it is until it does"
+        )
+        return state
+    indices = set(range(count)) | reported
+    for index in sorted(set(spec.gpus) - indices):
+        state.problems.append(
+            f"node {info.name}: the spec names GPU {index}, which the node does not have "
+            f"({COUNT_LABEL}={count_label}); its spec is dropped"
+        )
     if not indices:
         state.frozen = f"node {info.name}: no {COUNT_LABEL} label and no GPU annotations"
         return state
@@ -178,10 +210,38 @@ def _node_state(info: NodeInfo, catalog: Catalog, bound: Iterable[PodInfo]) -> N
             gpu.frozen = "malformed annotations"
         if index in status.unreadable:
             gpu.frozen = f"its agent cannot read it ({status.unreadable[index]})"
+        spec_problem = None if gpu.frozen or index not in spec.gpus else spec_error(model, spec.gpus[index])
+        if spec_problem is not None:
+            gpu.frozen = f"malformed spec: {spec_problem}"
         if gpu.frozen:
             state.problems.append(f"node {info.name} GPU {index}: {gpu.frozen}; left as it is")
         state.gpus.append(gpu)
     return state
+
+
+def mig_advertised(info: NodeInfo) -> bool:
+    """The node's allocatable shows MIG devices (some may be allocated to running pods)."""
+    return any(r.startswith(MIG_RESOURCE_PREFIX) and n > 0 for r, n in info.allocatable.items())
+
+
+def spec_error(model: GpuModel, gpu: GpuAnnotations) -> str | None:
+    """Why a decoded spec of one GPU cannot be a layout of ``model`` (unknown profile, placements
+    that overlap or break the rules, counts no layout has); None when it can."""
+    unknown = sorted({p for p, _ in gpu.counts if p not in model.profiles})
+    if unknown:
+        return f"profile {unknown[0]} is unknown on {model.name}"
+    if gpu.placements is not None:
+        placed = [(i.profile, i.start) for i in gpu.placements]
+        if len(set(placed)) != len(placed):
+            return "a placement is listed twice"
+        errors = layout_errors(model, gpu.placements)
+        return errors[0] if errors else None
+    for profile, n in gpu.profile_counts().items():
+        if n > model.profile(profile).max_count:
+            return f"{n} x {profile} exceeds the maximum of {model.profile(profile).max_count} per GPU"
+    if infer_layout(model, gpu, limit=1) is None:
+        return "the counts fit no physical layout"
+    return None
 
 
 def build_cluster(
