@@ -126,11 +126,25 @@ def test_cli_default_run(nvml_factory: NvmlFactory, monkeypatch: pytest.MonkeyPa
     result = CliRunner().invoke(cli.simulate, ["--json", "--plot", str(plot)])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
-    assert set(doc["policies"]) == {"static", "greedy", "nos"}
+    assert list(doc["policies"]) == ["best-static", "greedy", "ideal", "nos", "whole-gpu"]  # sorted keys
     for r in doc["policies"].values():
         assert r["pods"] == 30
-        assert {"meanPendingSeconds", "p95PendingSeconds", "allocationPercent", "devicePluginRestarts"} <= set(r)
-    assert doc["policies"]["static"]["devicePluginRestarts"] == 0
+        assert {
+            "meanPendingSeconds",
+            "p50PendingSeconds",
+            "p95PendingSeconds",
+            "maxPendingSeconds",
+            "meanDeviceWaitSeconds",
+            "allocationPercent",
+            "devicePluginRestarts",
+            "neverScheduled",
+            "vsIdeal",
+        } <= set(r)
+    for name in ("best-static", "whole-gpu", "ideal"):
+        assert doc["policies"][name]["devicePluginRestarts"] == 0
+    assert doc["policies"]["ideal"]["vsIdeal"]["meanPendingRatio"] in (1.0, None)
+    assert doc["parameters"]["devicePluginRestartSeconds"] == 30
+    assert doc["parameters"]["batchWindowIdleSeconds"] == 10 and doc["parameters"]["schedulerRetrySeconds"] == 300
     assert plot.read_bytes().startswith(b"\x89PNG")
     table = CliRunner().invoke(cli.simulate, ["--policies", "nos"])
     assert table.exit_code == 0 and "│ nos" in table.stdout and "greedy" not in table.stdout
@@ -144,6 +158,16 @@ def test_cli_rejects_bad_input(tmp_path: Path) -> None:
         "nodes: [{model: A100-80GB, gpus: 1}]\nworkload: {pods: [{arrival_s: 0, profile: 9g.1gb, duration_s: 1}]}\n"
     )
     result = CliRunner().invoke(cli.simulate, [str(bad)])
-    assert result.exit_code == 1 and "offered by no GPU model" in result.output
+    assert result.exit_code == 2 and "offered by no GPU model" in result.output
     result = CliRunner().invoke(cli.simulate, ["--static-layout", "1g.10gb"])
-    assert result.exit_code == 1 and "PROFILE=COUNT" in result.output
+    assert result.exit_code == 2 and "PROFILE=COUNT" in result.output
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("nodes: [{model: A100-80GB, gpus: 1, gpu: 2}]\n")
+    result = CliRunner().invoke(cli.simulate, [str(typo)])
+    assert result.exit_code == 2 and result.output.strip() == f"Error: {typo}: nodes.0.gpu: Extra inputs are not permitted"
+    snapshot = tmp_path / "snapshot.yaml"
+    snapshot.write_text("apiVersion: v1\nkind: List\nitems: []\n")
+    result = CliRunner().invoke(cli.simulate, [str(snapshot)])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1 and "not a scenario" in result.output
+    result = CliRunner().invoke(cli.simulate, ["--policies", "nos,bogus"])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1 and "'ideal'" in result.output

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -19,6 +20,7 @@ from nos.sim.metrics import PolicyResult
 from nos.sim.report import plot, summary_table, to_json
 from nos.sim.runner import run_end, simulate_policy
 from nos.sim.scenario import (
+    DEFAULT_POLICIES,
     POLICIES,
     NodeGroup,
     PodSpec,
@@ -27,9 +29,17 @@ from nos.sim.scenario import (
     Workload,
     default_scenario,
     load_scenario,
+    one_line,
     parse_layout,
 )
 from nos.sim.trace import DEFAULT_TRACE, TraceError, read_trace, trace_pods
+
+
+class InputError(click.ClickException):
+    """Bad input: one line on stderr, exit status 2 (as ``nos plan``)."""
+
+    exit_code = 2
+
 
 AUTO_ARRIVAL_SPAN_S = 4 * 3600
 """``--time-scale auto`` compresses the sampled trace's arrivals into this span."""
@@ -144,7 +154,11 @@ def _build(
     show_default=True,
     help="Trace: divide inter-arrival times by X; 'auto' compresses the sampled arrivals into 4 hours.",
 )
-@click.option("--policies", default=None, help=f"Comma-separated subset of {','.join(POLICIES)} [default: all].")
+@click.option(
+    "--policies",
+    default=None,
+    help=f"Comma-separated subset of {','.join(POLICIES)} [default: {','.join(DEFAULT_POLICIES)}].",
+)
 @click.option(
     "--static-layout", default=None, help='Layout of every GPU for static, e.g. "1g.10gb=2,2g.20gb=1,3g.40gb=1".'
 )
@@ -168,7 +182,7 @@ def simulate(
     plot_file: Path | None,
 ) -> None:
     """Replay a workload on a simulated cluster with the real partitioner and MIG agent, once per
-    policy (static, greedy, nos), and compare pending times and GPU allocation."""
+    policy (ideal, best-static, whole-gpu, greedy, nos), and compare pending times and GPU allocation."""
     quiet = logging.getLogger("nos")
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # the production code's per-step logs would drown the progress bars
@@ -183,10 +197,12 @@ def simulate(
         scenario, pods, info = _build(
             scenario_file, trace, sample, nodes, gpus, model, time_scale, policies, static_layout, seed, duration
         )
+    except ValidationError as e:
+        raise InputError(one_line(e)) from e
     except (ScenarioError, TraceError, ValueError) as e:
-        raise click.ClickException(str(e)) from e
+        raise InputError(str(e)) from e
     if not pods:
-        raise click.ClickException("the workload has no pods")
+        raise InputError("the workload has no pods")
     end = run_end(scenario, pods)
     results: list[PolicyResult] = []
     err = Console(stderr=True)
@@ -219,9 +235,9 @@ def simulate(
     if plot_file is not None:
         plot(results, plot_file, title)
     if as_json:
-        click.echo(json.dumps(to_json(info, results), indent=2, sort_keys=True))
+        click.echo(json.dumps(to_json(info, results, scenario.timings), indent=2, sort_keys=True))
     else:
-        Console(width=max(Console().width, 110)).print(summary_table(results, title))
+        Console(width=max(Console().width, 130)).print(summary_table(results, title, scenario.timings))
 
 
 if __name__ == "__main__":

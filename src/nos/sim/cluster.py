@@ -4,7 +4,7 @@ plugin models, all in a ``MemoryKube`` that the partitioner and the agents use l
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
 
@@ -16,6 +16,7 @@ from nos.sim.device_plugin import DevicePluginModel
 from nos.sim.invariants import check_bound_devices_exist
 from nos.sim.metrics import Metrics
 from nos.sim.nodes import NvmlFactory, SimNode, arrange, simulated_nvml
+from nos.sim.pool import NodePool
 from nos.sim.scenario import PodSpec, Scenario
 from nos.sim.scheduler import choose_node, queue_order
 from nos.sim.workload import NAMESPACE, SimPod
@@ -24,6 +25,11 @@ log = logging.getLogger(__name__)
 
 
 class SimCluster:
+    """``static``: every GPU starts with the scenario's ``static_layout`` (else its group's initial
+    layout); ``gpu_layouts``: per node group, one layout per GPU (node after node), overriding both;
+    ``pool``: ``"ideal"`` or ``"whole-gpu"`` makes every GPU a pool of slices (``nos.sim.pool``)
+    with no MIG instances at all."""
+
     def __init__(
         self,
         scenario: Scenario,
@@ -32,6 +38,8 @@ class SimCluster:
         static: bool,
         nvml_factory: NvmlFactory = simulated_nvml,
         catalog: Catalog | None = None,
+        gpu_layouts: Mapping[str, Sequence[Mapping[str, int]]] | None = None,
+        pool: str | None = None,
     ) -> None:
         self.scenario, self.clock = scenario, clock
         self.catalog = catalog or default_catalog()
@@ -47,12 +55,20 @@ class SimCluster:
         self.plugins = DevicePluginModel(
             self.kube, clock, self.nodes, timings.device_plugin_restart_s, lambda _: self.request_pass()
         )
-        layouts: dict[str, tuple[Instance, ...]] = {}
         for group in scenario.nodes:
             model = self.catalog.model(group.model)
             counts = scenario.static_layout if static or group.initial_layout is None else group.initial_layout
+            per_gpu: list[Mapping[str, int]] = [counts] * (group.count * group.gpus)
+            if gpu_layouts is not None and group.name in gpu_layouts:
+                per_gpu = list(gpu_layouts[group.name])
+            if pool is not None:
+                per_gpu = [{}] * (group.count * group.gpus)
+            arranged: dict[tuple[tuple[str, int], ...], tuple[Instance, ...]] = {}
             try:
-                layouts[group.name] = arrange(model, counts) if counts else ()
+                for c in per_gpu:
+                    key = tuple(sorted(c.items()))
+                    if key not in arranged:
+                        arranged[key] = arrange(model, c) if c else ()
             except ValueError as e:
                 raise ValueError(f"node group {group.name}: {e}") from None
             for i in range(group.count):
@@ -65,9 +81,12 @@ class SimCluster:
                     round(group.cpu * 1000),
                     round(group.memory_gib * 2**30),
                 )
-                node.create_layout(layouts[group.name])
+                if pool is not None:
+                    node.pool = NodePool(model, group.gpus, whole_gpu=pool == "whole-gpu")
+                mine = [arranged[tuple(sorted(c.items()))] for c in per_gpu[i * group.gpus : (i + 1) * group.gpus]]
+                node.create_layouts(mine)
                 self.nodes[name] = node
-                self.kube.add_node(node.manifest(layouts[group.name]))
+                self.kube.add_node(node.manifest(mine))
                 self.plugins.start(node)
         self.pods: dict[str, SimPod] = {}
         for spec in pods:
@@ -117,13 +136,20 @@ class SimCluster:
             self.on_candidates()
 
     def _bind(self, pod: SimPod, node: SimNode) -> bool:
-        device = self.plugins.allocate(node, pod.resource, pod.key)
-        if device is None:
-            self.admission_failures += 1
-            log.warning("kubelet on %s: no %s device left for %s", node.name, pod.resource, pod.key)
-            return False
         now = self.clock.t
+        if node.pool is not None:  # pool policies: the slices are taken at once, no device object
+            gpu = node.pool.allocate(pod.key, pod.spec.profile)
+            assert gpu is not None, "the scheduler only picks nodes whose pool fits the pod"
+            device, device_at = None, now
+        else:
+            device = self.plugins.allocate(node, pod.resource, pod.key)
+            if device is None:
+                self.admission_failures += 1
+                log.warning("kubelet on %s: no %s device left for %s", node.name, pod.resource, pod.key)
+                return False
+            device_at = self.plugins.published_at.get(device, 0.0)
         pod.state, pod.node, pod.device, pod.bound_at = "running", node.name, device, now
+        pod.device_at = device_at
         node.used_cpu_m += pod.cpu_m
         node.used_memory_b += pod.memory_b
         node.used_pods += 1
@@ -133,7 +159,8 @@ class SimCluster:
         self.kube.store.merge_patch("pods", pod.name, {"spec": {"nodeName": node.name}}, NAMESPACE)
         self._set_status(pod, {"phase": "Running", "conditions": [{"type": "PodScheduled", "status": "True"}]})
         self.metrics.started(now, pod)
-        check_bound_devices_exist(node.name, {device: pod.key}, node.nvml, now)
+        if device is not None:
+            check_bound_devices_exist(node.name, {device: pod.key}, node.nvml, now)
         self.clock.after(pod.spec.duration_s, lambda: self.finish(pod))
         return True
 
@@ -149,6 +176,8 @@ class SimCluster:
         node.used_mig[pod.resource] -= 1
         if pod.device is not None:
             self.plugins.release(node, pod.device)
+        if node.pool is not None:
+            node.pool.release(pod.key)
         del self.running[pod.key]
         self.metrics.finished(now, pod)
         self._set_status(pod, {"phase": "Succeeded"})

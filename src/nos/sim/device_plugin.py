@@ -69,6 +69,8 @@ class DevicePluginModel:
         self.config = config or DevicePluginConfig()
         self.on_publish = on_publish
         self.restarts: Counter[str] = Counter()
+        self.published_at: dict[str, float] = {}
+        """Device UUID -> when a plugin first advertised it."""
         kube.on_pod_deleted(self._deleted)
 
     def start(self, node: SimNode) -> None:
@@ -111,6 +113,8 @@ class DevicePluginModel:
         node.plugin_up = True
         node.advertised = dict(Counter(resource for _, _, resource, _ in devices))
         node.advertised_devices = {uuid for *_, uuid in devices}
+        for uuid in node.advertised_devices:
+            self.published_at.setdefault(uuid, self.clock.t)
         self._write_allocatable(node)
         self.on_publish(node)
 

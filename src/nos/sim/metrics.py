@@ -16,6 +16,9 @@ class Sample:
     """Share of the cluster's compute slices allocated to running pods at ``t`` (0-1)."""
     pending: int
     running: int
+    mean_wait_s: float = 0.0
+    """Mean time the pods pending at ``t`` have waited so far."""
+    max_wait_s: float = 0.0
 
 
 @dataclass
@@ -42,8 +45,18 @@ class Metrics:
         self._advance(t)
         self.running_compute -= pod.compute
 
-    def sample(self, t: float, pending: int, running: int) -> None:
-        self.samples.append(Sample(t, self.running_compute / self.total_compute, pending, running))
+    def sample(self, t: float, pending: list[SimPod], running: int) -> None:
+        waits = [t - p.spec.arrival_s for p in pending]
+        self.samples.append(
+            Sample(
+                t,
+                self.running_compute / self.total_compute,
+                len(pending),
+                running,
+                sum(waits) / len(waits) if waits else 0.0,
+                max(waits, default=0.0),
+            )
+        )
 
     def allocation(self, t_end: float) -> float:
         """Time-weighted mean share of compute slices allocated over [0, min(t_end, window_end)]."""
@@ -68,7 +81,12 @@ class PolicyResult:
     completed: int
     never_scheduled: int
     mean_pending_s: float
+    p50_pending_s: float
     p95_pending_s: float
+    max_pending_s: float
+    mean_device_wait_s: float
+    """Arrival -> the pod's device advertised (0 when it was before the arrival), over bound pods."""
+    p95_device_wait_s: float
     allocation: float
     device_plugin_restarts: int
     node_reconfigurations: int
@@ -79,6 +97,8 @@ class PolicyResult:
     makespan_s: float | None
     wall_s: float
     samples: list[Sample] = field(default_factory=list)
+    layouts: dict[str, int] = field(default_factory=dict)
+    """Static policies: layout (profile counts, ``1g.10gb=2,...``) -> number of GPUs with it."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -86,7 +106,11 @@ class PolicyResult:
             "completed": self.completed,
             "neverScheduled": self.never_scheduled,
             "meanPendingSeconds": round(self.mean_pending_s, 3),
+            "p50PendingSeconds": round(self.p50_pending_s, 3),
             "p95PendingSeconds": round(self.p95_pending_s, 3),
+            "maxPendingSeconds": round(self.max_pending_s, 3),
+            "meanDeviceWaitSeconds": round(self.mean_device_wait_s, 3),
+            "p95DeviceWaitSeconds": round(self.p95_device_wait_s, 3),
             "allocationPercent": round(100 * self.allocation, 3),
             "devicePluginRestarts": self.device_plugin_restarts,
             "nodeReconfigurations": self.node_reconfigurations,
@@ -95,7 +119,30 @@ class PolicyResult:
             "agentErrors": self.agent_errors,
             "endSeconds": round(self.end_s, 3),
             "makespanSeconds": None if self.makespan_s is None else round(self.makespan_s, 3),
+            "layouts": dict(self.layouts),
         }
+
+
+def versus(result: PolicyResult, ideal: PolicyResult) -> dict[str, float | None]:
+    """Distance of ``result`` to the ideal: pending-time ratios (>= 1 is worse; None when the
+    ideal's is 0) and the allocation ratio (<= 1 is worse)."""
+
+    def ratio(a: float, b: float) -> float | None:
+        return round(a / b, 3) if b > 0 else None
+
+    return {
+        "meanPendingRatio": ratio(result.mean_pending_s, ideal.mean_pending_s),
+        "p95PendingRatio": ratio(result.p95_pending_s, ideal.p95_pending_s),
+        "allocationRatio": ratio(result.allocation, ideal.allocation),
+        "neverScheduledDelta": result.never_scheduled - ideal.never_scheduled,
+    }
+
+
+def device_waits(pods: list[SimPod]) -> list[float]:
+    """Arrival to the bound pod's device being advertised (0 if it already was)."""
+    return [
+        max(0.0, p.device_at - p.spec.arrival_s) for p in pods if p.bound_at is not None and p.device_at is not None
+    ]
 
 
 def pending_times(pods: list[SimPod], t_end: float) -> list[float]:

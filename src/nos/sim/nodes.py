@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,9 +17,10 @@ from nos.contract.annotations import (
 )
 from nos.gpu.port import Nvml
 from nos.gpu.simulated import SimulatedNvml
-from nos.mig.catalog import GpuModel
+from nos.mig.catalog import MIG_RESOURCE_PREFIX, GpuModel
 from nos.mig.layout import Instance
 from nos.mig.packing import Packer
+from nos.sim.pool import NodePool
 
 NvmlFactory = Callable[[GpuModel, int], Nvml]
 """(GPU model, GPU count) -> a fresh simulated NVML for one node, no MIG instances yet."""
@@ -62,17 +63,19 @@ class SimNode:
     """Device UUID -> pod key: kubelet's device allocation (what PodResources reports)."""
     plugin_up: bool = True
     plugin_generation: int = 0
+    pool: NodePool | None = None
+    """Set for the ``ideal`` and ``whole-gpu`` policies: GPUs are pools of slices, no MIG devices."""
 
-    def create_layout(self, layout: tuple[Instance, ...]) -> None:
-        """Provision every GPU with ``layout`` through the NVML port (as an admin would before nos)."""
-        for gpu in range(self.gpus):
+    def create_layouts(self, layouts: Sequence[tuple[Instance, ...]]) -> None:
+        """Provision GPU ``i`` with ``layouts[i]`` through the NVML port (as an admin would before nos)."""
+        for gpu, layout in enumerate(layouts):
             for inst in layout:
                 gi = self.nvml.create_gpu_instance(gpu, inst.profile, inst.start)
                 self.nvml.create_compute_instance(gpu, gi.gi_id)
 
-    def manifest(self, layout: tuple[Instance, ...]) -> dict[str, Any]:
-        """The Node: opted in, GFD labels, spec annotations matching the provisioned layout."""
-        annotations = encode_spec({i: layout for i in range(self.gpus)}, "0") if layout else {}
+    def manifest(self, layouts: Sequence[tuple[Instance, ...]]) -> dict[str, Any]:
+        """The Node: opted in, GFD labels, spec annotations matching the provisioned layouts."""
+        annotations = encode_spec(dict(enumerate(layouts)), "0") if any(layouts) else {}
         return {
             "apiVersion": "v1",
             "kind": "Node",
@@ -97,9 +100,14 @@ class SimNode:
         return out
 
     def fits(self, cpu_m: int, memory_b: int, resource: str) -> bool:
-        """kube-scheduler's NodeResourcesFit for the resources a simulated pod requests."""
+        """kube-scheduler's NodeResourcesFit for the resources a simulated pod requests (a GPU pool's
+        room for the pod's profile under the pool policies)."""
+        if self.pool is not None:
+            gpu_ok = self.pool.fits(resource.removeprefix(MIG_RESOURCE_PREFIX))
+        else:
+            gpu_ok = self.advertised.get(resource, 0) - self.used_mig[resource] >= 1
         return (
-            self.advertised.get(resource, 0) - self.used_mig[resource] >= 1
+            gpu_ok
             and self.cpu_m - self.used_cpu_m >= cpu_m
             and self.memory_b - self.used_memory_b >= memory_b
             and self.used_pods < POD_CAPACITY

@@ -1,6 +1,12 @@
 """The partitioning policies compared by ``nos simulate``.
 
-* ``static``: every GPU keeps the scenario's ``static_layout``; no partitioner runs.
+* ``ideal``: GPUs as pools of compute and memory slices, no placement rules, layouts that change
+  instantly (``nos.sim.pool``): the limit no MIG partitioner can beat on the same arrivals and
+  scheduling order.
+* ``best-static``: per-GPU static layouts chosen by optimization for the workload's profile mix
+  (``nos.sim.static_mix``); no partitioner runs.
+* ``whole-gpu``: no MIG; one pod per GPU.
+* ``static``: every GPU keeps the scenario's fixed ``static_layout``; no partitioner runs.
 * ``nos``: the production ``Partitioner`` with nos' planner (its default).
 * ``greedy``: the same ``Partitioner`` with the original nos' planner (``nos.planner.greedy``) as its
   ``PlanFunction``. The original is blind to placements, so some GPU layouts it plans cannot be
@@ -17,14 +23,29 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from nos.contract.annotations import SPEC_PLAN, encode_spec
+from nos.mig.catalog import default_catalog
 from nos.mig.packing import Geometry
 from nos.partitioner.controller import PlanFunction
 from nos.planner.checker import check_plan
 from nos.planner.cluster import ClusterState
 from nos.planner.greedy import plan_greedy_state, reachable_gpus
 from nos.planner.plan import GpuPlan, NodePlan, Plan, Unplaced
+from nos.sim.scenario import PodSpec, Scenario
+from nos.sim.static_mix import best_static
 
 log = logging.getLogger(__name__)
+
+POOL_POLICIES = ("ideal", "whole-gpu")
+"""GPUs are pools of slices; no MIG instance, device plugin, agent or partitioner."""
+STATIC_POLICIES = ("static", "best-static")
+"""MIG layouts fixed for the whole run; agents run, no partitioner."""
+
+
+def static_layouts(scenario: Scenario, pods: Sequence[PodSpec]) -> dict[str, list[dict[str, int]]]:
+    """``best-static``'s layouts: node group -> one layout per GPU (see ``nos.sim.static_mix``)."""
+    catalog = default_catalog()
+    models = {g.name: catalog.model(g.model) for g in scenario.nodes}
+    return best_static(scenario.nodes, models, pods)
 
 
 @dataclass

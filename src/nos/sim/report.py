@@ -8,7 +8,8 @@ from typing import Any
 
 from rich.table import Table
 
-from nos.sim.metrics import PolicyResult
+from nos.sim.metrics import PolicyResult, versus
+from nos.sim.scenario import Timings
 
 
 def _duration(seconds: float) -> str:
@@ -19,57 +20,149 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.2f}h"
 
 
-def summary_table(results: Sequence[PolicyResult], title: str) -> Table:
-    table = Table(title=title)
-    for column in (
-        "policy",
-        "pods done",
-        "mean pending",
-        "p95 pending",
-        "allocation",
-        "plugin restarts",
-        "nodes reconfigured",
-        "never scheduled",
-    ):
+LEGEND: dict[str, str] = {
+    "ideal": "the limit: each GPU a pool of compute and memory slices, no placement rules, layouts change "
+    "instantly (no batch window, no plugin restart); same arrivals and scheduling order",
+    "best-static": "static MIG layouts chosen by optimization (HiGHS) for this workload's profile mix",
+    "whole-gpu": "no MIG: one pod per GPU",
+    "greedy": "the original nos' planner, in the same partitioner and agent",
+    "nos": "this nos",
+    "static": "one fixed layout on every GPU (--static-layout)",
+}
+"""One line per policy, printed under the table (the row names are the policy names)."""
+
+COLUMNS = (
+    "policy",
+    "pods done",
+    "mean pending",
+    "p50",
+    "p95",
+    "max",
+    "never scheduled",
+    "allocation",
+    "plugin restarts",
+    "arrival→device",
+)
+
+
+def _parameters(timings: Timings) -> str:
+    return (
+        f"batch window {timings.batch_window_idle_s:g}s idle / {timings.batch_window_timeout_s:g}s max, "
+        f"device-plugin restart {timings.device_plugin_restart_s:g}s, "
+        f"scheduler retry {timings.scheduler_retry_s:g}s, agent period {timings.agent_interval_s:g}s, "
+        f"partitioner resync {timings.partitioner_resync_s:g}s"
+    )
+
+
+def summary_table(results: Sequence[PolicyResult], title: str, timings: Timings | None = None) -> Table:
+    caption = [f"[b]{r.policy}[/b]: {LEGEND.get(r.policy, r.policy)}" for r in results]
+    ideal = next((r for r in results if r.policy == "ideal"), None)
+    if ideal is not None:
+        for r in results:
+            if r.policy == "ideal":
+                continue
+            v = versus(r, ideal)
+            caption.append(
+                f"{r.policy} vs ideal: mean pending {_ratio(v['meanPendingRatio'])},"
+                f" p95 {_ratio(v['p95PendingRatio'])}, allocation {_ratio(v['allocationRatio'])},"
+                f" never scheduled {v['neverScheduledDelta']:+g}"
+            )
+    caption.append(
+        "pending: arrival → bind (still pending at the end: counted to the end); arrival→device: mean wait "
+        "for the pod's device to be advertised; allocation: compute slices of running pods' profiles, "
+        "time-weighted over the arrival window"
+    )
+    if timings is not None:
+        caption.append("parameters: " + _parameters(timings))
+    table = Table(title=title, caption="\n".join(caption), caption_justify="left")
+    for column in COLUMNS:
         table.add_column(column, justify="left" if column == "policy" else "right")
     for r in results:
         table.add_row(
             r.policy,
             f"{r.completed}/{r.pods}",
             _duration(r.mean_pending_s),
+            _duration(r.p50_pending_s),
             _duration(r.p95_pending_s),
+            _duration(r.max_pending_s),
+            str(r.never_scheduled),
             f"{100 * r.allocation:.1f}%",
             str(r.device_plugin_restarts),
-            str(r.node_reconfigurations),
-            str(r.never_scheduled),
+            _duration(r.mean_device_wait_s),
         )
     return table
 
 
-def to_json(scenario: dict[str, Any], results: Sequence[PolicyResult]) -> dict[str, Any]:
-    """``scenario``: what was run; ``policies.<name>``: ``PolicyResult.to_json`` (documented keys)."""
-    return {"scenario": scenario, "policies": {r.policy: r.to_json() for r in results}}
+def _ratio(value: float | None) -> str:
+    return "n/a (ideal 0)" if value is None else f"×{value:.2f}"
+
+
+def parameters_json(timings: Timings) -> dict[str, float]:
+    """The simulated latencies, under the JSON document's ``parameters``."""
+    return {
+        "batchWindowIdleSeconds": timings.batch_window_idle_s,
+        "batchWindowTimeoutSeconds": timings.batch_window_timeout_s,
+        "devicePluginRestartSeconds": timings.device_plugin_restart_s,
+        "schedulerRetrySeconds": timings.scheduler_retry_s,
+        "agentIntervalSeconds": timings.agent_interval_s,
+        "partitionerResyncSeconds": timings.partitioner_resync_s,
+        "reportTimeoutSeconds": timings.report_timeout_s,
+        "devicePluginPollSeconds": timings.device_plugin_poll_s,
+        "sampleSeconds": timings.sample_s,
+    }
+
+
+def to_json(scenario: dict[str, Any], results: Sequence[PolicyResult], timings: Timings) -> dict[str, Any]:
+    """``scenario``: what was run; ``parameters``: the simulated latencies; ``policies.<name>``:
+    ``PolicyResult.to_json`` plus ``vsIdeal`` when the ideal ran (documented keys)."""
+    ideal = next((r for r in results if r.policy == "ideal"), None)
+    policies: dict[str, Any] = {}
+    for r in results:
+        doc = r.to_json()
+        if ideal is not None:
+            doc["vsIdeal"] = versus(r, ideal)
+        policies[r.policy] = doc
+    return {
+        "scenario": scenario,
+        "parameters": parameters_json(timings),
+        "policies": policies,
+        "wallSeconds": {r.policy: round(r.wall_s, 3) for r in results},
+    }
 
 
 def plot(results: Sequence[PolicyResult], path: Path, title: str) -> None:
-    """Allocation % and pending pods over time, one line per policy (PNG, Agg backend)."""
+    """Per policy over virtual time: allocation %, pending pods, and the mean and longest wait of
+    the pods pending at that time (PNG, Agg backend)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(10, 6.5))
+    fig, (alloc, count, wait) = plt.subplots(3, 1, sharex=True, figsize=(10, 8.5))
     for r in results:
         hours = [s.t / 3600 for s in r.samples]
-        top.step(hours, [100 * s.allocation for s in r.samples], where="post", label=r.policy, linewidth=1.2)
-        bottom.step(hours, [s.pending for s in r.samples], where="post", label=r.policy, linewidth=1.2)
-    top.set_ylabel("compute slices allocated (%)")
-    top.set_ylim(0, 100)
-    bottom.set_ylabel("pending pods")
-    bottom.set_xlabel("virtual time (hours)")
-    top.legend(loc="upper right")
-    top.set_title(title)
-    for ax in (top, bottom):
+        style = {"where": "post", "label": r.policy, "linewidth": 1.2}
+        if r.policy == "ideal":
+            style.update(color="black", linestyle="--")
+        line = alloc.step(hours, [100 * s.allocation for s in r.samples], **style)[0]
+        count.step(hours, [s.pending for s in r.samples], **style)
+        wait.step(hours, [s.mean_wait_s / 60 for s in r.samples], **style)
+        wait.step(
+            hours,
+            [s.max_wait_s / 60 for s in r.samples],
+            where="post",
+            color=line.get_color(),
+            alpha=0.35,
+            linewidth=0.8,
+        )
+    alloc.set_ylabel("compute slices\nallocated (%)")
+    alloc.set_ylim(0, 100)
+    count.set_ylabel("pending pods")
+    wait.set_ylabel("wait of pending pods (min)\nmean; faint: longest")
+    wait.set_xlabel("virtual time (hours)")
+    alloc.legend(loc="upper right", ncol=3, fontsize="small")
+    alloc.set_title(title)
+    for ax in (alloc, count, wait):
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

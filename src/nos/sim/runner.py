@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -24,10 +25,10 @@ from nos.sim.clock import VirtualClock
 from nos.sim.cluster import SimCluster
 from nos.sim.device_plugin import SimPodResources
 from nos.sim.invariants import check_bound_devices_exist, check_in_use_kept, check_layouts
-from nos.sim.metrics import PolicyResult, pending_times, percentile
+from nos.sim.metrics import PolicyResult, device_waits, pending_times, percentile
 from nos.sim.nodes import NvmlFactory, SimNode
-from nos.sim.policies import greedy_planner
-from nos.sim.scenario import PodSpec, Scenario
+from nos.sim.policies import POOL_POLICIES, STATIC_POLICIES, greedy_planner, static_layouts
+from nos.sim.scenario import POLICIES, PodSpec, Scenario
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +70,21 @@ async def _simulate(
     nvml_factory: NvmlFactory,
     progress: Progress | None,
 ) -> PolicyResult:
+    if policy not in POLICIES:
+        raise ValueError(f"unknown policy {policy!r}")
     started = time.perf_counter()
     timings = scenario.timings
     clock = VirtualClock()
-    cluster = SimCluster(scenario, pods, clock, static=policy == "static", nvml_factory=nvml_factory)
+    gpu_layouts = static_layouts(scenario, pods) if policy == "best-static" else None
+    cluster = SimCluster(
+        scenario,
+        pods,
+        clock,
+        static=policy == "static",
+        nvml_factory=nvml_factory,
+        gpu_layouts=gpu_layouts,
+        pool=policy if policy in POOL_POLICIES else None,
+    )
     last_arrival = max((p.arrival_s for p in pods), default=0.0)
     if last_arrival > 0:
         cluster.metrics.window_end = last_arrival
@@ -80,7 +92,7 @@ async def _simulate(
     counters = _Counters()
 
     agents: list[MigAgent] = []
-    for node in cluster.nodes.values():
+    for node in cluster.nodes.values() if policy not in POOL_POLICIES else ():
         agent = MigAgent(
             node.name,
             node.nvml,
@@ -97,7 +109,7 @@ async def _simulate(
         agents.append(agent)
         clock.spawn(f"agent-{node.name}", partial(_agent_loop, agent, node, cluster, clock, counters))
 
-    if policy != "static":
+    if policy not in (*STATIC_POLICIES, *POOL_POLICIES):
         planner = greedy_planner() if policy == "greedy" else None
         config = PartitionerConfig(
             batch_window_idle_seconds=timings.batch_window_idle_s,
@@ -107,11 +119,16 @@ async def _simulate(
         partitioner = Partitioner(cluster.kube, clock.now, config, cluster.catalog, planner=planner)
         cluster.on_candidates = lambda: clock.kick(PARTITIONER)
         clock.spawn(PARTITIONER, lambda: _partitioner_loop(partitioner, clock, scenario, counters))
-    elif policy not in ("static", "greedy", "nos"):
-        raise ValueError(f"unknown policy {policy!r}")
+
+    def retry() -> None:  # kube-scheduler's periodic flush of unschedulable pods
+        if cluster.pending:
+            cluster.request_pass()
+        clock.after(timings.scheduler_retry_s, retry)
+
+    clock.after(timings.scheduler_retry_s, retry)
 
     def sample() -> None:
-        cluster.metrics.sample(clock.t, len(cluster.pending), len(cluster.running))
+        cluster.metrics.sample(clock.t, list(cluster.pending.values()), len(cluster.running))
         if progress is not None:
             progress(clock.t)
         if clock.t + timings.sample_s <= end:
@@ -126,19 +143,32 @@ async def _simulate(
         for a in agents:
             a.close()
     t_end = clock.t
-    cluster.metrics.sample(t_end, len(cluster.pending), len(cluster.running))
+    cluster.metrics.sample(t_end, list(cluster.pending.values()), len(cluster.running))
     if progress is not None:
         progress(end)
     all_pods = list(cluster.pods.values())
     waits = pending_times(all_pods, t_end)
+    device = device_waits(all_pods)
     finished = [p.finished_at for p in all_pods if p.finished_at is not None]
+    layouts: dict[str, int] = {}
+    for node in cluster.nodes.values():
+        if policy not in STATIC_POLICIES:
+            break
+        for gpu in range(node.gpus):
+            gis = node.nvml.gpu_instances(gpu)
+            key = ",".join(f"{p}={n}" for p, n in sorted(Counter(gi.profile for gi in gis).items()))
+            layouts[key or "empty"] = layouts.get(key or "empty", 0) + 1
     return PolicyResult(
         policy=policy,
         pods=len(all_pods),
         completed=len(finished),
         never_scheduled=sum(1 for p in all_pods if p.bound_at is None),
         mean_pending_s=sum(waits) / len(waits) if waits else 0.0,
+        p50_pending_s=percentile(waits, 50),
         p95_pending_s=percentile(waits, 95),
+        max_pending_s=max(waits, default=0.0),
+        mean_device_wait_s=sum(device) / len(device) if device else 0.0,
+        p95_device_wait_s=percentile(device, 95),
         allocation=cluster.metrics.allocation(t_end),
         device_plugin_restarts=sum(cluster.plugins.restarts.values()),
         node_reconfigurations=counters.reconfigurations,
@@ -149,6 +179,7 @@ async def _simulate(
         makespan_s=max(finished) if len(finished) == len(all_pods) and finished else None,
         wall_s=time.perf_counter() - started,
         samples=cluster.metrics.samples,
+        layouts=layouts,
     )
 
 

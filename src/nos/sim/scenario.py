@@ -14,15 +14,18 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from nos import yaml_errors
 from nos.mig.catalog import default_catalog
 
-POLICIES = ("static", "greedy", "nos")
-Policy = Literal["static", "greedy", "nos"]
+POLICIES = ("ideal", "best-static", "whole-gpu", "greedy", "nos", "static")
+Policy = Literal["ideal", "best-static", "whole-gpu", "greedy", "nos", "static"]
+DEFAULT_POLICIES: tuple[Policy, ...] = ("ideal", "best-static", "whole-gpu", "greedy", "nos")
+"""Run when none are named; ``static`` (one fixed layout on every GPU) only on request."""
 DEFAULT_STATIC_LAYOUT = {"1g.10gb": 2, "2g.20gb": 1, "3g.40gb": 1}
 
 
 def _all_policies() -> list[Policy]:
-    return ["static", "greedy", "nos"]
+    return list(DEFAULT_POLICIES)
 
 
 class ScenarioError(ValueError):
@@ -144,6 +147,9 @@ class Timings(_Strict):
     device_plugin_restart_s: float = Field(default=30, ge=0)
     """From the plugin pod's deletion to its replacement running and advertising the devices."""
     device_plugin_poll_s: float = Field(default=2, gt=0)
+    scheduler_retry_s: float = Field(default=300, gt=0)
+    """kube-scheduler retries unschedulable pods on cluster events (pod added or finished, node
+    allocatable changed) and at the latest after this long (``podMaxInUnschedulablePodsDuration``)."""
     sample_s: float = Field(default=60, gt=0)
     """Interval of the time series (plot)."""
 
@@ -157,7 +163,7 @@ class Scenario(_Strict):
     workload: Workload = Field(default_factory=Workload)
     policies: list[Policy] = Field(default_factory=lambda: _all_policies())
     static_layout: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_STATIC_LAYOUT))
-    """The layout of every GPU under the ``static`` policy."""
+    """The layout of every GPU under the ``static`` policy (the fixed-layout baseline)."""
     timings: Timings = Field(default_factory=Timings)
 
     @model_validator(mode="after")
@@ -195,15 +201,33 @@ class Scenario(_Strict):
         return out
 
 
+def one_line(e: ValidationError) -> str:
+    """The first validation error as ``key.path: message`` (and how many more), on one line."""
+    errors = e.errors(include_url=False)
+    if not errors:
+        return str(e).splitlines()[0]
+    first = errors[0]
+    where = ".".join(str(x) for x in first["loc"]) or "(top level)"
+    msg = str(first["msg"]).removeprefix("Value error, ")
+    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+    return f"{where}: {msg}{more}"
+
+
 def load_scenario(path: Path) -> Scenario:
     try:
         raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise ScenarioError(f"cannot read {path}: {e}") from e
+    except OSError as e:
+        raise ScenarioError(f"cannot read {path}: {e.strerror or e}") from e
+    except yaml.YAMLError as e:
+        raise ScenarioError(f"{path}: not YAML{yaml_errors.where(e)}") from e
+    if not isinstance(raw, dict):
+        raise ScenarioError(f"{path}: not a scenario (expected a mapping with nodes and workload)")
+    if raw.get("kind") or raw.get("apiVersion"):
+        raise ScenarioError(f"{path}: a Kubernetes object list, not a scenario (see examples/scenario.yaml)")
     try:
         return Scenario.model_validate(raw)
     except ValidationError as e:
-        raise ScenarioError(f"{path}: {e}") from e
+        raise ScenarioError(f"{path}: {one_line(e)}") from e
 
 
 def default_scenario() -> Scenario:

@@ -22,6 +22,8 @@ class SimPod:
     device: str | None = None
     """The MIG device (UUID) the device plugin allocated to it while running."""
     bound_at: float | None = None
+    device_at: float | None = None
+    """When the device it got was first advertised (its bind time under the ideal policy)."""
     finished_at: float | None = None
     marked_unschedulable: bool = False
 

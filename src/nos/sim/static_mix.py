@@ -1,0 +1,132 @@
+"""The ``best-static`` baseline: the static MIG layouts a careful operator would configure (with
+NVIDIA's MIG manager) for a workload's profile mix, chosen by optimization.
+
+Each GPU gets one *maximal* layout of its model (no instance can be added; no ``+me`` profiles),
+and GPUs of a node group may get different layouts. Demand: a profile's time-averaged number of
+running pods if every pod ran at once on arrival (sum of its pods' run times over the arrival
+span). The mixed-integer program (HiGHS) maximises the share ``t`` of every profile's demand that
+the layouts can serve at the same time (each profile gets at least ``t`` times its demand in
+devices), then, with a small weight, the compute slices offered where there is demand. Serving
+every profile in proportion is what keeps the largest share of the queue moving; a layout that
+serves only the most common profile leaves the others waiting forever.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from functools import cache
+
+from nos.mig.catalog import GpuModel
+from nos.mig.layout import Instance, counts, enumerate_layouts, layout_errors
+from nos.sim.scenario import NodeGroup, PodSpec
+
+Layout = tuple[tuple[str, int], ...]
+"""Profile counts of one GPU, sorted by profile."""
+
+
+@cache
+def maximal_layouts(model: GpuModel) -> tuple[Layout, ...]:
+    """Every profile mix of a maximal layout of ``model`` (non-``+me`` profiles), each once."""
+    plain = [p for p in model.profiles.values() if not p.media]
+    out: set[Layout] = set()
+    for layout in enumerate_layouts(model):
+        if not layout or any(model.profile(i.profile).media for i in layout):
+            continue
+        if any(not layout_errors(model, (*layout, Instance(s, p.name))) for p in plain for s in p.starts):
+            continue  # something still fits: not maximal
+        out.add(tuple(sorted(counts(layout).items())))
+    return tuple(sorted(out))
+
+
+def demand(pods: Sequence[PodSpec]) -> dict[str, float]:
+    """Profile -> sum of run times over the arrival span (mean concurrent pods with no queueing)."""
+    if not pods:
+        return {}
+    first = min(p.arrival_s for p in pods)
+    last = max(p.arrival_s + p.duration_s for p in pods)
+    span = max(last - first, 1.0)
+    out: dict[str, float] = {}
+    for p in pods:
+        out[p.profile] = out.get(p.profile, 0.0) + p.duration_s / span
+    return out
+
+
+@contextlib.contextmanager
+def _quiet_stdout() -> Iterator[None]:
+    """HiGHS prints its banner from C on construction; keep it off stdout (``--json`` goes there)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+class StaticMixError(RuntimeError):
+    pass
+
+
+def best_static(
+    groups: Sequence[NodeGroup], models: Mapping[str, GpuModel], pods: Sequence[PodSpec], time_limit_s: float = 20
+) -> dict[str, list[dict[str, int]]]:
+    """Node group name -> one layout (profile counts) per GPU of the group, node after node (GPU
+    ``j`` of node ``i`` is entry ``i * gpus + j``); layouts are dealt across the nodes so each
+    node gets a similar mix."""
+    try:
+        import highspy
+        from highspy.highs import highs_linear_expression, highs_var
+    except ImportError as e:  # pragma: no cover - highspy is a dependency
+        raise StaticMixError("best-static needs HiGHS: pip install highspy") from e
+    want = demand(pods)
+    with _quiet_stdout():
+        h = highspy.Highs()  # type: ignore[no-untyped-call]
+        h.setOptionValue("output_flag", False)
+    h.setOptionValue("time_limit", float(time_limit_s))
+    h.setOptionValue("threads", 1)
+    choice: dict[tuple[str, Layout], highs_var] = {}
+    offered: dict[str, list[tuple[highs_var, int]]] = {}
+    for g in groups:
+        n = g.count * g.gpus
+        xs = []
+        for layout in maximal_layouts(models[g.name]):
+            x = h.addIntegral(lb=0, ub=n)
+            choice[(g.name, layout)] = x
+            xs.append(x)
+            for profile, c in layout:
+                offered.setdefault(profile, []).append((x, c))
+        h.addConstr(h.qsum(xs) == n)
+    t = h.addVariable(lb=0)
+    total = sum(g.count * g.gpus * models[g.name].compute_slices for g in groups)
+    bonus: list[highs_linear_expression] = []
+    for profile, d in want.items():
+        terms = offered.get(profile)
+        if not terms or d <= 0:
+            continue
+        cap = h.qsum([c * x for x, c in terms])
+        h.addConstr(cap >= t * d)
+        served = h.addVariable(lb=0, ub=d)  # devices of this profile that meet demand
+        h.addConstr(served <= cap)
+        compute = max(models[g.name].profiles[profile].compute for g in groups if profile in models[g.name].profiles)
+        bonus.append(served * (compute / total / 1000))
+    h.maximize(t + h.qsum(bonus) if bonus else t)
+    if h.getModelStatus() not in (highspy.HighsModelStatus.kOptimal, highspy.HighsModelStatus.kTimeLimit):
+        raise StaticMixError(f"best-static: HiGHS ended with {h.getModelStatus()}")
+    out: dict[str, list[dict[str, int]]] = {}
+    for g in groups:
+        chosen: list[Layout] = []
+        for layout in maximal_layouts(models[g.name]):
+            chosen.extend([layout] * round(h.val(choice[(g.name, layout)])))
+        # deal: GPU j of node i gets the layout number j * count + i of the sorted list
+        per_gpu: list[dict[str, int]] = [{} for _ in range(g.count * g.gpus)]
+        for k, layout in enumerate(chosen):
+            node, gpu = k % g.count, k // g.count
+            per_gpu[node * g.gpus + gpu] = dict(layout)
+        out[g.name] = per_gpu
+    return out
