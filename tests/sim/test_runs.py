@@ -164,7 +164,8 @@ def test_cli_rejects_bad_input(tmp_path: Path) -> None:
     typo = tmp_path / "typo.yaml"
     typo.write_text("nodes: [{model: A100-80GB, gpus: 1, gpu: 2}]\n")
     result = CliRunner().invoke(cli.simulate, [str(typo)])
-    assert result.exit_code == 2 and result.output.strip() == f"Error: {typo}: nodes.0.gpu: Extra inputs are not permitted"
+    assert result.exit_code == 2
+    assert result.output.strip() == f"Error: {typo}: nodes.0.gpu: Extra inputs are not permitted"
     snapshot = tmp_path / "snapshot.yaml"
     snapshot.write_text("apiVersion: v1\nkind: List\nitems: []\n")
     result = CliRunner().invoke(cli.simulate, [str(snapshot)])
