@@ -45,7 +45,7 @@ def test_dry_run_prints_operations_and_touches_nothing(node_file: Path) -> None:
     result = CliRunner().invoke(agent, run_agent(node_file, "--spec", str(SPEC), "--dry-run", "--once"))
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0] == "would gpu 0: destroy 7g.80gb@0 (gi 7): not in the desired layout"
+    assert lines[0] == "would gpu 0: destroy 7g.80gb@0 (gi 0): not in the desired layout"
     assert "would gpu 0: create 3g.40gb@4" in lines
     assert "would gpu 1: create 1g.10gb@6" in lines  # counts only: 3 x 2g then the 1g at slot 6
     assert node_file.read_text() == before

@@ -2,8 +2,19 @@
 
 nvidia-ml-py resolves every entry point with ``getattr(pynvml.nvmlLib, name)`` and calls it with the
 real ctypes arguments (handles, ``byref(struct)``, arrays). ``FakeNvmlLib`` answers those calls by
-filling the real structs, backed by a ``SimulatedNvml`` so the MIG rules are the simulator's. Only
-this module touches pynvml's private names (``nvmlLib``, ``_nvmlGetFunctionPointer_cache``).
+filling the real structs, backed by a ``SimulatedNvml`` so the MIG rules are the simulator's,
+including what the caller may see (``sim.caller``: capabilities, PID namespace). Only this module
+touches pynvml's private names (``nvmlLib``, ``_nvmlGetFunctionPointer_cache``).
+
+Driver behaviour the fake reproduces beyond the simulator:
+
+* the driver's own GPU-instance profile count (``profile_count``, 0x12 as of R580; 0x0A on R535):
+  indices past it answer ``INVALID_ARGUMENT``, known indices the GPU lacks ``NOT_SUPPORTED`` —
+  independent of the ``NVML_GPU_INSTANCE_PROFILE_COUNT`` constant of the installed bindings;
+* placements on the model's NVML grid (``nvml_grid``: RTX PRO 6000 Blackwell reports 12 units);
+* entry points an older driver lacks (``missing``), which pynvml turns into FUNCTION_NOT_FOUND or,
+  for its version-checked wrappers, ``NVMLLibraryMismatchError``;
+* MIG device indices that answer an error instead of a device (``mig_index_errors``).
 
 Handles are opaque pointers whose value encodes what they point to:
 ``kind << 40 | gpu << 24 | gi_id << 8 | ci_id``.
@@ -18,13 +29,17 @@ from typing import Any
 
 import pynvml
 
-from nos.gpu.port import GpuInstanceInfo, NvmlError
-from nos.gpu.simulated import CI_ID, PROFILE_IDS, SimulatedNvml
+from nos.gpu.port import GpuInstanceInfo, NvmlError, ProfileInfo
+from nos.gpu.simulated import SimProcess, SimulatedNvml
 
 DEVICE, GPU_INSTANCE, COMPUTE_INSTANCE, MIG_DEVICE = 1, 2, 3, 4
 CI_SLICES = {0: 1, 1: 2, 2: 3, 3: 4, 4: 7, 5: 8, 6: 6}
 """NVML_COMPUTE_INSTANCE_PROFILE_<n>_SLICE index -> slices; the CI profile id equals the index (as on
 real drivers); REV1 (7) and NVL (8) variants are not offered."""
+CI_PROFILE_COUNT = 9
+"""The driver's compute-instance profile count (indices past it answer INVALID_ARGUMENT)."""
+R580_PROFILE_COUNT = 0x12
+R535_PROFILE_COUNT = 0x0A
 
 MUTATING = frozenset(
     {
@@ -81,16 +96,21 @@ def _pointer(ptype: Any, value: int) -> Any:
 class FakeNvmlLib:
     """Entry points by name; each returns an NVML return code like the C library."""
 
-    def __init__(self, sim: SimulatedNvml) -> None:
+    def __init__(self, sim: SimulatedNvml, *, profile_count: int = R580_PROFILE_COUNT) -> None:
         self.sim = sim
         self.calls: list[str] = []
         self.initialised = 0
         self.init_error: int | None = None
         """Return code of nvmlInitWithFlags (e.g. DRIVER_NOT_LOADED) to model a machine without NVML."""
+        self.profile_count = profile_count
+        self.missing: set[str] = set()
+        """Entry points this driver's library does not have."""
+        self.mig_index_errors: dict[int, int] = {}
+        """MIG device index -> return code answered there instead of a device (the devices move up)."""
 
     def __getattr__(self, name: str) -> Callable[..., int]:
         impl = getattr(type(self), f"_{name}", None)
-        if impl is None:
+        if impl is None or name in self.missing:
             raise AttributeError(name)  # pynvml turns this into NVML_ERROR_FUNCTION_NOT_FOUND
 
         def entry(*args: Any) -> Any:
@@ -116,6 +136,9 @@ class FakeNvmlLib:
             raise _Fail(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         return gpu
 
+    def _grid(self, gpu: int) -> int:
+        return self.sim.model(gpu).nvml_grid
+
     def _gi(self, h: Any) -> GpuInstanceInfo:
         kind, gpu, gi_id, _ = _decode(_handle_value(h))
         if kind != GPU_INSTANCE:
@@ -125,11 +148,8 @@ class FakeNvmlLib:
             raise _Fail(pynvml.NVML_ERROR_INVALID_ARGUMENT)  # a stale handle
         return found
 
-    def _mig_devices(self, gpu: int) -> list[GpuInstanceInfo]:
-        return sorted((g for g in self.sim.gpu_instances(gpu) if g.compute_instances), key=lambda g: g.gi_id)
-
-    def _profile_by_id(self, gpu: int, profile_id: int) -> Any:
-        p = next((p for p in self.sim.profiles(gpu) if p.profile_id == profile_id), None)
+    def _profile_by_id(self, gpu: int, profile_id: int) -> ProfileInfo:
+        p = next((p for p in self.sim.profile_table(gpu) if p.profile_id == profile_id), None)
         if p is None:
             raise _Fail(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         return p
@@ -171,20 +191,20 @@ class FakeNvmlLib:
         return OK
 
     def _nvmlDeviceGetUUID(self, h: Any, buf: Any, size: Any) -> int:
-        kind, gpu, gi_id, _ = _decode(_handle_value(h))
+        kind, gpu, gi_id, ci_id = _decode(_handle_value(h))
         if kind == DEVICE:
             buf.value = self.sim.gpus()[gpu].uuid.encode()
             return OK
         if kind != MIG_DEVICE:
             return pynvml.NVML_ERROR_INVALID_ARGUMENT
-        gi = next((g for g in self._mig_devices(gpu) if g.gi_id == gi_id), None)
-        if gi is None:
+        uuid = next((u for g, c, u in self.sim.mig_devices(gpu) if (g, c) == (gi_id, ci_id)), None)
+        if uuid is None:
             return pynvml.NVML_ERROR_INVALID_ARGUMENT
-        buf.value = gi.device_uuids[0].encode()
+        buf.value = uuid.encode()
         return OK
 
     def _nvmlDeviceGetMemoryInfo(self, h: Any, mem: Any) -> int:
-        total = self.sim.gpus()[self._device(h)].memory_mib * 1024 * 1024
+        total = self.sim.total_memory_mib(self._device(h)) * 1024 * 1024
         m = _target(mem)
         m.total, m.free, m.used = total, total, 0
         return OK
@@ -203,9 +223,9 @@ class FakeNvmlLib:
         if out.version != pynvml.nvmlGpuInstanceProfileInfo_v2:
             return pynvml.NVML_ERROR_ARGUMENT_VERSION_MISMATCH
         idx = _int(index)
-        if not 0 <= idx < pynvml.NVML_GPU_INSTANCE_PROFILE_COUNT:
+        if not 0 <= idx < self.profile_count:
             return pynvml.NVML_ERROR_INVALID_ARGUMENT
-        p = next((p for p in self.sim.profiles(gpu) if p.nvml_profile == idx), None)
+        p = next((p for p in self.sim.profile_table(gpu) if p.nvml_profile == idx), None)
         if p is None:
             return pynvml.NVML_ERROR_NOT_SUPPORTED
         out.id, out.sliceCount, out.instanceCount = p.profile_id, p.slices, p.max_count
@@ -219,7 +239,9 @@ class FakeNvmlLib:
 
     def _nvmlDeviceGetGpuInstancePossiblePlacements_v2(self, h: Any, profile_id: Any, arr: Any, count: Any) -> int:
         gpu = self._device(h)
+        self.sim.require(gpu, "read", "nvmlDeviceGetGpuInstancePossiblePlacements")
         p = self._profile_by_id(gpu, _int(profile_id))
+        grid = self._grid(gpu)
         n = _target(count)
         if arr is None:
             n.value = len(p.placements)
@@ -228,17 +250,18 @@ class FakeNvmlLib:
             n.value = len(p.placements)
             return pynvml.NVML_ERROR_INSUFFICIENT_SIZE
         for k, (start, size) in enumerate(p.placements):
-            arr[k].start, arr[k].size = start, size
+            arr[k].start, arr[k].size = start * grid, size * grid
         n.value = len(p.placements)
         return OK
 
     def _nvmlDeviceCreateGpuInstanceWithPlacement(self, h: Any, profile_id: Any, placement: Any, gi: Any) -> int:
         gpu = self._device(h)
         p = self._profile_by_id(gpu, _int(profile_id))
+        grid = self._grid(gpu)
         pl = _target(placement) if hasattr(placement, "_obj") else placement.contents
-        if pl.size != p.placements[0][1]:
+        if pl.size != p.placements[0][1] * grid or pl.start % grid:
             return pynvml.NVML_ERROR_INVALID_ARGUMENT
-        created = self.sim.create_gpu_instance(gpu, p.name, int(pl.start))
+        created = self.sim.create_gpu_instance(gpu, p.name, int(pl.start) // grid)
         _set_pointer(_target(gi), _encode(GPU_INSTANCE, gpu, created.gi_id))
         return OK
 
@@ -265,11 +288,12 @@ class FakeNvmlLib:
 
     def _nvmlGpuInstanceGetInfo(self, gi: Any, info: Any) -> int:
         g = self._gi(gi)
+        grid = self._grid(g.gpu)
         out = _target(info)
         out.device = _pointer(pynvml.c_nvmlDevice_t, _encode(DEVICE, g.gpu))
         out.id = g.gi_id
-        out.profileId = PROFILE_IDS[next(p.nvml_profile for p in self.sim.profiles(g.gpu) if p.name == g.profile)]
-        out.placement.start, out.placement.size = g.start, g.size
+        out.profileId = next(p.profile_id for p in self.sim.profile_table(g.gpu) if p.name == g.profile)
+        out.placement.start, out.placement.size = g.start * grid, g.size * grid
         return OK
 
     def _nvmlGpuInstanceDestroy(self, gi: Any) -> int:
@@ -282,12 +306,14 @@ class FakeNvmlLib:
     # ------------------------------------------------------------------ compute instances
 
     def _gi_slices(self, g: GpuInstanceInfo) -> int:
-        return next(p.slices for p in self.sim.profiles(g.gpu) if p.name == g.profile)
+        return next(p.slices for p in self.sim.profile_table(g.gpu) if p.name == g.profile)
 
     def _ci_profile(self, g: GpuInstanceInfo, profile_id: int) -> int:
-        """Slices of a CI profile offered in this GI, or NOT_SUPPORTED."""
+        """Slices of a CI profile offered in this GI; INVALID_ARGUMENT past the driver's count."""
+        if not 0 <= profile_id < CI_PROFILE_COUNT:
+            raise _Fail(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         slices = CI_SLICES.get(profile_id)
-        sizes = {p.slices for p in self.sim.profiles(g.gpu)}
+        sizes = {p.slices for p in self.sim.profile_table(g.gpu)}
         if slices is None or slices > self._gi_slices(g) or slices not in sizes:
             raise _Fail(pynvml.NVML_ERROR_NOT_SUPPORTED)
         return slices
@@ -310,15 +336,15 @@ class FakeNvmlLib:
     def _nvmlGpuInstanceCreateComputeInstance(self, gi: Any, profile_id: Any, ci: Any) -> int:
         g = self._gi(gi)
         if self._ci_profile(g, _int(profile_id)) != self._gi_slices(g):
-            return pynvml.NVML_ERROR_NOT_SUPPORTED  # the simulator models only the full compute instance
-        self.sim.create_compute_instance(g.gpu, g.gi_id)
-        _set_pointer(_target(ci), _encode(COMPUTE_INSTANCE, g.gpu, g.gi_id, CI_ID))
+            return pynvml.NVML_ERROR_NOT_SUPPORTED  # the simulator creates only the spanning compute instance
+        done = self.sim.create_compute_instance(g.gpu, g.gi_id)
+        _set_pointer(_target(ci), _encode(COMPUTE_INSTANCE, g.gpu, g.gi_id, done.compute_instances[0]))
         return OK
 
     def _nvmlGpuInstanceGetComputeInstances(self, gi: Any, profile_id: Any, arr: Any, count: Any) -> int:
         g = self._gi(gi)
-        full = self._ci_profile(g, _int(profile_id)) == self._gi_slices(g)
-        found = list(g.compute_instances) if full else []
+        slices = self._ci_profile(g, _int(profile_id))
+        found = [ci for ci, s, _ in self.sim.compute_instances(g.gpu, g.gi_id) if s == slices]
         n = _target(count)
         if len(arr) < len(found):
             n.value = len(found)
@@ -328,25 +354,28 @@ class FakeNvmlLib:
         n.value = len(found)
         return OK
 
-    def _ci(self, ci: Any) -> tuple[GpuInstanceInfo, int]:
+    def _ci(self, ci: Any) -> tuple[GpuInstanceInfo, int, int]:
         kind, gpu, gi_id, ci_id = _decode(_handle_value(ci))
         g = next((g for g in self.sim.gpu_instances(gpu) if g.gi_id == gi_id), None)
-        if kind != COMPUTE_INSTANCE or g is None or ci_id not in g.compute_instances:
+        if kind != COMPUTE_INSTANCE or g is None:
             raise _Fail(pynvml.NVML_ERROR_INVALID_ARGUMENT)
-        return g, ci_id
+        slices = next((s for c, s, _ in self.sim.compute_instances(gpu, gi_id) if c == ci_id), None)
+        if slices is None:
+            raise _Fail(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        return g, ci_id, slices
 
     def _nvmlComputeInstanceGetInfo_v2(self, ci: Any, info: Any) -> int:
-        g, ci_id = self._ci(ci)
+        g, ci_id, slices = self._ci(ci)
         out = _target(info)
         out.device = _pointer(pynvml.c_nvmlDevice_t, _encode(DEVICE, g.gpu))
         out.gpuInstance = _pointer(pynvml.c_nvmlGpuInstance_t, _encode(GPU_INSTANCE, g.gpu, g.gi_id))
-        out.id, out.profileId = ci_id, next(k for k, s in CI_SLICES.items() if s == self._gi_slices(g))
-        out.placement.start, out.placement.size = 0, self._gi_slices(g)
+        out.id, out.profileId = ci_id, next(k for k, s in CI_SLICES.items() if s == slices)
+        out.placement.start, out.placement.size = 0, slices
         return OK
 
     def _nvmlComputeInstanceDestroy(self, ci: Any) -> int:
-        g, _ = self._ci(ci)
-        self.sim.destroy_compute_instance(g.gpu, g.gi_id)
+        g, ci_id, _ = self._ci(ci)
+        self.sim.destroy_compute_instance(g.gpu, g.gi_id, ci_id)
         return OK
 
     # ------------------------------------------------------------------ MIG devices and processes
@@ -357,11 +386,15 @@ class FakeNvmlLib:
 
     def _nvmlDeviceGetMigDeviceHandleByIndex(self, h: Any, index: Any, mig: Any) -> int:
         gpu = self._device(h)
-        devices = self._mig_devices(gpu)
         k = _int(index)
-        if not 0 <= k < len(devices):
+        if k in self.mig_index_errors:
+            return self.mig_index_errors[k]
+        devices = self.sim.mig_devices(gpu)
+        j = k - sum(1 for e in self.mig_index_errors if e < k)
+        if not 0 <= j < len(devices):
             return pynvml.NVML_ERROR_NOT_FOUND
-        _set_pointer(_target(mig), _encode(MIG_DEVICE, gpu, devices[k].gi_id, CI_ID))
+        gi_id, ci_id, _ = devices[j]
+        _set_pointer(_target(mig), _encode(MIG_DEVICE, gpu, gi_id, ci_id))
         return OK
 
     def _mig_ids(self, h: Any) -> tuple[int, int]:
@@ -378,13 +411,16 @@ class FakeNvmlLib:
         _target(out).value = self._mig_ids(h)[1]
         return OK
 
-    def _nvmlDeviceGetComputeRunningProcesses_v3(self, h: Any, count: Any, arr: Any) -> int:
-        kind, gpu, gi_id, _ = _decode(_handle_value(h))
-        procs = self.sim.processes(gpu)
+    def _processes(self, h: Any) -> list[SimProcess]:
+        kind, gpu, gi_id, ci_id = _decode(_handle_value(h))
         if kind == MIG_DEVICE:
-            procs = [p for p in procs if p.gi_id == gi_id]
-        elif kind != DEVICE:
-            return pynvml.NVML_ERROR_INVALID_ARGUMENT
+            return [p for p in self.sim.visible_processes(gpu, gi_id) if p.ci_id == ci_id]
+        if kind != DEVICE:
+            raise _Fail(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        return self.sim.visible_processes(gpu)
+
+    def _fill_processes(self, h: Any, count: Any, arr: Any) -> int:
+        procs = self._processes(h)
         n = _target(count)
         if arr is None or n.value < len(procs):
             n.value = len(procs)
@@ -394,6 +430,12 @@ class FakeNvmlLib:
             arr[k].gpuInstanceId, arr[k].computeInstanceId = p.gi_id, p.ci_id
         n.value = len(procs)
         return OK
+
+    def _nvmlDeviceGetComputeRunningProcesses_v3(self, h: Any, count: Any, arr: Any) -> int:
+        return self._fill_processes(h, count, arr)
+
+    def _nvmlDeviceGetComputeRunningProcesses_v2(self, h: Any, count: Any, arr: Any) -> int:
+        return self._fill_processes(h, count, arr)  # v2 has the same fields the adapter reads
 
 
 @contextmanager

@@ -42,7 +42,7 @@ def test_probe_reports_what_the_driver_has_and_changes_nothing(capsys: pytest.Ca
     by_start = {g["start"]: g for g in enabled["gpu_instances"]}
     assert by_start[4]["device_uuids"][0].startswith("MIG-") and by_start[0]["compute_instances"] == []
     assert enabled["busy_gpu_instances"] == [by_start[4]["gi_id"]]
-    assert set(disabled) == {"index", "name", "uuid", "memory_mib", "mig", "catalog_model"}
+    assert set(disabled) == {"index", "name", "uuid", "mig", "catalog_model"}
     assert disabled["mig"] == {"current": False, "pending": False}
     assert lib.mutating_calls == [] and sim.to_dict() == before
 

@@ -166,14 +166,34 @@ def test_mig_disabled_gpu_answers_only_gpus() -> None:
 # ---------------------------------------------------------------------- ids, CIs, UUIDs
 
 
-def test_gi_ids_are_sparse_and_not_reused_at_once() -> None:
+@pytest.mark.parametrize(
+    ("model", "placements", "ids"),
+    [
+        # NVIDIA's MIG user guide, A100-40GB: 1g at 0..6 -> 7..13, 2g at 0/4 -> 3/5, 4g at 0 -> 1
+        ("A100-80GB", [("1g.10gb", s) for s in range(7)], list(range(7, 14))),
+        ("A100-80GB", [("2g.20gb", 0), ("2g.20gb", 2), ("2g.20gb", 4)], [3, 4, 5]),
+        ("A100-80GB", [("4g.40gb", 0), ("1g.20gb", 4), ("1g.20gb", 6)], [1, 5, 6]),
+        ("A100-80GB", [("3g.40gb", 0), ("3g.40gb", 4)], [1, 2]),
+        ("A100-80GB", [("7g.80gb", 0)], [0]),
+        ("A30-24GB", [("2g.12gb", 0), ("1g.6gb", 2), ("1g.6gb", 3)], [1, 5, 6]),
+        ("RTX-PRO-6000-96GB", [("1g.24gb", s) for s in range(4)], [3, 4, 5, 6]),
+    ],
+)
+def test_gi_ids_are_the_drivers_partition_ids(model: str, placements: list[tuple[str, int]], ids: list[int]) -> None:
+    sim = SimulatedNvml.new(model)
+    assert [sim.create_gpu_instance(0, p, s).gi_id for p, s in placements] == ids
+
+
+def test_a_recreated_instance_gets_the_same_id_again() -> None:
+    """Why the destroy re-check cannot trust (gi_id, placement) alone: the driver reuses the id."""
     sim = a100()
-    a = sim.create_gpu_instance(0, "1g.10gb", 0).gi_id
-    b = sim.create_gpu_instance(0, "1g.10gb", 1).gi_id
-    sim.destroy_gpu_instance(0, a)
-    c = sim.create_gpu_instance(0, "1g.10gb", 0).gi_id
-    assert a not in (0, 1) and len({a, b, c}) == 3
-    assert c > b
+    first = complete(sim, 0, "3g.40gb", 4)
+    [before] = sim.gpu_instances(0)
+    sim.destroy_gpu_instance(0, first)
+    again = complete(sim, 0, "3g.40gb", 4)
+    [after] = sim.gpu_instances(0)
+    assert again == first and (after.start, after.size) == (before.start, before.size)
+    assert after.device_uuids != before.device_uuids  # only the MIG device UUID tells them apart
 
 
 def test_half_created_instance_is_visible_without_ci_or_uuid() -> None:
@@ -293,9 +313,9 @@ def test_state_round_trip_keeps_ids_uuids_processes_and_counters(tmp_path: Path)
     assert copy.to_dict() == sim.to_dict()
     assert copy.gpu_instances(0) == sim.gpu_instances(0) and copy.busy_gpu_instances(0) == {busy}
     assert copy.gpus() == sim.gpus()
-    # the counters came along: both hand out the same next id and a UUID neither handed out before
+    # the UUID counter came along: both hand out a UUID neither handed out before
     a, b = (complete(s, 0, "2g.20gb", 4) for s in (sim, copy))
-    assert a == b and a != gone
+    assert a == b == gone
     assert sim.gpu_instances(0) == copy.gpu_instances(0)
     path = tmp_path / "node.yaml"
     sim.save(path)

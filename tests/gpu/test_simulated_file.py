@@ -43,7 +43,7 @@ gpus:
   - model: H100-80GB
     next_gi_id: 40
     instances:
-      - {profile: 1g.10gb, start: 3, gi_id: 12, device_uuid: MIG-abc, pids: [77, 78]}
+      - {profile: 1g.10gb, start: 3, gi_id: 10, device_uuid: MIG-abc, pids: [77, 78]}
 """,
     )
     gpus = sim.gpus()
@@ -52,9 +52,9 @@ gpus:
     assert gpus[2].uuid == "GPU-x" and gpus[0].uuid != gpus[1].uuid
     assert [g.profile for g in sim.gpu_instances(1)] == ["7g.80gb"]
     [gi] = sim.gpu_instances(3)
-    assert (gi.gi_id, gi.device_uuids) == (12, ("MIG-abc",))
+    assert (gi.gi_id, gi.device_uuids) == (10, ("MIG-abc",))
     assert [p.pid for p in sim.processes(3)] == [77, 78]
-    assert sim.create_gpu_instance(3, "1g.10gb", 0).gi_id == 40
+    assert sim.create_gpu_instance(3, "1g.10gb", 0).gi_id == 7  # next_gi_id of older files is ignored
 
 
 @pytest.mark.parametrize(
@@ -74,9 +74,13 @@ gpus:
         ),
         ("gpus: [{model: A100-80GB, count: 2, uuid: GPU-1}]", "uuid can only be given for count: 1"),
         (
-            "gpus: [{model: A100-80GB, instances: [{profile: 1g.10gb, start: 0, gi_id: 9},"
-            " {profile: 1g.10gb, start: 1, gi_id: 9}]}]",
-            "id 9 used twice",
+            "gpus: [{model: A100-80GB, instances: [{profile: 1g.10gb, start: 0, gi_id: 9}]}]",
+            "gi_id 9 given, but the driver numbers this GPU instance 7",
+        ),
+        (
+            "gpus: [{model: A100-80GB, instances: [{profile: 3g.40gb, start: 0,"
+            " compute_instances: [{slices: 2}, {slices: 2}]}]}]",
+            "has 1 free compute slices, not 2",
         ),
         ("gpus: [{model: A100-80GB\n", "not YAML at line"),
     ],

@@ -39,6 +39,13 @@ class NvmlNotFound(NvmlError):
     code, nvml_name = 6, "NVML_ERROR_NOT_FOUND"
 
 
+class NvmlFunctionNotFound(NvmlError):
+    """The driver's libnvidia-ml lacks an entry point the bindings call (an older driver than the
+    bindings; pynvml's ``NVMLLibraryMismatchError`` is mapped here too)."""
+
+    code, nvml_name = 13, "NVML_ERROR_FUNCTION_NOT_FOUND"
+
+
 class NvmlInUse(NvmlError):
     code, nvml_name = 19, "NVML_ERROR_IN_USE"
 
@@ -59,7 +66,6 @@ class GpuInfo:
     uuid: str
     name: str
     """Product name as NVML reports it, e.g. ``NVIDIA A100-SXM4-80GB`` (the label has ``-`` for spaces)."""
-    memory_mib: int
     mig_enabled: bool
     mig_pending: bool
     """MIG mode after the next GPU reset; differs from ``mig_enabled`` while a change is pending."""
@@ -79,7 +85,8 @@ class ProfileInfo:
     memory_mib: int
     max_count: int
     placements: tuple[tuple[int, int], ...]
-    """Possible placements as (start, size) in memory slots."""
+    """Possible placements as (start, size) in catalog memory slots (NVML's units divided by the
+    model's ``nvml_grid``)."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +100,10 @@ class GpuInstanceInfo:
     """Ids of its compute instances; empty for a half-created instance."""
     device_uuids: tuple[str, ...]
     """MIG device UUIDs (one per compute instance), as the device plugin advertises them."""
+    split: bool = False
+    """Its compute instances are not the one compute instance spanning it that nos creates (several,
+    or a smaller one, e.g. made with ``nvidia-smi mig -cci``): the device plugin advertises those as
+    ``<n>c.<profile>`` devices, so nos never reuses or completes such an instance."""
 
 
 class Nvml(Protocol):

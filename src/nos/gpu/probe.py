@@ -55,7 +55,6 @@ def probe_gpu(nvml: ReadOnlyNvml, gpu: GpuInfo, catalog: Catalog) -> dict[str, A
         "index": gpu.index,
         "name": gpu.name,
         "uuid": gpu.uuid,
-        "memory_mib": gpu.memory_mib,
         "mig": {"current": gpu.mig_enabled, "pending": gpu.mig_pending},
         "catalog_model": model.name if model is not None else None,
     }

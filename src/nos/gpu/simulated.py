@@ -7,9 +7,19 @@ behind the ctypes-level fake library that tests the real adapter, so both see th
   profile does not allow, and with ``NvmlInsufficientResources`` when it would overlap, exceed the
   profile's maximum count, the compute slices or the single set of media engines;
 * MIG calls on a GPU whose MIG mode is not enabled raise ``NvmlNotSupported``;
-* GPU instance ids are sparse and are not reused at once (a counter, like the driver's);
-* a GPU instance has a MIG device UUID only once its compute instance exists;
+* a GPU instance's id is the driver's memory-partition ("swizzle") id of its placement: 0 for the
+  whole GPU, 1-2 for halves, 3-6 for quarters, 7-14 for eighths on an 8-slot GPU (e.g. A100: 3g ->
+  1-2, 2g -> 3-5, 1g -> 7-13). So an instance destroyed and re-created at the same place gets the
+  same id again, exactly as on real drivers;
+* a GPU instance has zero compute instances (half-created), the one spanning it that nos creates,
+  or several smaller ones (``add_compute_instance``, as ``nvidia-smi mig -cci`` makes them); each
+  compute instance is a MIG device with its own UUID;
 * destroying an instance with running processes raises ``NvmlInUse``;
+* what the caller may see depends on ``caller`` (a ``Caller``), as the driver decides it: without
+  the MIG config or monitor capability the placement and instance queries are denied
+  (``NvmlNoPermission``), without the config capability create/destroy are, without the monitor
+  capability the process query is; processes outside the caller's PID namespace are not listed
+  (unless the caller runs in the host's, ``hostPID``);
 * every rejected call leaves the state unchanged.
 
 Tests inject failures with ``fail_next`` and model ``kill -9`` between the two halves of a create
@@ -32,6 +42,7 @@ from nos.gpu.port import (
     NvmlInsufficientResources,
     NvmlInUse,
     NvmlInvalidArgument,
+    NvmlNoPermission,
     NvmlNotFound,
     NvmlNotSupported,
     ProfileInfo,
@@ -40,14 +51,46 @@ from nos.gpu.simulated_file import NodeFile, SimulatedNodeError, parse_node, rea
 from nos.mig.catalog import Catalog, GpuModel, Profile, default_catalog
 from nos.mig.layout import Instance, layout_errors
 
-PROFILE_IDS: dict[int, int] = {0: 19, 7: 20, 9: 15, 1: 14, 2: 9, 3: 5, 4: 0, 8: 6}
-"""NVML_GPU_INSTANCE_PROFILE_* index -> driver profile id, as an A100-80GB driver reports them
-(the 2-slice ``+me`` id 6 is A30's). Deliberately not the index: code that confuses the two fails."""
+PROFILE_IDS: dict[int, int] = {
+    **{0: 19, 7: 20, 9: 15, 1: 14, 2: 9, 3: 5, 4: 0, 8: 6},
+    **{0x0A: 47, 0x0B: 48, 0x0C: 49, 0x0D: 50, 0x0E: 51, 0x0F: 32, 0x10: 33, 0x11: 52},
+}
+"""NVML_GPU_INSTANCE_PROFILE_* index -> driver profile id. Indices 0-9 as an A100-80GB driver reports
+them (the 2-slice ``+me`` id 6 is A30's); the Blackwell variants (``+gfx`` 0x0A-0x0C and 0x11,
+``-me`` 0x0D-0x0E, ``+me.all`` 0x0F-0x10) get made-up ids. Deliberately not the index: code that
+confuses the two fails."""
 
-FIRST_GI_ID = 7
-MAX_GI_ID = 255
 CI_ID = 0
-"""Id of the one (full) compute instance of a GPU instance; the driver numbers CIs per GI from 0."""
+"""Id of the compute instance spanning its GPU instance; the driver numbers CIs per GI from 0."""
+
+
+@dataclass(frozen=True)
+class Caller:
+    """What the calling process may do, as the driver decides it (docs/nvml.md, "Privileges").
+
+    The default is root on the host: everything allowed and visible."""
+
+    config: bool = True
+    """The MIG config capability (/proc/driver/nvidia/capabilities/mig/config): create and destroy,
+    read placements and instances. In a container: ``NVIDIA_MIG_CONFIG_DEVICES=all`` + CAP_SYS_ADMIN."""
+    monitor: bool = True
+    """The MIG monitor capability (.../mig/monitor): read placements and instances, and the parent
+    GPU's aggregate memory and process lists. In a container: ``NVIDIA_MIG_MONITOR_DEVICES=all``."""
+    pid_namespace: str = "host"
+    """The caller's PID namespace; ``host`` (``hostPID: true``) sees every process, any other only
+    the processes of its own namespace."""
+
+    def sees(self, process: SimProcess) -> bool:
+        return self.pid_namespace == "host" or process.pid_namespace == self.pid_namespace
+
+
+def swizzle_id(model: GpuModel, slots: int, start: int) -> int:
+    """The GPU instance id the driver gives an instance of ``slots`` memory slots at ``start``: the
+    id of its memory partition in the binary tree over the slots (whole GPU 0, halves 1-2, quarters
+    3-6, eighths 7-14 on an 8-slot GPU). The kernel driver reports ``swizzId`` as the GI id
+    (open-gpu-kernel-modules, gpuFindClientInfoWithPidIterator)."""
+    return model.memory_slots // slots - 1 + start // slots
+
 
 NVML_NAMES: dict[str, str] = {
     "A100-40GB": "NVIDIA A100-SXM4-40GB",
@@ -92,6 +135,15 @@ class SimProcess:
     pid: int
     gi_id: int
     ci_id: int = CI_ID
+    pid_namespace: str = "host"
+    """The PID namespace it runs in (a pod's own, unless the pod shares the host's)."""
+
+
+@dataclass
+class _Ci:
+    ci_id: int
+    slices: int
+    device_uuid: str
 
 
 @dataclass
@@ -99,8 +151,17 @@ class _Gi:
     gi_id: int
     profile: Profile
     start: int
-    device_uuid: str | None = None
-    """Set while the compute instance exists."""
+    cis: dict[int, _Ci] = field(default_factory=dict)
+
+    @property
+    def complete(self) -> bool:
+        """Has exactly the compute instance nos creates: one, spanning the GPU instance."""
+        return len(self.cis) == 1 and next(iter(self.cis.values())).slices == self.profile.compute
+
+    @property
+    def device_uuid(self) -> str | None:
+        """The MIG device UUID of a complete instance."""
+        return next(iter(self.cis.values())).device_uuid if self.complete else None
 
 
 @dataclass
@@ -111,18 +172,8 @@ class _Gpu:
     uuid: str
     mig_enabled: bool
     mig_pending: bool
-    next_gi_id: int = FIRST_GI_ID
     instances: dict[int, _Gi] = field(default_factory=dict)
     processes: list[SimProcess] = field(default_factory=list)
-
-    def take_gi_id(self) -> int:
-        """The driver's counter: next free id, wrapping at MAX_GI_ID; a freed id is not reused at once."""
-        for _ in range(MAX_GI_ID):
-            candidate = self.next_gi_id
-            self.next_gi_id = candidate + 1 if candidate < MAX_GI_ID else 1
-            if candidate not in self.instances:
-                return candidate
-        raise NvmlInsufficientResources(f"GPU {self.index}: no free GPU instance id")  # pragma: no cover
 
 
 def _next_pid(g: _Gpu) -> int:
@@ -142,10 +193,19 @@ def resolve_model(name: str, catalog: Catalog | None = None) -> GpuModel:
 class SimulatedNvml:
     """Simulated GPUs of one node. Not thread-safe, like the port it implements."""
 
-    def __init__(self, *, node: str = "sim", driver_version: str = "570.133.20", catalog: Catalog | None = None):
+    def __init__(
+        self,
+        *,
+        node: str = "sim",
+        driver_version: str = "570.133.20",
+        catalog: Catalog | None = None,
+        caller: Caller | None = None,
+    ):
         self.node = node
         self.driver_version = driver_version
         self.catalog = catalog or default_catalog()
+        self.caller = caller or Caller()
+        """Who calls (capabilities, PID namespace); tests change it to model the agent's container."""
         self.log: list[str] = []
         """Successful mutating calls, e.g. ``create_gpu_instance 0 3g.40gb@4 -> 7``."""
         self._gpus: list[_Gpu] = []
@@ -156,9 +216,18 @@ class SimulatedNvml:
     # ------------------------------------------------------------------ construction
 
     @classmethod
-    def new(cls, model: str, gpus: int = 1, *, mig_enabled: bool = True, node: str = "sim") -> SimulatedNvml:
+    def new(
+        cls,
+        model: str,
+        gpus: int = 1,
+        *,
+        mig_enabled: bool = True,
+        node: str = "sim",
+        catalog: Catalog | None = None,
+        caller: Caller | None = None,
+    ) -> SimulatedNvml:
         """``gpus`` empty GPUs of ``model`` (catalog name or product name)."""
-        sim = cls(node=node)
+        sim = cls(node=node, catalog=catalog, caller=caller)
         for _ in range(gpus):
             sim.add_gpu(model, mig_enabled=mig_enabled)
         return sim
@@ -204,20 +273,92 @@ class SimulatedNvml:
         procs = list(processes)
         for p in procs:
             gi = g.instances.get(p.gi_id)
-            if gi is None or gi.device_uuid is None or p.ci_id != CI_ID:
+            if gi is None or p.ci_id not in gi.cis:
                 raise ValueError(f"GPU {gpu}: no compute instance {p.ci_id} in GPU instance {p.gi_id}")
         g.processes = procs
 
-    def set_busy(self, gpu: int, gi_id: int, busy: bool = True) -> None:
+    def set_busy(self, gpu: int, gi_id: int, busy: bool = True, *, pid_namespace: str = "host") -> None:
         """Give the instance one running process (or remove all of its processes)."""
         g = self._gpu(gpu)
         others = [p for p in g.processes if p.gi_id != gi_id]
         if busy:
-            others.append(SimProcess(_next_pid(g), gi_id))
+            ci_id = min(self._gi(g, gi_id).cis, default=CI_ID)
+            others.append(SimProcess(_next_pid(g), gi_id, ci_id, pid_namespace))
         self.set_processes(gpu, others)
 
     def processes(self, gpu: int) -> list[SimProcess]:
+        """Every process, whoever asks (the test's view, not the caller's)."""
         return list(self._gpu(gpu).processes)
+
+    def add_compute_instance(self, gpu: int, gi_id: int, slices: int) -> int:
+        """A compute instance of ``slices`` compute slices in the GPU instance, as ``nvidia-smi mig
+        -cci`` makes them (other tools; the port only creates the spanning one); returns its id."""
+        g = self._gpu(gpu)
+        gi = self._gi(g, gi_id)
+        used = sum(c.slices for c in gi.cis.values())
+        if slices < 1 or used + slices > gi.profile.compute:
+            raise NvmlInsufficientResources(
+                f"GPU {gpu}: GPU instance {gi_id} has {gi.profile.compute - used} free compute slices, not {slices}"
+            )
+        ci_id = next(i for i in range(len(gi.cis) + 1) if i not in gi.cis)
+        gi.cis[ci_id] = _Ci(ci_id, slices, self._fresh_mig_uuid(g, gi_id))
+        self.log.append(f"add_compute_instance {gpu} {gi_id} {slices}c -> {ci_id}")
+        return ci_id
+
+    def compute_instances(self, gpu: int, gi_id: int) -> list[tuple[int, int, str]]:
+        """(ci_id, slices, MIG device UUID) of each compute instance of the GPU instance, by id."""
+        gi = self._gi(self._gpu(gpu), gi_id)
+        return [(c.ci_id, c.slices, c.device_uuid) for _, c in sorted(gi.cis.items())]
+
+    def visible_processes(self, gpu: int, gi_id: int | None = None) -> list[SimProcess]:
+        """nvmlDeviceGetComputeRunningProcesses for the caller: the parent GPU's list (``gi_id``
+        None) or one MIG device's. Needs the monitor capability on a MIG GPU; processes outside the
+        caller's PID namespace are left out, as the driver does."""
+        g = self._gpu(gpu)
+        if g.mig_enabled and not self.caller.monitor:
+            what = "the GPU's" if gi_id is None else f"GPU instance {gi_id}'s"
+            raise NvmlNoPermission(f"GPU {gpu}: reading {what} processes needs the MIG monitor capability")
+        return [p for p in g.processes if self.caller.sees(p) and (gi_id is None or p.gi_id == gi_id)]
+
+    def total_memory_mib(self, gpu: int) -> int:
+        """nvmlDeviceGetMemoryInfo(total) on the parent GPU: aggregate, so denied without the monitor
+        capability while MIG is enabled (nos itself never asks)."""
+        g = self._gpu(gpu)
+        if g.mig_enabled and not self.caller.monitor:
+            raise NvmlNoPermission(f"GPU {gpu}: the parent GPU's memory needs the MIG monitor capability")
+        return g.model.memory_gb * 1024
+
+    def profile_table(self, gpu: int) -> list[ProfileInfo]:
+        """The profile table without the permission check (profile info needs no privilege; only
+        the placements in it do)."""
+        g = self._mig_gpu(gpu, "profiles")
+        return [
+            ProfileInfo(
+                name=p.name,
+                nvml_profile=p.nvml_profile,
+                profile_id=PROFILE_IDS[p.nvml_profile],
+                slices=p.compute,
+                memory_mib=p.memory_gb * 1024,
+                max_count=p.max_count,
+                placements=tuple((s, p.slots) for s in p.starts),
+            )
+            for p in g.model.profiles.values()
+        ]
+
+    def mig_devices(self, gpu: int) -> list[tuple[int, int, str]]:
+        """(gi_id, ci_id, UUID) of every MIG device (compute instance), by id: what CUDA and the
+        device plugin enumerate, without privilege."""
+        g = self._mig_gpu(gpu, "mig_devices")
+        return sorted((gi.gi_id, c.ci_id, c.device_uuid) for gi in g.instances.values() for c in gi.cis.values())
+
+    def require(self, gpu: int, need: str, call: str) -> None:
+        """Raise ``NvmlNoPermission`` as the driver does when the caller lacks what ``call`` needs:
+        ``read`` (config or monitor capability) or ``configure`` (config capability)."""
+        g = self._mig_gpu(gpu, call)
+        if need == "configure":
+            self._may_configure(g, call)
+        else:
+            self._may_read(g, call)
 
     def model(self, gpu: int) -> GpuModel:
         return self._gpu(gpu).model
@@ -238,34 +379,24 @@ class SimulatedNvml:
 
     def gpus(self) -> list[GpuInfo]:
         self._enter("gpus")
-        return [
-            GpuInfo(g.index, g.uuid, g.name, g.model.memory_gb * 1024, g.mig_enabled, g.mig_pending) for g in self._gpus
-        ]
+        return [GpuInfo(g.index, g.uuid, g.name, g.mig_enabled, g.mig_pending) for g in self._gpus]
 
     def profiles(self, gpu: int) -> list[ProfileInfo]:
         self._enter("profiles")
         g = self._mig_gpu(gpu, "profiles")
-        return [
-            ProfileInfo(
-                name=p.name,
-                nvml_profile=p.nvml_profile,
-                profile_id=PROFILE_IDS[p.nvml_profile],
-                slices=p.compute,
-                memory_mib=p.memory_gb * 1024,
-                max_count=p.max_count,
-                placements=tuple((s, p.slots) for s in p.starts),
-            )
-            for p in g.model.profiles.values()
-        ]
+        self._may_read(g, "nvmlDeviceGetGpuInstancePossiblePlacements")
+        return self.profile_table(gpu)
 
     def gpu_instances(self, gpu: int) -> list[GpuInstanceInfo]:
         self._enter("gpu_instances")
         g = self._mig_gpu(gpu, "gpu_instances")
+        self._may_read(g, "nvmlDeviceGetGpuInstances")
         return [self._info(g, gi) for gi in sorted(g.instances.values(), key=lambda gi: gi.start)]
 
     def create_gpu_instance(self, gpu: int, profile: str, start: int) -> GpuInstanceInfo:
         self._enter("create_gpu_instance")
         g = self._mig_gpu(gpu, "create_gpu_instance")
+        self._may_configure(g, "create_gpu_instance")
         gi = self._create_gi(g, profile, start)
         self.log.append(f"create_gpu_instance {gpu} {profile}@{start} -> {gi.gi_id}")
         if self._crash_countdown is not None:
@@ -278,27 +409,32 @@ class SimulatedNvml:
     def create_compute_instance(self, gpu: int, gi_id: int) -> GpuInstanceInfo:
         self._enter("create_compute_instance")
         g = self._mig_gpu(gpu, "create_compute_instance")
+        self._may_configure(g, "create_compute_instance")
         gi = self._gi(g, gi_id)
-        if gi.device_uuid is not None:
-            raise NvmlInsufficientResources(f"GPU {gpu}: GPU instance {gi_id} already has its compute instance")
-        gi.device_uuid = self._fresh_mig_uuid(g, gi_id)
+        if gi.cis:
+            raise NvmlInsufficientResources(f"GPU {gpu}: GPU instance {gi_id} already has compute instances")
+        gi.cis[CI_ID] = _Ci(CI_ID, gi.profile.compute, self._fresh_mig_uuid(g, gi_id))
         self.log.append(f"create_compute_instance {gpu} {gi_id}")
         return self._info(g, gi)
 
-    def destroy_compute_instance(self, gpu: int, gi_id: int) -> None:
-        """Not part of the port: the first half of a destroy, as the real adapter does it."""
+    def destroy_compute_instance(self, gpu: int, gi_id: int, ci_id: int | None = None) -> None:
+        """Not part of the port: the first half of a destroy, as the real adapter does it (one
+        compute instance, by default the lowest-numbered)."""
         self._enter("destroy_compute_instance")
         g = self._mig_gpu(gpu, "destroy_compute_instance")
+        self._may_configure(g, "destroy_compute_instance")
         gi = self._gi(g, gi_id)
-        if gi.device_uuid is None:
-            raise NvmlNotFound(f"GPU {gpu}: GPU instance {gi_id} has no compute instance")
-        self._check_idle(g, gi)
-        gi.device_uuid = None
+        ci_id = min(gi.cis, default=CI_ID) if ci_id is None else ci_id
+        if ci_id not in gi.cis:
+            raise NvmlNotFound(f"GPU {gpu}: GPU instance {gi_id} has no compute instance {ci_id}")
+        self._check_idle(g, gi, ci_id)
+        del gi.cis[ci_id]
         self.log.append(f"destroy_compute_instance {gpu} {gi_id}")
 
     def destroy_gpu_instance(self, gpu: int, gi_id: int) -> None:
         self._enter("destroy_gpu_instance")
         g = self._mig_gpu(gpu, "destroy_gpu_instance")
+        self._may_configure(g, "destroy_gpu_instance")
         gi = self._gi(g, gi_id)
         self._check_idle(g, gi)
         del g.instances[gi_id]
@@ -306,8 +442,8 @@ class SimulatedNvml:
 
     def busy_gpu_instances(self, gpu: int) -> set[int]:
         self._enter("busy_gpu_instances")
-        g = self._mig_gpu(gpu, "busy_gpu_instances")
-        return {p.gi_id for p in g.processes}
+        self._mig_gpu(gpu, "busy_gpu_instances")
+        return {p.gi_id for p in self.visible_processes(gpu)}
 
     # ------------------------------------------------------------------ state
 
@@ -318,10 +454,14 @@ class SimulatedNvml:
             instances = []
             for gi in sorted(g.instances.values(), key=lambda gi: gi.start):
                 entry: dict[str, Any] = {"profile": gi.profile.name, "start": gi.start, "gi_id": gi.gi_id}
-                if gi.device_uuid is None:
+                if not gi.cis:
                     entry["compute_instance"] = False
-                else:
+                elif gi.complete:
                     entry["device_uuid"] = gi.device_uuid
+                else:
+                    entry["compute_instances"] = [
+                        {"slices": c.slices, "device_uuid": c.device_uuid} for _, c in sorted(gi.cis.items())
+                    ]
                 pids = [p.pid for p in g.processes if p.gi_id == gi.gi_id]
                 if pids:
                     entry["pids"] = pids
@@ -333,7 +473,6 @@ class SimulatedNvml:
                     "uuid": g.uuid,
                     "mig": g.mig_enabled,
                     "mig_pending": g.mig_pending,
-                    "next_gi_id": g.next_gi_id,
                     "instances": instances,
                 }
             )
@@ -375,19 +514,25 @@ class SimulatedNvml:
                 except SimulatedNodeError as e:
                     raise SimulatedNodeError(f"{where}: {e}") from e
                 g = sim._gpus[index]
-                if entry.next_gi_id is not None:
-                    g.next_gi_id = entry.next_gi_id
                 for j, inst in enumerate(entry.instances):
                     try:
-                        if inst.gi_id is not None and inst.gi_id in g.instances:
-                            raise NvmlInvalidArgument(f"GPU instance id {inst.gi_id} used twice")
-                        gi = sim._create_gi(g, inst.profile, inst.start, inst.gi_id)
+                        gi = sim._create_gi(g, inst.profile, inst.start)
+                        if inst.gi_id is not None and inst.gi_id != gi.gi_id:
+                            raise NvmlInvalidArgument(
+                                f"gi_id {inst.gi_id} given, but the driver numbers this GPU instance {gi.gi_id}"
+                            )
+                        for ci in inst.compute_instances or []:
+                            ci_id = sim.add_compute_instance(index, gi.gi_id, ci.slices)
+                            if ci.device_uuid is not None:
+                                gi.cis[ci_id].device_uuid = ci.device_uuid
                     except NvmlError as e:
                         raise SimulatedNodeError(f"{where}.instances.{j} ({inst.profile}@{inst.start}): {e}") from e
-                    if inst.compute_instance:
-                        gi.device_uuid = inst.device_uuid or sim._fresh_mig_uuid(g, gi.gi_id)
+                    if inst.compute_instance and not inst.compute_instances:
+                        uuid = inst.device_uuid or sim._fresh_mig_uuid(g, gi.gi_id)
+                        gi.cis[CI_ID] = _Ci(CI_ID, gi.profile.compute, uuid)
                     pids = inst.pids or ([_next_pid(g)] if inst.busy else [])
-                    g.processes.extend(SimProcess(pid, gi.gi_id) for pid in pids)
+                    g.processes.extend(SimProcess(pid, gi.gi_id, min(gi.cis)) for pid in pids)
+        sim.log.clear()  # building the state is not a driver call
         return sim
 
     # ------------------------------------------------------------------ internals
@@ -409,20 +554,29 @@ class SimulatedNvml:
             raise NvmlNotSupported(f"{call}: GPU {gpu} ({g.name}) does not have MIG mode enabled{pending}")
         return g
 
+    def _may_read(self, g: _Gpu, call: str) -> None:
+        if not (self.caller.config or self.caller.monitor):
+            raise NvmlNoPermission(f"{call}: GPU {g.index}: needs the MIG config or monitor capability (root)")
+
+    def _may_configure(self, g: _Gpu, call: str) -> None:
+        if not self.caller.config:
+            raise NvmlNoPermission(f"{call}: GPU {g.index}: needs the MIG config capability")
+
     def _gi(self, g: _Gpu, gi_id: int) -> _Gi:
         gi = g.instances.get(gi_id)
         if gi is None:
             raise NvmlNotFound(f"GPU {g.index}: no GPU instance {gi_id}")
         return gi
 
-    def _check_idle(self, g: _Gpu, gi: _Gi) -> None:
-        pids = sorted(p.pid for p in g.processes if p.gi_id == gi.gi_id)
+    def _check_idle(self, g: _Gpu, gi: _Gi, ci_id: int | None = None) -> None:
+        """The driver refuses while processes run there, whether or not the caller can see them."""
+        pids = sorted(p.pid for p in g.processes if p.gi_id == gi.gi_id and ci_id in (None, p.ci_id))
         if pids:
             raise NvmlInUse(
                 f"GPU {g.index}: GPU instance {gi.gi_id} ({gi.profile.name}@{gi.start}) has running processes {pids}"
             )
 
-    def _create_gi(self, g: _Gpu, profile: str, start: int, gi_id: int | None = None) -> _Gi:
+    def _create_gi(self, g: _Gpu, profile: str, start: int) -> _Gi:
         p = g.model.profiles.get(profile)
         if p is None:
             raise NvmlInvalidArgument(
@@ -437,7 +591,9 @@ class SimulatedNvml:
         errors = layout_errors(g.model, [*current, Instance(start, profile)])
         if errors:
             raise NvmlInsufficientResources(f"GPU {g.index}: cannot create {profile}@{start}: {'; '.join(errors)}")
-        new_id = gi_id if gi_id is not None else g.take_gi_id()
+        new_id = swizzle_id(g.model, p.slots, start)
+        if new_id in g.instances:  # a shape without the binary-tree layout: lowest free id
+            new_id = next(i for i in range(1, 256) if i not in g.instances)
         gi = _Gi(new_id, p, start)
         g.instances[new_id] = gi
         return gi
@@ -448,13 +604,14 @@ class SimulatedNvml:
 
     @staticmethod
     def _info(g: _Gpu, gi: _Gi) -> GpuInstanceInfo:
-        done = gi.device_uuid is not None
+        cis = [c for _, c in sorted(gi.cis.items())]
         return GpuInstanceInfo(
             gpu=g.index,
             gi_id=gi.gi_id,
             profile=gi.profile.name,
             start=gi.start,
             size=gi.profile.slots,
-            compute_instances=(CI_ID,) if done else (),
-            device_uuids=(gi.device_uuid,) if gi.device_uuid is not None else (),
+            compute_instances=tuple(c.ci_id for c in cis),
+            device_uuids=tuple(c.device_uuid for c in cis),
+            split=bool(cis) and not gi.complete,
         )

@@ -23,6 +23,14 @@ class SimulatedNodeError(ValueError):
     """The simulated-node file is malformed or describes a layout NVML would refuse (one line)."""
 
 
+class ComputeEntry(BaseModel):
+    """One compute instance of a GPU instance split by another tool (``nvidia-smi mig -cci``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    slices: int = Field(ge=1)
+    device_uuid: str | None = Field(default=None, pattern=r"^MIG-")
+
+
 class InstanceEntry(BaseModel):
     """An existing GPU instance. Short form: ``"3g.40gb@4"`` (``"1g.10gb@0*"`` = busy)."""
 
@@ -34,8 +42,11 @@ class InstanceEntry(BaseModel):
     busy: bool = False
     """Shorthand for one running process (a made-up pid) when ``pids`` is not given."""
     pids: list[int] = Field(default_factory=list)
-    gi_id: int | None = Field(default=None, ge=1, le=255)
+    gi_id: int | None = Field(default=None, ge=0, le=255)
+    """Checked, not chosen: the driver numbers a GPU instance by its placement."""
     device_uuid: str | None = None
+    compute_instances: list[ComputeEntry] | None = None
+    """Several (or smaller) compute instances made by another tool instead of the spanning one."""
 
     @model_validator(mode="before")
     @classmethod
@@ -55,6 +66,8 @@ class InstanceEntry(BaseModel):
             raise ValueError("device_uuid given for an instance without compute instance")
         if self.device_uuid is not None and not self.device_uuid.startswith("MIG-"):
             raise ValueError(f"device_uuid must start with 'MIG-', got {self.device_uuid!r}")
+        if self.compute_instances is not None and (self.device_uuid is not None or not self.compute_instances):
+            raise ValueError("compute_instances lists the device UUIDs itself and must not be empty")
         return self
 
 
@@ -72,6 +85,7 @@ class GpuEntry(BaseModel):
     """Product name NVML reports; defaults to ``model`` when that has spaces, else the model's usual one."""
     uuid: str | None = None
     next_gi_id: int | None = Field(default=None, ge=1, le=255)
+    """Ignored (files written before GPU instance ids followed the driver's numbering)."""
     instances: list[InstanceEntry] = Field(default_factory=list)
 
     @model_validator(mode="after")

@@ -82,6 +82,9 @@ class GpuModel:
     profiles: dict[str, Profile] = field(repr=False)
     """By NVML name, smallest first."""
     verified: bool = True
+    nvml_grid: int = 1
+    """NVML placement units per catalog memory slot: NVML reports (and takes) placements on a finer
+    grid on some models (RTX PRO 6000 Blackwell: 3, a 12-unit grid over its 4 slots)."""
 
     def profile(self, name: str) -> Profile:
         try:
@@ -207,6 +210,7 @@ class _Model(BaseModel):
     products: list[str] = Field(min_length=1)
     profiles: dict[str, str]
     verified: bool = True
+    nvml_grid: int = Field(default=1, ge=1, le=16)
 
 
 class _CatalogFile(BaseModel):
@@ -274,6 +278,7 @@ def _build(raw: object) -> Catalog:
                 products=tuple(m.products),
                 profiles={p.name: p for p in profiles},
                 verified=m.verified,
+                nvml_grid=m.nvml_grid,
             )
         )
     return Catalog(tuple(models))
