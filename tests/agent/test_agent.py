@@ -207,8 +207,8 @@ def test_destroy_rechecks_in_use_and_skips_dependent_ops(how: str) -> None:
     a = provision(nvml, 0, "3g.40gb", 0)
     b = provision(nvml, 0, "3g.40gb", 4)
     ops = [
-        Op(0, "destroy", "3g.40gb", 0, 4, a.gi_id),
-        Op(0, "destroy", "3g.40gb", 4, 4, b.gi_id),
+        Op(0, "destroy", "3g.40gb", 0, 4, a.gi_id, device_uuids=a.device_uuids),
+        Op(0, "destroy", "3g.40gb", 4, 4, b.gi_id, device_uuids=b.device_uuids),
         Op(0, "create", "2g.20gb", 0, 2),
         Op(0, "create", "2g.20gb", 4, 2),
     ]

@@ -107,6 +107,8 @@ class FakeNvmlLib:
         """Entry points this driver's library does not have."""
         self.mig_index_errors: dict[int, int] = {}
         """MIG device index -> return code answered there instead of a device (the devices move up)."""
+        self.placements_created: list[tuple[int, int]] = []
+        """(start, size) in NVML units of every nvmlDeviceCreateGpuInstanceWithPlacement call."""
 
     def __getattr__(self, name: str) -> Callable[..., int]:
         impl = getattr(type(self), f"_{name}", None)
@@ -259,6 +261,7 @@ class FakeNvmlLib:
         p = self._profile_by_id(gpu, _int(profile_id))
         grid = self._grid(gpu)
         pl = _target(placement) if hasattr(placement, "_obj") else placement.contents
+        self.placements_created.append((int(pl.start), int(pl.size)))
         if pl.size != p.placements[0][1] * grid or pl.start % grid:
             return pynvml.NVML_ERROR_INVALID_ARGUMENT
         created = self.sim.create_gpu_instance(gpu, p.name, int(pl.start) // grid)

@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from nos.agent.apply import Applier, ApplyResult
+from nos.agent.apply import Applier, ApplyResult, BusyProcesses
 from nos.agent.device_plugin import (
     DevicePluginConfig,
     DevicePluginRestarter,
@@ -55,7 +55,7 @@ from nos.agent.reconcile import (
     plan_gpu,
     unmatched_mig_ids,
 )
-from nos.agent.report import Reporter, status_annotations, status_instances
+from nos.agent.report import Reporter, advertised_instances, status_annotations, status_instances
 from nos.contract.annotations import GpuAnnotations, decode_spec, decode_status, is_mig_partitioned, is_spec_key
 from nos.gpu.port import GpuInfo, GpuInstanceInfo, Nvml, NvmlError
 from nos.kube.port import Event, Kube, ObjectRef
@@ -130,7 +130,7 @@ class Observation:
 
 
 def _expected(observed: Mapping[int, Observed]) -> dict[str, int]:
-    return expected_mig_resources(status_instances(actual, set()) for actual, _, _ in observed.values())
+    return expected_mig_resources(advertised_instances(actual) for actual, _, _ in observed.values())
 
 
 def gpu_model(catalog: Catalog, gpu: GpuInfo) -> GpuModel | None:
@@ -158,7 +158,8 @@ class MigAgent:
         self.catalog = catalog or default_catalog()
         self.reporter = Reporter(kube, node_name, self.config.report_interval_s, clock)
         self.restarter = DevicePluginRestarter(kube, node_name, self.config.device_plugin, clock, sleep)
-        self._applier = Applier(self.nvml, self._in_use_now)
+        self._busy = BusyProcesses(self.nvml)
+        self._applier = Applier(self.nvml, self._in_use_now, self._busy)
         self._gpu_indices: list[int] = []
         self._last_problems: tuple[str, ...] = ()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nvml")
@@ -210,7 +211,7 @@ class MigAgent:
             if unmatched_mig_ids(allocated, uuids):
                 return True
             actual = self.nvml.gpu_instances(gpu)
-            busy = self.nvml.busy_gpu_instances(gpu)
+            busy = self._busy(gpu)
         except NvmlError as e:
             log.warning("in-use check before destroying gpu %d instance %d: %s; not destroyed", gpu, gi_id, e)
             return True
@@ -225,7 +226,7 @@ class MigAgent:
         for i in gpus:
             try:
                 actual = self.nvml.gpu_instances(i)
-                raw[i] = (actual, self.nvml.busy_gpu_instances(i), {p.name for p in self.nvml.profiles(i)})
+                raw[i] = (actual, self._busy(i), {p.name for p in self.nvml.profiles(i)})
             except NvmlError as e:
                 obs.unreadable[i] = f"{e.nvml_name}: {e}"
         if allocated is not None:
@@ -362,6 +363,10 @@ class MigAgent:
 
     async def _note_observation(self, result: ReconcileResult, obs: Observation) -> None:
         """Events for what the observation could not tell (each once per change)."""
+        if self._busy.unavailable is not None:
+            note = f"NVML busy-process check unavailable ({self._busy.unavailable}); only kubelet PodResources "
+            note += "guards destroys (grant NVIDIA_MIG_MONITOR_DEVICES=all, see docs/install.md)"
+            await self._event("BusyProcessCheckUnavailable", note, once_key="busy-unavailable")
         for i, error in sorted(obs.unreadable.items()):
             note = f"cannot read GPU {i} through NVML ({error}); reported as unreadable, left alone"
             result.notes.append(note)

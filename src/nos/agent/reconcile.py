@@ -43,6 +43,9 @@ class Op:
     size: int
     gi_id: int | None = None
     reason: str = ""
+    device_uuids: tuple[str, ...] = ()
+    """For a destroy: the MIG device UUIDs the instance had when planned (its identity, with gi_id
+    and placement: the driver re-uses ids by placement)."""
 
     @property
     def slots(self) -> int:
@@ -305,7 +308,7 @@ def plan_gpu(
     instances (GI ids in ``in_use``) allow. ``available``: profile names the driver offers, if known."""
     g = _Gpu(model, gpu, actual, in_use)
     free = [gi for gi in actual if gi.gi_id not in in_use]
-    existing = {(gi.profile, gi.start) for gi in free}
+    existing = {(gi.profile, gi.start) for gi in free if not gi.split}
     if desired.placements is not None:
         target, skipped = _by_placement(g, desired.placements, existing, available)
     else:
@@ -315,7 +318,10 @@ def plan_gpu(
     half_destroys, free_destroys, builds = [], [], []
     for gi in sorted(free, key=lambda x: (bool(x.compute_instances), x.start, x.gi_id)):
         place = (gi.profile, gi.start)
-        if not gi.compute_instances:
+        if gi.split:  # another tool's compute instances: never reused or completed
+            reason = f"split into {len(gi.compute_instances)} compute instance(s) by another tool; not reusable"
+            free_destroys.append(Op(gpu, "destroy", gi.profile, gi.start, gi.size, gi.gi_id, reason, gi.device_uuids))
+        elif not gi.compute_instances:
             if place in wanted:
                 wanted.discard(place)
                 builds.append(Op(gpu, "complete", gi.profile, gi.start, gi.size, gi.gi_id, "half-created and wanted"))
@@ -326,9 +332,18 @@ def plan_gpu(
             wanted.discard(place)
         else:
             reason = "not in the desired layout"
-            free_destroys.append(Op(gpu, "destroy", gi.profile, gi.start, gi.size, gi.gi_id, reason))
+            free_destroys.append(Op(gpu, "destroy", gi.profile, gi.start, gi.size, gi.gi_id, reason, gi.device_uuids))
     for name, start in wanted:
         builds.append(Op(gpu, "create", name, start, model.profile(name).slots))
     builds.sort(key=lambda o: (o.start, o.profile))
     ops = (*half_destroys, *free_destroys, *builds)
+    skipped += [
+        Skipped(
+            gpu,
+            f"{gi.profile}@{gi.start}",
+            f"split into {len(gi.compute_instances)} compute instances by another tool and in use: kept, never reused",
+        )
+        for gi in actual
+        if gi.split and gi.gi_id in in_use
+    ]
     return GpuPlan(gpu, ops, tuple(skipped), tuple(sorted(target)))

@@ -19,8 +19,18 @@ log = logging.getLogger(__name__)
 
 
 def status_instances(actual: Sequence[GpuInstanceInfo], in_use: Collection[int]) -> tuple[Instance, ...]:
-    """The instances of one GPU as the status reports them (``used`` = allocated or busy)."""
-    return tuple(sorted(Instance(g.start, g.profile, g.gi_id in in_use) for g in actual if g.compute_instances))
+    """The instances of one GPU as the status reports them (``used`` = allocated or busy). An
+    instance split into compute instances by another tool counts as used: it is no device of its
+    profile the partitioner could place a pod on."""
+    return tuple(
+        sorted(Instance(g.start, g.profile, g.gi_id in in_use or g.split) for g in actual if g.compute_instances)
+    )
+
+
+def advertised_instances(actual: Sequence[GpuInstanceInfo]) -> tuple[Instance, ...]:
+    """The instances the device plugin advertises as ``nvidia.com/mig-<profile>`` devices: complete
+    ones (a split instance's devices are ``<n>c.<profile>`` ones)."""
+    return status_instances([g for g in actual if not g.split], set())
 
 
 def status_annotations(
