@@ -36,6 +36,7 @@ CUSTOM: dict[str, Any] = {
     },
     "migAgent": {
         "privileged": True,
+        "hostPID": True,
         "runtimeClassName": "",
         "priorityClassName": "gpu-critical",
         "podResourcesHostPath": "/var/lib/k0s/kubelet/pod-resources",
@@ -248,6 +249,7 @@ def test_agent_has_sys_admin_only_and_the_nvidia_env(default: list[Manifest]) ->
     assert not pod.get("hostPID") and not pod.get("hostNetwork") and not pod.get("hostIPC")
     env = {e["name"]: e for e in c["env"]}
     assert env["NVIDIA_MIG_CONFIG_DEVICES"]["value"] == "all"
+    assert env["NVIDIA_MIG_MONITOR_DEVICES"]["value"] == "all"  # else NO_PERMISSION on the process list
     assert env["NVIDIA_VISIBLE_DEVICES"]["value"] == "all"
     assert env["NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
     assert pod["runtimeClassName"] == "nvidia"
@@ -261,6 +263,7 @@ def test_agent_privileged_mode_and_other_knobs(custom: list[Manifest]) -> None:
     daemonset = find(custom, "DaemonSet", "-mig-agent")
     pod, c = _pod_spec(daemonset), _container(daemonset)
     assert c["securityContext"]["privileged"] is True
+    assert pod["hostPID"] is True
     assert "runtimeClassName" not in pod
     assert pod["priorityClassName"] == "gpu-critical"
     assert pod["nodeSelector"] == {"pool": "gpu"}

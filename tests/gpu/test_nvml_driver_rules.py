@@ -4,6 +4,7 @@ instances made by other tools, MIG device enumeration gaps and NVML's placement 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -15,7 +16,7 @@ from nos.gpu.nvml import PynvmlNvml
 from nos.gpu.port import NvmlFunctionNotFound, NvmlNoPermission
 from nos.gpu.probe import probe
 from nos.gpu.simulated import Caller, SimProcess, SimulatedNvml
-from nos.mig.catalog import Catalog, load_catalog
+from nos.mig.catalog import Catalog, default_catalog, load_catalog
 from tests.gpu.fake_nvml_lib import R535_PROFILE_COUNT, FakeNvmlLib, installed
 
 AGENT_BEFORE = Caller(config=True, monitor=False, pid_namespace="agent")
@@ -254,3 +255,26 @@ def _raw_placements(profile_id: int) -> list[pynvml.c_nvmlGpuInstancePlacement_t
     h = pynvml.nvmlDeviceGetHandleByIndex(0)
     pynvml.nvmlDeviceGetGpuInstancePossiblePlacements(h, profile_id, arr, pynvml.byref(count))
     return [arr[k] for k in range(count.value)]
+
+
+# ---------------------------------------------------------------------- the nvidia-ml-py pin
+
+BINDINGS_PROFILE_COUNT = {
+    "12.535": 0x0A,
+    "12.560": 0x0A,
+    "12.570": 0x0D,
+    "12.575": 0x11,
+    "13.580": 0x11,
+    "13.615": 0x12,
+}
+"""NVML_GPU_INSTANCE_PROFILE_COUNT in each nvidia-ml-py release's pynvml.py (0x0A-0x0C +gfx came with
+12.570, 0x0D-0x10 -me/+me.all with 12.575, 0x11 3-slice +gfx with 13.6xx)."""
+
+
+def test_the_pinned_bindings_know_every_catalog_profile() -> None:
+    pyproject = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
+    pins = set(re.findall(r'"nvidia-ml-py>=(\d+\.\d+)[.\d]*"', pyproject))
+    assert len(pins) == 1, pins  # the agent extra and the dev extra agree
+    known = BINDINGS_PROFILE_COUNT[pins.pop()]
+    deepest = max(p.nvml_profile for m in default_catalog().models for p in m.profiles.values())
+    assert deepest < known <= int(pynvml.NVML_GPU_INSTANCE_PROFILE_COUNT)
