@@ -278,3 +278,15 @@ def test_the_pinned_bindings_know_every_catalog_profile() -> None:
     known = BINDINGS_PROFILE_COUNT[pins.pop()]
     deepest = max(p.nvml_profile for m in default_catalog().models for p in m.profiles.values())
     assert deepest < known <= int(pynvml.NVML_GPU_INSTANCE_PROFILE_COUNT)
+
+
+def test_reading_instances_asks_no_placement(make: Make) -> None:
+    sim = SimulatedNvml.new("A100-80GB")
+    complete(sim, "3g.40gb", 4)
+    nvml, lib = make(sim)
+    assert nvml.gpu_instances(0) == sim.gpu_instances(0)
+    nvml.create_compute_instance(0, nvml.create_gpu_instance(0, "3g.40gb", 0).gi_id)
+    lib.calls.clear()
+    nvml.gpu_instances(0)
+    assert "nvmlDeviceGetGpuInstancePossiblePlacements_v2" not in lib.calls
+    assert "nvmlDeviceGetMemoryInfo" not in lib.calls

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nos.gpu.simulated import SimulatedNvml
+from nos.gpu.port import NvmlNoPermission
+from nos.gpu.simulated import Caller, SimulatedNvml
 from nos.gpu.simulated_file import SimulatedNodeError
 from nos.mig.layout import Instance
 
@@ -114,3 +115,18 @@ def test_second_run_sees_the_first_runs_result(tmp_path: Path) -> None:
     fresh = second.create_gpu_instance(0, "2g.20gb", 2)
     assert fresh.gi_id not in {old.gi_id, new.gi_id}
     assert not list(tmp_path.glob(".*.tmp"))  # the atomic write left no temp file
+
+
+def test_the_caller_is_part_of_the_state(tmp_path: Path) -> None:
+    sim = load_text(
+        tmp_path,
+        """
+caller: {monitor: false, pid_namespace: agent}
+gpus: [{model: A100-80GB, instances: ["7g.80gb@0*"]}]
+""",
+    )
+    assert sim.caller == Caller(config=True, monitor=False, pid_namespace="agent")
+    with pytest.raises(NvmlNoPermission):
+        sim.busy_gpu_instances(0)
+    assert SimulatedNvml.from_dict(sim.to_dict()).caller == sim.caller
+    assert "caller" not in SimulatedNvml.new("A30").to_dict()  # the default is not written

@@ -161,6 +161,10 @@ class PynvmlNvml:
 
     def profiles(self, gpu: int) -> list[ProfileInfo]:
         h = self._mig_handle(gpu, "profiles")
+        return self._profile_table(h, gpu, placements=True)
+
+    def _profile_table(self, h: Any, gpu: int, placements: bool) -> list[ProfileInfo]:
+        """The driver's profiles; their placements only when asked (one query per profile)."""
         grid = self._grid(h, gpu)
         out: list[ProfileInfo] = []
         infos = enumerate_profiles(
@@ -180,7 +184,7 @@ class PynvmlNvml:
                     slices=int(info.sliceCount),
                     memory_mib=int(info.memorySizeMB),
                     max_count=int(info.instanceCount),
-                    placements=self._placements(h, gpu, int(info.id), grid),
+                    placements=self._placements(h, gpu, int(info.id), grid) if placements else (),
                 )
             )
         return out
@@ -190,8 +194,8 @@ class PynvmlNvml:
         uuids = self._mig_device_uuids(h, gpu)
         grid = self._grid(h, gpu)
         out: list[GpuInstanceInfo] = []
-        for p in self.profiles(gpu):
-            n = max(p.max_count, len(p.placements))
+        for p in self._profile_table(h, gpu, placements=False):
+            n = max(p.max_count, 1)
             arr = (pynvml.c_nvmlGpuInstance_t * n)()
             count = ctypes.c_uint(n)
             with _nvml("nvmlDeviceGetGpuInstances", gpu, f"profile {p.name}"):
@@ -219,7 +223,7 @@ class PynvmlNvml:
         gi = self._gpu_instance(h, gpu, gi_id)
         with _nvml("nvmlGpuInstanceGetInfo", gpu, f"GPU instance {gi_id}"):
             info = pynvml.nvmlGpuInstanceGetInfo(gi)
-        p = next((p for p in self.profiles(gpu) if p.profile_id == info.profileId), None)
+        p = next((p for p in self._profile_table(h, gpu, False) if p.profile_id == info.profileId), None)
         if p is None:
             raise NvmlNotSupported(f"GPU {gpu}: GPU instance {gi_id} has unknown profile id {info.profileId}")
         full = next((cp for cp in self._ci_profiles(gi, gpu) if cp.sliceCount == p.slices), None)

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import uuid as uuidlib
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -476,12 +476,15 @@ class SimulatedNvml:
                     "instances": instances,
                 }
             )
-        return {
+        out: dict[str, Any] = {
             "node": self.node,
             "driver_version": self.driver_version,
             "uuid_serial": self._uuid_serial,
             "gpus": gpus,
         }
+        if self.caller != Caller():
+            out["caller"] = asdict(self.caller)
+        return out
 
     @classmethod
     def from_dict(cls, raw: object, source: str = "") -> SimulatedNvml:
@@ -498,7 +501,7 @@ class SimulatedNvml:
 
     @classmethod
     def _build(cls, spec: NodeFile, source: str) -> SimulatedNvml:
-        sim = cls(node=spec.node, driver_version=spec.driver_version)
+        sim = cls(node=spec.node, driver_version=spec.driver_version, caller=Caller(**spec.caller.model_dump()))
         sim._uuid_serial = spec.uuid_serial
         for i, entry in enumerate(spec.gpus):
             for _ in range(entry.count):

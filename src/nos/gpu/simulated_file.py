@@ -99,6 +99,15 @@ class GpuEntry(BaseModel):
         return self
 
 
+class CallerEntry(BaseModel):
+    """What the calling process may do (``nos.gpu.simulated.Caller``): root on the host by default."""
+
+    model_config = ConfigDict(extra="forbid")
+    config: bool = True
+    monitor: bool = True
+    pid_namespace: str = Field(default="host", min_length=1)
+
+
 class NodeFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     node: str = "sim"
@@ -107,6 +116,9 @@ class NodeFile(BaseModel):
     uuid_serial: int = Field(default=0, ge=0)
     """Counter behind fresh MIG device UUIDs (written by ``save`` so a rerun never repeats one)."""
     gpus: list[GpuEntry] = Field(min_length=1)
+    caller: CallerEntry = Field(default_factory=CallerEntry)
+    """e.g. ``{monitor: false, pid_namespace: agent}`` to see what an agent container without the
+    MIG monitor capability and without hostPID sees."""
 
     @field_validator("driver_version")
     @classmethod
