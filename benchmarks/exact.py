@@ -1,14 +1,15 @@
 """The exact optimum of one planning round, as a mixed-integer program solved by HiGHS.
 
-Maximises the candidate pods made schedulable, higher priorities first (lexicographically: a pod of
-priority rank r weighs ``B**r`` with ``B`` above the number of candidates), subject to exactly
-the rules nos' checker enforces:
+Maximises the candidate pods made schedulable, higher priorities first (lexicographically: the
+pods of the highest priority, then, holding that, the next, ... with ``nos.planner.mip``), subject
+to exactly the rules nos' checker enforces:
 
 * per GPU: used instances stay; each existing free instance is kept or destroyed (binary); new
   instances are binaries per (profile, start) off the slots in-use instances may occupy; memory
   slots are covered at most once; per-profile maximum counts, compute slices, one media owner;
-* per node and MIG resource: pods placed <= free instances serving it (new or kept) on its GPUs
-  (any pod on a node may use any of its GPUs, so pods are assigned to nodes, not GPUs);
+* per node and MIG resource: devices of the pods placed <= free instances serving it (new or kept)
+  on its GPUs (any pod on a node may use any of its GPUs, so pods are assigned to nodes, not GPUs;
+  a pod with several devices gets them all on one node or is not placed);
 * per node: cpu, memory, ... and pod count within what is free; eligibility by
   ``placement_refusal``;
 * identical pods (resource, other requests, scheduling class, priority) form one class with an
@@ -33,10 +34,11 @@ from nos.kube.scheduling import placement_refusal
 from nos.mig.catalog import GpuModel
 from nos.mig.layout import Instance
 from nos.planner.cluster import ClusterState, GpuState
-from nos.planner.plan import GpuPlan, NodePlan, Placed, Plan, Unplaced
+from nos.planner.mip import Mip, lexicographic
+from nos.planner.plan import Device, GpuPlan, NodePlan, Placed, Plan, Unplaced
 
-_Class = tuple[str, tuple[tuple[str, int], ...], Placement, int]
-"""(MIG resource, other requests, scheduling class, priority)."""
+_Class = tuple[tuple[str, ...], tuple[tuple[str, int], ...], Placement, int]
+"""(MIG devices, other requests, scheduling class, priority)."""
 
 
 @dataclass
@@ -58,88 +60,10 @@ class ExactResult:
         return self.status == "optimal"
 
 
-class _Model:
-    """Columns and rows collected in Python, handed to HiGHS in two batch calls."""
-
-    def __init__(self) -> None:
-        self.cost: list[float] = []
-        self.lower: list[float] = []
-        self.upper: list[float] = []
-        self.integer: list[int] = []
-        self.row_lower: list[float] = []
-        self.row_upper: list[float] = []
-        self.starts: list[int] = []
-        self.indices: list[int] = []
-        self.values: list[float] = []
-
-    def var(self, upper: float, cost: float = 0.0, integer: bool = True, lower: float = 0.0) -> int:
-        self.cost.append(cost)
-        self.lower.append(lower)
-        self.upper.append(upper)
-        if integer:
-            self.integer.append(len(self.cost) - 1)
-        return len(self.cost) - 1
-
-    def row(self, terms: dict[int, float] | list[tuple[int, float]], upper: float, lower: float = -np.inf) -> None:
-        items = terms.items() if isinstance(terms, dict) else terms
-        self.starts.append(len(self.indices))
-        for i, v in items:
-            self.indices.append(i)
-            self.values.append(v)
-        self.row_lower.append(lower)
-        self.row_upper.append(upper)
-
-    def solve(self, time_limit: float) -> tuple[str, np.ndarray[Any, Any]]:
-        import highspy
-
-        h = highspy.Highs()  # type: ignore[no-untyped-call]
-        h.setOptionValue("output_flag", False)
-        h.setOptionValue("time_limit", float(time_limit))
-        h.setOptionValue("mip_rel_gap", 0.0)
-        h.setOptionValue("mip_abs_gap", 0.5)
-        h.setOptionValue("threads", 1)
-        n = len(self.cost)
-        h.addCols(
-            n,
-            np.array(self.cost, dtype=np.float64),
-            np.array(self.lower, dtype=np.float64),
-            np.array(self.upper, dtype=np.float64),
-            0,
-            np.zeros(n + 1, dtype=np.int32),
-            np.zeros(0, dtype=np.int32),
-            np.zeros(0, dtype=np.float64),
-        )
-        if self.integer:
-            h.changeColsIntegrality(
-                len(self.integer),
-                np.array(self.integer, dtype=np.int32),
-                np.full(len(self.integer), highspy.HighsVarType.kInteger.value, dtype=np.uint8),
-            )
-        if self.row_upper:
-            h.addRows(
-                len(self.row_upper),
-                np.array(self.row_lower, dtype=np.float64),
-                np.array(self.row_upper, dtype=np.float64),
-                len(self.indices),
-                np.array(self.starts, dtype=np.int32),
-                np.array(self.indices, dtype=np.int32),
-                np.array(self.values, dtype=np.float64),
-            )
-        h.changeObjectiveSense(highspy.ObjSense.kMaximize)
-        h.run()
-        status = h.getModelStatus()
-        names = {highspy.HighsModelStatus.kOptimal: "optimal", highspy.HighsModelStatus.kTimeLimit: "time limit"}
-        name = names.get(status, str(status).rsplit(".", 1)[-1])
-        values = np.array(h.getSolution().col_value, dtype=np.float64) if n else np.zeros(0)
-        if len(values) != n:  # no solution at all
-            values = np.zeros(n)
-        return name, values
-
-
 class _GpuRows:
     """The variables and constraints of one GPU's layout."""
 
-    def __init__(self, m: _Model, gs: GpuState, model: GpuModel, capacity: dict[str, list[tuple[int, float]]]) -> None:
+    def __init__(self, m: Mip, gs: GpuState, model: GpuModel, capacity: dict[str, list[tuple[int, float]]]) -> None:
         self.m, self.gs, self.model, self.capacity = m, gs, model, capacity
         self.chosen: list[tuple[int, Instance]] = []
         """(variable, instance): the instance is in the planned layout when the variable is 1."""
@@ -189,18 +113,15 @@ class _GpuRows:
 def solve(state: ClusterState, time_limit: float = 60.0) -> ExactResult:
     """The most candidate pods (higher priorities first) any plan could make schedulable."""
     started = time.perf_counter()
-    m = _Model()
+    m = Mip()
     classes: Counter[_Class] = Counter()
     problems: list[str] = []
     for pod in state.candidates:
-        resource = pod.mig_resource
-        if resource is None or pod.mig_problem:
+        if not pod.mig_devices or pod.mig_problem:
             continue
         requests = tuple(sorted((r, n) for r, n in pod.requests.items() if n > 0 and not is_mig_resource(r)))
-        classes[(resource, requests, pod.placement, pod.priority)] += 1
-    levels = sorted({c[3] for c in classes})  # lowest first
-    base = float(sum(classes.values()) + 1)
-    weight = {prio: base**rank for rank, prio in enumerate(levels)}
+        classes[(pod.mig_devices, requests, pod.placement, pod.priority)] += 1
+    objectives: dict[int, dict[int, float]] = {prio: {} for prio in sorted({c[3] for c in classes}, reverse=True)}
     placed_vars: dict[_Class, list[int]] = {c: [] for c in classes}
     gpu_vars: dict[tuple[str, int], list[tuple[int, Instance]]] = {}
     node_vars: dict[str, list[tuple[_Class, int]]] = {}
@@ -216,13 +137,15 @@ def solve(state: ClusterState, time_limit: float = 60.0) -> ExactResult:
         node_terms: dict[str, list[tuple[int, float]]] = {}
         by_resource: dict[str, list[tuple[int, float]]] = {}
         for cls, n in classes.items():
-            resource, requests, placement, priority = cls
-            if resource not in capacity or placement_refusal(placement, ns.info) is not None:
+            devices, requests, placement, priority = cls
+            if any(r not in capacity for r in devices) or placement_refusal(placement, ns.info) is not None:
                 continue
-            y = m.var(float(n), cost=weight[priority])
+            y = m.var(float(n))
+            objectives[priority][y] = 1.0
             placed_vars[cls].append(y)
             node_vars.setdefault(ns.name, []).append((cls, y))
-            by_resource.setdefault(resource, []).append((y, 1.0))
+            for resource, k in Counter(devices).items():
+                by_resource.setdefault(resource, []).append((y, float(k)))
             for r, amount in requests:
                 node_terms.setdefault(r, []).append((y, float(amount)))
             node_terms.setdefault(POD_COUNT, []).append((y, 1.0))
@@ -233,18 +156,22 @@ def solve(state: ClusterState, time_limit: float = 60.0) -> ExactResult:
     for cls, ys in placed_vars.items():
         if len(ys) > 1:
             m.row([(y, 1.0) for y in ys], float(classes[cls]))
-    status, values = m.solve(max(1.0, time_limit - (time.perf_counter() - started)))
+    bounds = [float(sum(n for c, n in classes.items() if c[3] == prio)) for prio in objectives]
+    solved = m.solve(
+        lexicographic(list(objectives.values()), bounds), max(1.0, time_limit - (time.perf_counter() - started))
+    )
+    status, values = solved.status, solved.values
     by_priority: Counter[int] = Counter()
     for cls, ys in placed_vars.items():
         by_priority[cls[3]] += round(sum(values[y] for y in ys))
-    solution = _plan(state, values, gpu_vars, node_vars) if status in ("optimal", "time limit") else None
+    solution = _plan(state, values, gpu_vars, node_vars) if solved.found else None
     return ExactResult(
         status,
         sum(by_priority.values()),
         dict(sorted(by_priority.items(), reverse=True)),
         time.perf_counter() - started,
-        len(m.cost),
-        len(m.row_upper),
+        m.columns,
+        m.rows,
         problems,
         solution,
     )
@@ -260,9 +187,9 @@ def _plan(
     the free instances of their resource on the node's GPUs."""
     pods: dict[_Class, list[str]] = {}
     for pod in sorted(state.candidates, key=lambda p: p.key):
-        if pod.mig_resource is not None and not pod.mig_problem:
+        if pod.mig_devices and not pod.mig_problem:
             requests = tuple(sorted((r, n) for r, n in pod.requests.items() if n > 0 and not is_mig_resource(r)))
-            pods.setdefault((pod.mig_resource, requests, pod.placement, pod.priority), []).append(pod.key)
+            pods.setdefault((pod.mig_devices, requests, pod.placement, pod.priority), []).append(pod.key)
     nodes: dict[str, NodePlan] = {}
     placed: list[Placed] = []
     for name, ns in state.nodes.items():
@@ -281,8 +208,9 @@ def _plan(
                 slots.setdefault(model.profile(inst.profile).resource, []).append((gs.index, inst.profile))
         for cls, y in node_vars.get(name, []):
             for _ in range(round(values[y])):
-                gpu, profile = slots[cls[0]].pop()
-                placed.append(Placed(pods[cls].pop(), name, gpu, profile, False))
+                devices = [Device(*slots[r].pop(), False) for r in cls[0]]
+                first = devices[0]
+                placed.append(Placed(pods[cls].pop(), name, first.gpu, first.profile, False, tuple(devices[1:])))
         annotations = encode_spec({g.index: [i.freed() for i in g.planned] for g in gpu_plans}, "exact")
         nodes[name] = NodePlan(name, gpu_plans, annotations, True)
     done = {p.pod for p in placed}

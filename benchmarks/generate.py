@@ -23,7 +23,12 @@ from nos.mig.catalog import GpuModel, default_catalog
 from nos.mig.layout import Instance, enumerate_layouts, layout_errors
 
 ZONE_LABEL = "topology.kubernetes.io/zone"
-PRODUCTS = {"A100-80GB": "NVIDIA-A100-SXM4-80GB", "H100-80GB": "NVIDIA-H100-80GB-HBM3", "A30-24GB": "NVIDIA-A30"}
+PRODUCTS = {
+    "A100-80GB": "NVIDIA-A100-SXM4-80GB",
+    "H100-80GB": "NVIDIA-H100-80GB-HBM3",
+    "A30-24GB": "NVIDIA-A30",
+    "A100-40GB": "NVIDIA-A100-SXM4-40GB",
+}
 # Profile popularity by size kind: small instances are asked for most.
 KIND_WEIGHTS = {"1g": 35, "1g-2m": 10, "2g": 25, "3g": 15, "4g": 8, "7g": 7}
 CPU_MENU = ("500m", "1", "2", "4", "8")

@@ -29,10 +29,12 @@ if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable
 import yaml
 
 from benchmarks.generate import Spec, generate, synthetic_specs
+from benchmarks.hetero import LARGE, HeteroSpec, generate_hetero, hetero_specs
 from benchmarks.trace import TraceSpec, generate_trace, trace_specs
 from nos.planner.checker import check_plan
-from nos.planner.cluster import build_cluster
-from nos.planner.greedy import plan_greedy_state, reachable_placed
+from nos.planner.cluster import ClusterState, build_cluster
+from nos.planner.greedy import plan_greedy_state, reachable_gpus
+from nos.planner.plan import Plan
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DOCS = REPO_ROOT / "docs" / "benchmarks.md"
@@ -40,6 +42,8 @@ CASES = REPO_ROOT / "benchmarks" / "cases"
 START_MARK = "<!-- benchmark-results:start -->"
 END_MARK = "<!-- benchmark-results:end -->"
 OPTIMUM_SHARE = 0.98
+HETERO_SHARE = 0.97
+FAMILY_SHARE = 0.99
 TIME_TARGET_S = 10.0
 TIME_TARGET_NODES = 1000
 
@@ -52,6 +56,44 @@ class Instance:
     kind: str
     make: Callable[[], Objects]
     nodes: int
+    family: str = ""
+
+
+ByPriority = dict[int, int]
+
+
+def by_priority(state: ClusterState, plan: Plan, reachable_only: bool = False) -> ByPriority:
+    """Pods placed per priority (highest first); with ``reachable_only`` only those whose GPUs'
+    planned layouts are reachable (for the original greedy, whose layouts may not be)."""
+    priority = {p.key: p.priority for p in state.candidates}
+    ok = reachable_gpus(state, plan) if reachable_only else None
+    out = dict.fromkeys(sorted({p.priority for p in state.candidates}, reverse=True), 0)
+    for p in plan.placed:
+        if ok is None or all((p.node, d.gpu) in ok for d in p.devices):
+            out[priority[p.pod]] += 1
+    return out
+
+
+def _vector(counts: ByPriority) -> tuple[int, ...]:
+    return tuple(n for _, n in sorted(counts.items(), reverse=True))
+
+
+def lex_ge(a: ByPriority, b: ByPriority) -> bool:
+    """Whether ``a`` places at least as well as ``b``: more pods at the highest priority where
+    they differ (a higher priority is never traded for more pods of lower ones)."""
+    levels = sorted(set(a) | set(b), reverse=True)
+    return tuple(a.get(p, 0) for p in levels) >= tuple(b.get(p, 0) for p in levels)
+
+
+def lex_counted(nos: ByPriority, opt: ByPriority) -> tuple[int, int]:
+    """(nos, optimum) pods counted for the share: every level from the highest priority down to
+    the first where the two differ (lower levels only count while the higher ones are equal)."""
+    got = want = 0
+    for prio in sorted(set(nos) | set(opt), reverse=True):
+        got, want = got + nos.get(prio, 0), want + opt.get(prio, 0)
+        if nos.get(prio, 0) != opt.get(prio, 0):
+            break
+    return got, want
 
 
 @dataclass
@@ -74,18 +116,44 @@ class Result:
     exact_s: float | None
     exact_errors: list[str] = field(default_factory=list)
     misses: list[str] = field(default_factory=list)
+    family: str = ""
+    multi: int = 0
+    """Candidates with several MIG devices."""
+    nos_multi: int = 0
+    """Of those, placed by nos."""
+    nos_by_priority: ByPriority = field(default_factory=dict)
+    exact_by_priority: ByPriority = field(default_factory=dict)
+    greedy_by_priority: ByPriority = field(default_factory=dict)
+    greedy_cum_by_priority: ByPriority = field(default_factory=dict)
+
+    @property
+    def counted(self) -> tuple[int, int] | None:
+        """(nos, optimum) counted lexicographically by priority (``lex_counted``)."""
+        if self.exact_status != "optimal" or not self.exact:
+            return None
+        if not self.exact_by_priority:
+            return self.nos, self.exact
+        return lex_counted(self.nos_by_priority, self.exact_by_priority)
 
     @property
     def share(self) -> float | None:
-        if self.exact_status != "optimal" or not self.exact:
+        counted = self.counted
+        if counted is None or not counted[1]:
             return None
-        return self.nos / self.exact
+        return counted[0] / counted[1]
 
 
 def instances(quick: bool) -> list[Instance]:
     out = [Instance(s.name, "synthetic", _synthetic(s), s.nodes) for s in synthetic_specs(quick)]
     out += [Instance(t.name, "trace", _trace(t), t.nodes) for t in trace_specs(quick)]
+    out += [Instance(h.name, "hetero", _hetero(h), h.nodes, h.family) for h in hetero_specs(quick)]
+    if not quick:
+        out.append(Instance(LARGE.name, "hetero", _hetero(LARGE), LARGE.nodes))
     return out
+
+
+def _hetero(spec: HeteroSpec) -> Callable[[], Objects]:
+    return lambda: generate_hetero(spec)
 
 
 def _synthetic(spec: Spec) -> Callable[[], Objects]:
@@ -115,6 +183,7 @@ def run_instance(inst: Instance, exact_limit: float, exact_max_nodes: int) -> Re
     greedy_s = time.perf_counter() - started
     greedy_cum = plan_greedy_state(state, lacking="cumulative")
     exact_status, exact, exact_s, exact_errors = "skipped (too large)", None, None, []
+    exact_by: ByPriority = {}
     if inst.nodes <= exact_max_nodes:
         try:
             from benchmarks.exact import solve
@@ -123,6 +192,7 @@ def run_instance(inst: Instance, exact_limit: float, exact_max_nodes: int) -> Re
         else:
             solved = solve(state, exact_limit)
             exact_status, exact, exact_s = solved.status, solved.placed, solved.seconds
+            exact_by = solved.placed_by_priority
             if solved.plan is not None:
                 exact_errors = check_plan(state, solved.plan)
     result = Result(
@@ -135,14 +205,21 @@ def run_instance(inst: Instance, exact_limit: float, exact_max_nodes: int) -> Re
         nos_s=nos_s,
         nos_errors=nos_errors,
         greedy_planned=len(greedy.placed),
-        greedy_reachable=reachable_placed(state, greedy),
+        greedy_reachable=sum(by_priority(state, greedy, True).values()),
         greedy_s=greedy_s,
         greedy_cum_planned=len(greedy_cum.placed),
-        greedy_cum_reachable=reachable_placed(state, greedy_cum),
+        greedy_cum_reachable=sum(by_priority(state, greedy_cum, True).values()),
         exact_status=exact_status,
         exact=exact,
         exact_s=exact_s,
         exact_errors=exact_errors,
+        family=inst.family,
+        multi=sum(1 for p in state.candidates if len(p.mig_devices) > 1),
+        nos_multi=sum(1 for p in nos_plan.placed if p.extra),
+        nos_by_priority=by_priority(state, nos_plan),
+        exact_by_priority=exact_by,
+        greedy_by_priority=by_priority(state, greedy, True),
+        greedy_cum_by_priority=by_priority(state, greedy_cum, True),
     )
     result.misses = misses(result)
     return result
@@ -155,12 +232,13 @@ def misses(r: Result) -> list[str]:
         out.append(f"nos' plan fails the check ({len(r.nos_errors)} error(s), first: {r.nos_errors[0]})")
     if r.exact_errors:
         out.append(f"the optimum's plan fails the check (model bug): {r.exact_errors[0]}")
-    if r.share is not None and r.share < OPTIMUM_SHARE:
-        out.append(f"nos places {r.nos} < {OPTIMUM_SHARE:.0%} of the optimum {r.exact} ({r.share:.1%})")
-    if r.nos < r.greedy_reachable:
-        out.append(f"nos places {r.nos} < the greedy's {r.greedy_reachable}")
-    if r.nos < r.greedy_cum_reachable:
-        out.append(f"nos places {r.nos} < the greedy's cumulative variant {r.greedy_cum_reachable}")
+    target = HETERO_SHARE if r.kind == "hetero" else OPTIMUM_SHARE
+    if r.share is not None and r.counted is not None and r.share < target:
+        got, want = r.counted
+        out.append(f"nos places {got} < {target:.0%} of the optimum's {want}, counted by priority ({r.share:.1%})")
+    for name, other in (("greedy", r.greedy_by_priority), ("greedy's cumulative variant", r.greedy_cum_by_priority)):
+        if other and not lex_ge(r.nos_by_priority, other):
+            out.append(f"nos places {_vector(r.nos_by_priority)} < the {name}'s {_vector(other)} (by priority)")
     if r.nodes >= TIME_TARGET_NODES and r.nos_s >= TIME_TARGET_S:
         out.append(f"nos plans in {r.nos_s:.1f} s >= {TIME_TARGET_S:.0f} s")
     return out
@@ -182,20 +260,54 @@ def _fmt_s(s: float | None) -> str:
 def table(results: Sequence[Result]) -> str:
     """Markdown table of the results."""
     head = (
-        "| instance | nodes | GPUs | candidates | nos | greedy reachable (planned) | greedy cumulative reachable "
-        "(planned) | optimum | nos / optimum | nos s | greedy s | optimum s |\n"
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+        "| instance | nodes | GPUs | candidates | multi-device (placed) | nos | greedy reachable (planned) | "
+        "greedy cumulative reachable (planned) | optimum | nos / optimum | nos s | greedy s | optimum s |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     )
     rows = []
     for r in results:
         opt = str(r.exact) if r.exact_status == "optimal" else (f"({r.exact}, {r.exact_status})" if r.exact else "-")
         share = "-" if r.share is None else f"{r.share:.1%}"
         rows.append(
-            f"| {r.name} | {r.nodes} | {r.gpus} | {r.candidates} | {r.nos} | {r.greedy_reachable} "
-            f"({r.greedy_planned}) | {r.greedy_cum_reachable} ({r.greedy_cum_planned}) | {opt} | {share} | "
+            f"| {r.name} | {r.nodes} | {r.gpus} | {r.candidates} | {r.multi} ({r.nos_multi}) | {r.nos} | "
+            f"{r.greedy_reachable} ({r.greedy_planned}) | {r.greedy_cum_reachable} ({r.greedy_cum_planned}) | "
+            f"{opt} | {share} | "
             f"{_fmt_s(r.nos_s)} | {_fmt_s(r.greedy_s)} | {_fmt_s(r.exact_s)} |"
         )
     return head + "\n".join(rows) + "\n"
+
+
+def family_shares(results: Sequence[Result]) -> dict[str, tuple[int, int, int, float]]:
+    """Per heterogeneous family: (instances solved, nos counted, optimum counted, lowest instance share)."""
+    out: dict[str, tuple[int, int, int, float]] = {}
+    for r in results:
+        if not r.family or r.counted is None or r.share is None:
+            continue
+        n, got, want, low = out.get(r.family, (0, 0, 0, 1.0))
+        out[r.family] = (n + 1, got + r.counted[0], want + r.counted[1], min(low, r.share))
+    return out
+
+
+def family_table(results: Sequence[Result]) -> str:
+    rows = [
+        f"| {fam} | {n} | {got} | {want} | {got / want:.1%} | {low:.1%} |"
+        for fam, (n, got, want, low) in family_shares(results).items()
+        if want
+    ]
+    if not rows:
+        return ""
+    return (
+        "| family | instances solved | nos (counted) | optimum (counted) | nos / optimum | lowest instance |\n"
+        "|---|---:|---:|---:|---:|---:|\n" + "\n".join(rows) + "\n"
+    )
+
+
+def family_misses(results: Sequence[Result]) -> list[str]:
+    return [
+        f"family {fam}: nos {got} < {FAMILY_SHARE:.0%} of the optimum {want} ({got / want:.1%})"
+        for fam, (_, got, want, _) in family_shares(results).items()
+        if want and got < FAMILY_SHARE * want
+    ]
 
 
 def write_docs(results: Sequence[Result], path: Path = DOCS) -> None:
@@ -205,10 +317,12 @@ def write_docs(results: Sequence[Result], path: Path = DOCS) -> None:
         text += f"\n{START_MARK}\n{END_MARK}\n"
     head, rest = text.split(START_MARK, 1)
     _, tail = rest.split(END_MARK, 1)
-    missed = [f"- {r.name}: {m}" for r in results for m in r.misses]
+    missed = [f"- {r.name}: {m}" for r in results for m in r.misses] + [f"- {m}" for m in family_misses(results)]
+    families = family_table(results)
     block = (
         f"{START_MARK}\n<!-- generated by `python benchmarks/run.py`; do not edit by hand -->\n\n"
         + table(results)
+        + (f"\nHeterogeneous families, summed:\n\n{families}" if families else "")
         + "\nTargets: "
         + ("all met.\n" if not missed else "missed on\n\n" + "\n".join(missed) + "\n")
         + END_MARK
@@ -254,6 +368,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = run(args.quick, args.only, args.exact_limit, args.exact_max_nodes)
     print()
     print(table(results))
+    print(family_table(results))
+    for m in family_misses(results):
+        print(f"MISSED: {m}")
     out = args.json or REPO_ROOT / "benchmarks" / ("results-quick.json" if args.quick else "results.json")
     out.write_text(json.dumps([{**asdict(r), "share": r.share} for r in results], indent=1) + "\n")
     if not args.quick and not args.no_docs and not args.only:

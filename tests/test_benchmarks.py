@@ -115,6 +115,43 @@ def test_trace_mapping() -> None:
     assert profile_for_task(A100, 1000) == "7g.80gb"
 
 
+# ----------------------------------------------------------------------------- heterogeneous
+
+
+def test_hetero_families_have_what_they_claim() -> None:
+    from benchmarks.hetero import FAMILIES, HeteroSpec, generate_hetero
+
+    for family in FAMILIES:
+        spec = HeteroSpec(f"t-{family}", family, 30, 4, seed=1)
+        nodes, pods = generate_hetero(spec)
+        assert (nodes, pods) == generate_hetero(spec), "deterministic"
+        state = build_cluster(nodes, pods)
+        assert len(state.nodes) == 30 and len(state.candidates) == 120
+        assert not state.problems
+        models = {n.model.name for n in state.nodes.values() if n.model}
+        counts = {len(n.gpus) for n in state.nodes.values()}
+        assert len(models) >= 2 and len(counts) >= 2, family
+        assert any(n.info.taints for n in state.nodes.values())
+        assert any(p.placement.tolerations for p in state.candidates)
+        assert any(p.placement.node_selector for p in state.candidates)
+        assert any(len(p.mig_devices) > 1 for p in state.candidates)
+        assert len({p.priority for p in state.candidates}) >= 3
+        assert any(i.used for n in state.nodes.values() for g in n.gpus for i in g.instances)
+        assert any(not i.used for n in state.nodes.values() for g in n.gpus for i in g.instances)
+    _, pods = generate_hetero(HeteroSpec("t", "pools", 30, 4))
+    assert any(p.placement.affinity for p in build_cluster([], pods).candidates)
+
+
+def test_shares_compare_by_priority_first() -> None:
+    from benchmarks.run import lex_counted, lex_ge
+
+    # more pods in all, but one fewer of the highest priority: worse, and counted at that level only
+    assert not lex_ge({100: 4, 0: 20}, {100: 5, 0: 1})
+    assert lex_counted({100: 4, 0: 20}, {100: 5, 0: 1}) == (4, 5)
+    assert lex_counted({100: 5, 0: 9}, {100: 5, 0: 10}) == (14, 15)
+    assert lex_counted({100: 5, 0: 10}, {100: 5, 0: 10}) == (15, 15)
+
+
 # ----------------------------------------------------------------------------- exact
 
 
@@ -152,6 +189,13 @@ def test_exact_obvious_cases() -> None:
         [_node("n", whole)], _pods("1g.10gb", 7) + _pods("7g.80gb", 1, prefix="big", priority=100)
     )
     assert (placed, by_priority) == (1, {100: 1, 0: 0})
+    # a pod with two devices: both on one node or none; two nodes with one free 4g each host none
+    from benchmarks.hetero import hetero_pod
+
+    pair = [hetero_pod("pair", ["4g.40gb", "4g.40gb"], "1", "1Gi", 0, "2024-01-01T00:00:00Z", {})]
+    half = {0: [I(4, "3g.40gb", True)]}
+    assert _exact([_node("a", half), _node("b", half)], pair)[0] == 0
+    assert _exact([_node("a", {**half, 1: [I(4, "3g.40gb", True)]})], pair)[0] == 1
 
 
 # ----------------------------------------------------------------------------- smoke
@@ -181,7 +225,7 @@ def test_write_docs_replaces_the_generated_block(tmp_path: Path) -> None:
     write_docs([r], doc)
     text = doc.read_text()
     assert text.startswith("intro\n") and text.endswith("outro\n") and "old" not in text
-    assert text.count(START_MARK) == 1 and "| x | 1 | 8 | 3 | 3 |" in text
+    assert text.count(START_MARK) == 1 and "| x | 1 | 8 | 3 | 0 (0) | 3 |" in text
 
 
 if __name__ == "__main__":

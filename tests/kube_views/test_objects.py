@@ -150,8 +150,30 @@ def test_two_containers_one_device_each() -> None:
         ]
     )
     pod = pod_from_dict(obj)
-    assert pod.mig_problem is not None and "requests 2 MIG devices across its containers" in pod.mig_problem
+    assert pod.mig_problem is None, "one device per container is what the contract allows"
     assert pod.requests[MIG] == 2 and pod.mig_resource is None
+    assert pod.mig_devices == (MIG, MIG)
+
+
+def test_mig_devices_counted_as_the_scheduler_counts_extended_resources() -> None:
+    """Sum over containers, max with each init container, plus overhead."""
+    big = "nvidia.com/mig-3g.40gb"
+    obj = pending_pod(
+        containers=[
+            {"name": "a", "resources": {"limits": {MIG: 1}}},
+            {"name": "b", "resources": {"limits": {big: 1}}},
+        ],
+        initContainers=[{"name": "init", "resources": {"limits": {MIG: 1}}}],
+    )
+    assert pod_from_dict(obj).mig_devices == (MIG, big)
+    obj = pending_pod(
+        containers=[{"name": "a", "resources": {"limits": {MIG: 1}}}],
+        initContainers=[
+            {"name": "i1", "resources": {"limits": {big: 1}}},
+            {"name": "i2", "resources": {"limits": {big: 1}}},
+        ],
+    )
+    assert pod_from_dict(obj).mig_devices == (MIG, big), "init containers run one at a time: max, not sum"
 
 
 def test_placement_fields() -> None:

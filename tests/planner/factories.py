@@ -65,13 +65,21 @@ def pod(
     tolerations: Iterable[Mapping[str, str]] = (),
     created: str = "2026-11-29T10:00:00Z",
     mig_count: int = 1,
+    more: Sequence[str] = (),
+    init: Sequence[str] = (),
 ) -> dict[str, Any]:
+    """A pod; ``more`` adds one container per further MIG device, ``init`` one init container per
+    profile."""
     limits = {f"nvidia.com/mig-{profile}": mig_count} if profile else {}
-    spec: dict[str, Any] = {
-        "priority": priority,
-        "containers": [{"name": "main", "resources": {"limits": limits, "requests": {"cpu": cpu, "memory": memory}}}],
-        "tolerations": list(tolerations),
-    }
+    containers = [{"name": "main", "resources": {"limits": limits, "requests": {"cpu": cpu, "memory": memory}}}]
+    containers += [
+        {"name": f"side{i}", "resources": {"limits": {f"nvidia.com/mig-{p}": 1}}} for i, p in enumerate(more)
+    ]
+    spec: dict[str, Any] = {"priority": priority, "containers": containers, "tolerations": list(tolerations)}
+    if init:
+        spec["initContainers"] = [
+            {"name": f"init{i}", "resources": {"limits": {f"nvidia.com/mig-{p}": 1}}} for i, p in enumerate(init)
+        ]
     if node_selector:
         spec["nodeSelector"] = dict(node_selector)
     if node_name:

@@ -49,6 +49,7 @@ def clusters(draw: st.DrawFn) -> Cluster:
             priority=draw(st.sampled_from([0, 0, 10])),
             cpu=str(draw(st.integers(1, 4))),
             created=f"2026-11-29T10:00:{i:02d}Z",
+            more=draw(st.lists(st.sampled_from(profiles), max_size=2)) if draw(st.integers(0, 4)) == 0 else (),
         )
         for i in range(draw(st.integers(0, 14)))
     ]

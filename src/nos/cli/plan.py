@@ -26,7 +26,8 @@ def render_text(plan: Plan) -> str:
     """The human-readable plan: per node and GPU, current -> planned and the pods placed."""
     by_gpu: dict[tuple[str, int], list[str]] = {}
     for p in plan.placed:
-        by_gpu.setdefault((p.node, p.gpu), []).append(f"{p.pod} ({p.profile}{', existing' if p.existing else ''})")
+        for d in p.devices:
+            by_gpu.setdefault((p.node, d.gpu), []).append(f"{p.pod} ({d.profile}{', existing' if d.existing else ''})")
     candidates = len(plan.placed) + len(plan.unplaced)
     lines = [
         f"Plan {plan.plan_id}: {len(plan.placed)} of {candidates} candidate pod(s) placed, "

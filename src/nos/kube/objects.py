@@ -105,6 +105,13 @@ class PodInfo:
         return next(iter(mig)) if len(mig) == 1 and next(iter(mig.values())) == 1 else None
 
     @property
+    def mig_devices(self) -> tuple[str, ...]:
+        """Every MIG device the pod needs, one entry per device, sorted: kube-scheduler's count of
+        extended resources (sum over containers, max with each init container, plus overhead).
+        All of them must be on one node."""
+        return tuple(sorted(r for r, n in self.mig_requests.items() for _ in range(n)))
+
+    @property
     def is_candidate(self) -> bool:
         """Pending for lack of MIG devices, by the contract's definition."""
         return (
@@ -188,9 +195,6 @@ def pod_from_dict(obj: Mapping[str, Any]) -> PodInfo:
                 summed[r] = max(summed.get(r, 0), n)
         for r, n in _resources(spec.get("overhead"), where).items():
             summed[r] = summed.get(r, 0) + n
-        total_mig = sum(n for r, n in summed.items() if is_mig_resource(r))
-        if problem is None and total_mig > 1:
-            problem = f"requests {total_mig} MIG devices across its containers; nos places pods that use one"
         affinity = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
             "requiredDuringSchedulingIgnoredDuringExecution"
         )

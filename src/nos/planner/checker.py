@@ -142,13 +142,14 @@ def _check_pods(state: ClusterState, plan: Plan) -> list[tuple[str, str]]:
         refusal = placement_refusal(pod.placement, ns.info)
         if refusal is not None:
             errors.append((p.node, f"{p.pod}: node {p.node} refuses it: {refusal}"))
-        resource = pod.mig_resource
-        if resource is None or ns.model.profiles.get(p.profile) is None:
+        if pod.mig_problem or any(ns.model.profiles.get(d.profile) is None for d in p.devices):
             errors.append((p.node, f"{p.pod}: placed although its MIG request is not servable"))
             continue
-        if ns.model.profile(p.profile).resource != resource:
-            errors.append((p.node, f"{p.pod}: asks {resource} but is placed on {p.profile}"))
-        demand[(p.node, p.gpu, resource)] += 1
+        got = tuple(sorted(ns.model.profile(d.profile).resource for d in p.devices))
+        if got != pod.mig_devices:
+            errors.append((p.node, f"{p.pod}: asks {', '.join(pod.mig_devices)} but is placed on {', '.join(got)}"))
+        for d in p.devices:
+            demand[(p.node, d.gpu, ns.model.profile(d.profile).resource)] += 1
         counter = used_resources.setdefault(p.node, Counter())
         for r, n in pod.requests.items():
             if not is_mig_resource(r):

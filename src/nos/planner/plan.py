@@ -38,6 +38,15 @@ class NodePlan:
 
 
 @dataclass(frozen=True)
+class Device:
+    """One MIG device a placed pod gets."""
+
+    gpu: int
+    profile: str
+    existing: bool
+
+
+@dataclass(frozen=True)
 class Placed:
     pod: str
     node: str
@@ -45,12 +54,31 @@ class Placed:
     profile: str
     existing: bool
     """Served by an instance that already exists (no reconfiguration needed)."""
+    extra: tuple[Device, ...] = ()
+    """The further devices of a pod that needs several (all on ``node``; the first is gpu/profile)."""
+
+    @property
+    def devices(self) -> tuple[Device, ...]:
+        return (Device(self.gpu, self.profile, self.existing), *self.extra)
 
 
 @dataclass(frozen=True)
 class Unplaced:
     pod: str
     reason: str
+
+
+@dataclass(frozen=True)
+class Search:
+    """How the plan was found."""
+
+    stage: str
+    """"greedy" (the greedy passes' plan) or "optimized" (the optimizing stage's)."""
+    optimal: bool
+    """Proven optimal for the whole objective (pods per priority, then reconfigured nodes and
+    destroyed free instances) by the optimizing stage."""
+    note: str = ""
+    """Why not proven, when it is not."""
 
 
 @dataclass
@@ -60,6 +88,7 @@ class Plan:
     placed: list[Placed]
     unplaced: list[Unplaced]
     problems: list[str] = field(default_factory=list)
+    search: Search | None = None
 
     @property
     def changed_nodes(self) -> list[str]:
@@ -92,11 +121,23 @@ class Plan:
                 for name, node in sorted(self.nodes.items())
             },
             "placed": [
-                {"pod": p.pod, "node": p.node, "gpu": p.gpu, "profile": p.profile, "existing": p.existing}
+                {
+                    "pod": p.pod,
+                    "node": p.node,
+                    "gpu": p.gpu,
+                    "profile": p.profile,
+                    "existing": p.existing,
+                    "devices": [{"gpu": d.gpu, "profile": d.profile, "existing": d.existing} for d in p.devices],
+                }
                 for p in self.placed
             ],
             "unplaced": [{"pod": u.pod, "reason": u.reason} for u in self.unplaced],
             "problems": list(self.problems),
+            **(
+                {"search": {"stage": self.search.stage, "optimal": self.search.optimal, "note": self.search.note}}
+                if self.search
+                else {}
+            ),
         }
 
 

@@ -24,6 +24,7 @@ import hashlib
 import heapq
 import json
 import re
+import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,8 +36,9 @@ from nos.kube.scheduling import insufficient, placement_refusal
 from nos.mig.catalog import Catalog, GpuModel, default_catalog
 from nos.mig.layout import Instance
 from nos.mig.packing import Geometry, Packer
+from nos.planner import lns
 from nos.planner.cluster import ClusterState, GpuState, NodeState, build_cluster
-from nos.planner.plan import GpuPlan, NodePlan, Placed, Plan, Unplaced
+from nos.planner.plan import Device, GpuPlan, NodePlan, Placed, Plan, Search, Unplaced
 
 _SIZE = re.compile(r"mig-(\d+)g\.(\d+)gb")
 
@@ -47,9 +49,26 @@ def _profile_size(resource: str) -> tuple[int, int]:
 
 
 def candidate_order(pod: PodInfo) -> tuple[Any, ...]:
-    """The contract's order: higher priority first, then smaller profiles, then oldest."""
-    resource = next(iter(pod.mig_requests), "")
-    return (-pod.priority, _profile_size(resource), pod.created, pod.key)
+    """The contract's order: higher priority first, then smaller profiles (a pod with several
+    devices by its largest), then oldest."""
+    size = max((_profile_size(r) for r in pod.mig_requests), default=(99, 999))
+    return (-pod.priority, size, pod.created, pod.key)
+
+
+@dataclass
+class _Fit:
+    """Where the devices of one pod would go on one node."""
+
+    node: _Node
+    devices: list[tuple[_Gpu, str, Instance | None]]
+    """(GPU, MIG resource, existing free instance claimed or None for a new instance)."""
+    quality: int
+
+    @property
+    def tier(self) -> int:
+        if all(existing is not None for _, _, existing in self.devices):
+            return 0
+        return 1 if self.node.changed else 2
 
 
 @dataclass(eq=False)
@@ -120,6 +139,8 @@ class _Planning:
         self.placed: list[Placed] = []
         self.unplaced: list[Unplaced] = []
         self.offered: dict[str, set[str]] = {}
+        self.devices_of: dict[str, tuple[str, list[tuple[int, str, Instance | None]]]] = {}
+        """Placed pods' devices: (GPU index, MIG resource, existing free instance claimed or None)."""
         for ns in state.nodes.values():
             node = _Node(len(self.nodes), ns, dict(ns.free))
             self.nodes.append(node)
@@ -195,16 +216,20 @@ class _Planning:
         if pod.mig_problem:
             self.unplaced.append(Unplaced(pod.key, pod.mig_problem))
             return
-        resource = pod.mig_resource
-        assert resource is not None
-        if resource not in self.offered:
+        devices = pod.mig_devices
+        missing = sorted({r for r in devices if r not in self.offered})
+        if missing:
             models = sorted({m for ms in self.offered.values() for m in ms})
             have = f" (managed GPU models: {', '.join(models)})" if models else " (no managed MIG node)"
-            self.unplaced.append(Unplaced(pod.key, f"no GPU model in the cluster offers {resource}{have}"))
+            self.unplaced.append(Unplaced(pod.key, f"no GPU model in the cluster offers {missing[0]}{have}"))
             return
         requests = tuple(sorted((r, n) for r, n in pod.requests.items() if n > 0 and not is_mig_resource(r)))
-        signature = (resource, pod.placement, requests)
         eligible = self._eligible(pod.placement)
+        if len(devices) > 1:
+            self._place_several(pod, devices, eligible, requests)
+            return
+        resource = devices[0]
+        signature = (resource, pod.placement, requests)
         if signature not in self.failed:
             gpu, existing, claim_quality = self._claim(resource, eligible, requests)
             if gpu is None or self.strategy.claim_by_fit:
@@ -212,10 +237,106 @@ class _Planning:
                 if new is not None and (gpu is None or new_quality < claim_quality):
                     gpu, existing = new, None
             if gpu is not None:
-                self._commit(pod, gpu, resource, requests, existing)
+                self._commit(pod, gpu.node, [(gpu, resource, existing)], requests)
                 return
             self.failed.add(signature)
-        self.unplaced.append(Unplaced(pod.key, self._reason(resource, pod.placement, eligible, requests)))
+        self.unplaced.append(Unplaced(pod.key, self._reason(devices, pod.placement, eligible, requests)))
+
+    def _place_several(
+        self, pod: PodInfo, devices: tuple[str, ...], eligible: set[int], requests: Sequence[tuple[str, int]]
+    ) -> None:
+        """A pod with several MIG devices: all on one node (any of its GPUs), or none."""
+        signature = (devices, pod.placement, requests)
+        if signature not in self.failed:
+            fit = self._find_node(sorted(devices, key=_profile_size, reverse=True), eligible, requests)
+            if fit is not None:
+                self._commit(pod, fit.node, fit.devices, requests)
+                return
+            self.failed.add(signature)
+        self.unplaced.append(Unplaced(pod.key, self._reason(devices, pod.placement, eligible, requests)))
+
+    def _find_node(self, devices: list[str], eligible: set[int], requests: Sequence[tuple[str, int]]) -> _Fit | None:
+        """The node for a pod with several devices: one where all are existing free instances if
+        any, else the first in the largest device's (tier, fit) order where all fit."""
+        seen: set[int] = set()
+        best: _Fit | None = None
+
+        def consider(node: _Node) -> _Fit | None:
+            if node.id in seen:
+                return None
+            seen.add(node.id)
+            if node.id not in eligible or not self._fits(node, requests):
+                return None
+            return self._fit_node(node, devices)
+
+        for gid in self.soft_index.get(devices[0], {}):
+            fit = consider(self.gpus[gid].node)
+            if fit is not None and (best is None or (fit.tier, fit.quality) < (best.tier, best.quality)):
+                best = fit
+                if fit.tier == 0:
+                    return fit
+        heap = self.heaps.get(devices[0], [])
+        popped = []
+        found: _Fit | None = None
+        while heap and found is None:
+            entry = heapq.heappop(heap)
+            if self.bucket_ids.get(entry[3]) != entry[2]:
+                continue  # stale: the bucket emptied since
+            popped.append(entry)
+            for gid in self.buckets[entry[3]]:
+                found = consider(self.gpus[gid].node)
+                if found is not None:
+                    break
+        for entry in popped:
+            heapq.heappush(heap, entry)
+        if found is not None and (best is None or (found.tier, found.quality) < (best.tier, best.quality)):
+            best = found
+        return best
+
+    def _fit_node(self, node: _Node, devices: Sequence[str]) -> _Fit | None:
+        """Devices (largest first) onto the node's GPUs one by one: an existing free instance when
+        one can be claimed, else a new instance on the GPU it fits most tightly. None when one
+        does not fit."""
+        fixed = {g.id: g.fixed for g in node.gpus}
+        wanted = {g.id: g.wanted for g in node.gpus}
+        quality: dict[int, int] = {}
+        claimed: set[tuple[int, Instance]] = set()
+        out: list[tuple[_Gpu, str, Instance | None]] = []
+        for resource in devices:
+            choice: tuple[_Gpu, Instance | None, int] | None = None
+            for gpu in node.gpus:
+                for inst in gpu.claimable.get(resource, ()):
+                    if (gpu.id, inst) in claimed:
+                        continue
+                    trial = tuple(sorted((*fixed[gpu.id], inst)))
+                    q = self.packer.quality(gpu.model, trial, wanted[gpu.id], gpu.state.blocked)
+                    if q is not None:
+                        choice = (gpu, inst, q)
+                        break
+                if choice is not None:
+                    break
+            if choice is None:
+                for gpu in node.gpus:
+                    profile = gpu.model.profile_for_resource(resource)
+                    if profile is None:
+                        continue
+                    trial_wanted = tuple(sorted((*wanted[gpu.id], profile.name)))
+                    q = self.packer.quality(gpu.model, fixed[gpu.id], trial_wanted, gpu.state.blocked)
+                    if q is not None and (choice is None or q < choice[2]):
+                        choice = (gpu, None, q)
+            if choice is None:
+                return None
+            gpu, claim, q = choice
+            if claim is not None:
+                claimed.add((gpu.id, claim))
+                fixed[gpu.id] = tuple(sorted((*fixed[gpu.id], claim)))
+            else:
+                p = gpu.model.profile_for_resource(resource)
+                assert p is not None
+                wanted[gpu.id] = tuple(sorted((*wanted[gpu.id], p.name)))
+            quality[gpu.id] = q
+            out.append((gpu, resource, claim))
+        return _Fit(node, out, sum(quality.values()))
 
     def _claim(
         self, resource: str, eligible: set[int], requests: Sequence[tuple[str, int]]
@@ -292,15 +413,19 @@ class _Planning:
     def _commit(
         self,
         pod: PodInfo,
-        gpu: _Gpu,
-        resource: str,
+        node: _Node,
+        devices: Sequence[tuple[_Gpu, str, Instance | None]],
         requests: Sequence[tuple[str, int]],
-        existing: Instance | None,
     ) -> None:
-        node = gpu.node
         for r, n in requests:
             node.free[r] = node.free.get(r, 0) - n
         node.free[POD_COUNT] = node.free.get(POD_COUNT, 0) - 1
+        got = [self._add_device(node, gpu, resource, existing) for gpu, resource, existing in devices]
+        self.devices_of[pod.key] = (node.state.name, [(g.state.index, r, e) for g, r, e in devices])
+        first = got[0]
+        self.placed.append(Placed(pod.key, node.state.name, first.gpu, first.profile, first.existing, tuple(got[1:])))
+
+    def _add_device(self, node: _Node, gpu: _Gpu, resource: str, existing: Instance | None) -> Device:
         self._unindex(gpu)
         if existing is not None:
             gpu.soft.remove(existing)
@@ -321,13 +446,20 @@ class _Planning:
                     self._unindex(other)
                     self._index(other)
         self._index(gpu)
-        self.placed.append(Placed(pod.key, node.state.name, gpu.state.index, profile, existing is not None))
+        return Device(gpu.state.index, profile, existing is not None)
 
     def _reason(
-        self, resource: str, placement: Placement, eligible_ids: set[int], requests: Sequence[tuple[str, int]]
+        self,
+        devices: tuple[str, ...],
+        placement: Placement,
+        eligible_ids: set[int],
+        requests: Sequence[tuple[str, int]],
     ) -> str:
         """Why a pod found no place, in the scheduler's terms where it can."""
-        offering = [n for n in self.nodes if n.state.model is not None and resource in n.state.model.by_resource]
+        resource = devices[0] if len(set(devices)) == 1 else " + ".join(devices)
+        offering = [
+            n for n in self.nodes if n.state.model is not None and all(r in n.state.model.by_resource for r in devices)
+        ]
         eligible = [n for n in offering if n.id in eligible_ids]
         if not eligible:
             refusals = Counter(placement_refusal(placement, n.state.info) for n in offering)
@@ -338,6 +470,11 @@ class _Planning:
             lacking = Counter(r for n in eligible for r in insufficient(dict(requests), n.free))
             what = ", ".join(f"{r} on {c}" for r, c in sorted(lacking.items()))
             return f"fits no node: insufficient {what} of {len(eligible)} eligible node(s)"
+        if len(devices) > 1:
+            return (
+                f"no eligible node can host all {len(devices)} of its MIG devices ({', '.join(devices)}) at once"
+                " next to its in-use instances and the pods planned before it"
+            )
         for n in roomy:
             for gpu in n.gpus:
                 p = gpu.model.profile_for_resource(resource)
@@ -359,6 +496,37 @@ class _Planning:
 
     def run(self) -> _Planning:
         for pod in sorted(self.state.candidates, key=self.strategy.order):
+            self.place(pod)
+        return self
+
+    def apply(
+        self, placements: Mapping[str, tuple[str, Sequence[tuple[int, str, Instance | None]]]]
+    ) -> _Planning | None:
+        """Commit a given placement (the optimizing stage's), then run the greedy pass on the pods
+        it leaves out; None when it does not fit the GPUs (a model bug: the caller keeps the
+        greedy plan)."""
+        by_name = {n.state.name: n for n in self.nodes}
+        gpu_of = {(g.node.state.name, g.state.index): g for g in self.gpus}
+        rest = []
+        for pod in sorted(self.state.candidates, key=self.strategy.order):
+            where = placements.get(pod.key)
+            if where is None:
+                rest.append(pod)
+                continue
+            node = by_name[where[0]]
+            requests = tuple(sorted((r, n) for r, n in pod.requests.items() if n > 0 and not is_mig_resource(r)))
+            devices = []
+            for index, resource, existing in where[1]:
+                gpu = gpu_of[(where[0], index)]
+                if existing is not None and existing not in gpu.claimable.get(resource, ()):
+                    return None
+                devices.append((gpu, resource, existing))
+            self._commit(pod, node, devices, requests)
+        if any(not self.packer.feasible(g.model, g.fixed, g.wanted, g.state.blocked) for g in self.gpus):
+            return None
+        if any(n.free.get(r, 0) < min(0, v) for n in self.nodes for r, v in n.state.free.items()):
+            return None
+        for pod in rest:
             self.place(pod)
         return self
 
@@ -434,6 +602,14 @@ class _Planning:
         return NodePlan(ns.name, gpu_plans, annotations, write)
 
 
+DEFAULT_BUDGET_S = 1.0
+"""Seconds a planning round may take (greedy passes and optimizing stage together): see
+docs/benchmarks.md for the measurements behind it."""
+WHOLE_CLUSTER_NODES = 60
+"""Up to this many managed nodes the optimizing stage ends with a MIP over the whole cluster
+(above, only the local moves around pending pods run)."""
+
+
 def plan_state(
     state: ClusterState,
     *,
@@ -441,9 +617,13 @@ def plan_state(
     plan_id: str | None = None,
     fill: bool = False,
     strategies: Sequence[Strategy] = STRATEGIES,
+    budget: float = DEFAULT_BUDGET_S,
+    optimize: bool = False,
 ) -> Plan:
-    """Plan on an already built cluster state (see ``plan``): run each strategy's greedy pass and
-    materialise the one with the best objective."""
+    """Plan on an already built cluster state (see ``plan``): run each strategy's greedy pass, keep
+    the one with the best objective, then let the optimizing stage improve it within what is left
+    of ``budget`` seconds (``optimize=False``: greedy only)."""
+    started = time.perf_counter()
     packer = Packer(geometries)  # shared: the passes ask the same placement questions
     best: _Planning | None = None
     for strategy in strategies:
@@ -451,7 +631,32 @@ def plan_state(
         if best is None or work.score() > best.score():
             best = work
     assert best is not None, "at least one strategy is needed"
-    return best.finish(plan_id, fill)
+    search = Search("greedy", False, "optimizing stage off")
+    if optimize and geometries is None:
+        best, search = _optimize(state, packer, best, started + budget)
+    elif optimize:
+        search = Search("greedy", False, "allowed geometries: the optimizing stage is off")
+    result = best.finish(plan_id, fill)
+    result.search = search
+    return result
+
+
+def _optimize(state: ClusterState, packer: Packer, greedy: _Planning, deadline: float) -> tuple[_Planning, Search]:
+    """The optimizing stage (``nos.planner.lns``) from the greedy's plan; its plan replaces the
+    greedy's when it scores at least as high."""
+    servable = [p for p in state.candidates if not p.mig_problem and all(r in greedy.offered for r in p.mig_devices)]
+    whole = len(state.nodes) <= WHOLE_CLUSTER_NODES
+    if not whole and len(greedy.placed) == len(servable):
+        return greedy, Search("greedy", False, "every candidate placed; fewer reconfigured nodes not searched")
+    if deadline - time.perf_counter() <= 0.05:
+        return greedy, Search("greedy", False, "time budget spent by the greedy passes")
+    outcome = lns.improve(state, servable, greedy.devices_of, deadline, whole)
+    work = _Planning(state, packer).apply(outcome.placements)
+    if work is None:  # cannot happen: patterns are reachable layouts
+        return greedy, Search("greedy", False, "the optimizing stage's plan did not fit; greedy plan kept")
+    if work.score() >= greedy.score():
+        return work, Search("optimized", outcome.optimal, outcome.note)
+    return greedy, Search("greedy", False, outcome.note)
 
 
 def plan(
@@ -462,6 +667,7 @@ def plan(
     geometries: Mapping[str, Sequence[Geometry]] | None = None,
     plan_id: str | None = None,
     fill: bool = False,
+    budget: float = DEFAULT_BUDGET_S,
 ) -> Plan:
     """Desired layouts for every GPU of every MIG-labelled node, and where candidates will fit.
 
@@ -478,4 +684,5 @@ def plan(
         geometries=geometries,
         plan_id=plan_id,
         fill=fill,
+        budget=budget,
     )

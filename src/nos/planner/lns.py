@@ -1,0 +1,155 @@
+"""Large-neighbourhood search around a plan, with the MIP of ``nos.planner.optimize`` as the move.
+
+Measured on the heterogeneous benchmark families (docs/benchmarks.md): the MIP over a whole
+cluster of 25-40 nodes often proves its optimum in one or two seconds, but HiGHS tends to find
+the better plans only shortly before it proves them; a small MIP over a dozen nodes is solved in
+tens of milliseconds. So the stage first repairs the plan locally: pick a pending pod (highest
+priority first), a random handful of the nodes it may use, take every pod placed there plus the
+pending pods of that priority that could go there, and re-solve that piece exactly, everything
+else fixed. A move
+is kept when it places more pods, compared per priority from the highest (so a higher priority is
+never traded for lower ones). Then, on clusters small enough, the MIP over the whole cluster,
+warm-started with the result, improves it further or proves it optimal, within what is left.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from nos.kube.objects import Placement, PodInfo
+from nos.kube.scheduling import placement_refusal
+from nos.mig.layout import Instance
+from nos.planner import optimize
+from nos.planner.cluster import ClusterState, NodeState
+
+Placements = dict[str, tuple[str, list[tuple[int, str, Instance | None]]]]
+"""Pod key -> (node, per device: (GPU index, MIG resource, existing free instance claimed or None))."""
+
+MOVE_NODES = 12
+"""Nodes in one neighbourhood."""
+MOVE_SECONDS = 0.3
+"""Time limit of one move's MIP."""
+TRIES_PER_CLASS = 3
+"""Moves tried for a pending pod class before it is given up."""
+LNS_SHARE = 0.5
+"""Share of the time left that the local moves may use before the whole-cluster MIP, when there is one."""
+
+
+@dataclass
+class Outcome:
+    placements: Placements
+    optimal: bool
+    """The whole-cluster MIP proved ``placements`` optimal."""
+    note: str
+    moves: int = 0
+    improved: int = 0
+
+
+def _levels(pods: Sequence[PodInfo], keys: Sequence[str]) -> tuple[int, ...]:
+    """Pods placed per priority, highest first, over the priorities of ``pods``."""
+    priority = {p.key: p.priority for p in pods}
+    counts = Counter(priority[k] for k in keys if k in priority)
+    return tuple(counts[p] for p in sorted({p.priority for p in pods}, reverse=True))
+
+
+def improve(
+    state: ClusterState,
+    pods: Sequence[PodInfo],
+    placements: Placements,
+    deadline: float,
+    whole_cluster_mip: bool,
+) -> Outcome:
+    """Better placements of ``pods`` (the servable candidates) than ``placements`` (the greedy's),
+    found before ``deadline`` (a ``time.perf_counter`` value)."""
+    nodes = {n.name: n for n in state.nodes.values() if not n.frozen and n.model is not None}
+    current: Placements = {k: v for k, v in placements.items() if k in {p.key for p in pods}}
+    accepted: dict[Placement, list[str]] = {}
+    eligible_of: dict[tuple[Placement, tuple[str, ...]], list[str]] = {}
+    class_of = {p.key: optimize.pod_class(p) for p in pods}
+    by_key = {p.key: p for p in pods}
+
+    def eligible(pod: PodInfo) -> list[str]:
+        key = (pod.placement, pod.mig_devices)
+        names = eligible_of.get(key)
+        if names is None:
+            by_placement = accepted.get(pod.placement)
+            if by_placement is None:
+                by_placement = accepted[pod.placement] = [
+                    n.name for n in nodes.values() if placement_refusal(pod.placement, n.info) is None
+                ]
+            names = eligible_of[key] = [
+                n for n in by_placement if all(r in _resources(nodes[n]) for r in pod.mig_devices)
+            ]
+        return names
+
+    rng = random.Random(0)
+    tries: Counter[optimize.PodClass] = Counter()
+    moves = improved = 0
+    now = time.perf_counter()
+    lns_deadline = now + (deadline - now) * (LNS_SHARE if whole_cluster_mip else 1.0)
+    while time.perf_counter() < lns_deadline:
+        pending = [p for p in pods if p.key not in current and tries[class_of[p.key]] < TRIES_PER_CLASS and eligible(p)]
+        if not pending:
+            break
+        top = max(p.priority for p in pending)
+        targets = [p for p in pending if p.priority == top]
+        target = targets[rng.randrange(len(targets))]
+        options = eligible(target)
+        # half the nodes the pod may use, half where the pods placed there could move to
+        chosen = set(rng.sample(options, min(MOVE_NODES // 2, len(options))))
+        movers = {k for k, v in current.items() if v[0] in chosen}
+        elsewhere = sorted({n for k in movers for n in eligible(by_key[k])} - chosen)
+        chosen.update(rng.sample(elsewhere, min(MOVE_NODES - len(chosen), len(elsewhere))))
+        rest = sorted(set(options) - chosen)
+        chosen.update(rng.sample(rest, min(MOVE_NODES - len(chosen), len(rest))))
+        # when that is every node there is, the next try would be the same: one is all there is
+        exhaustive = len(options) <= MOVE_NODES // 2 and len(elsewhere) <= MOVE_NODES - len(options)
+        tries[class_of[target.key]] += TRIES_PER_CLASS if exhaustive else 1
+        sub = [
+            p
+            for p in pods
+            if (p.key in current and current[p.key][0] in chosen)
+            or (p.key not in current and p.priority >= top and chosen.intersection(eligible(p)))
+        ]
+        start = {k: v for k, v in current.items() if v[0] in chosen}
+        left = lns_deadline - time.perf_counter()
+        if left <= 0.02:
+            break
+        solution = optimize.solve(
+            state,
+            sub,
+            [nodes[n] for n in sorted(chosen)],
+            {n: nodes[n].free for n in chosen},
+            min(left, MOVE_SECONDS),
+            start,
+            disruption=False,
+        )
+        moves += 1
+        if solution.found and _levels(sub, list(solution.pods)) > _levels(sub, list(start)):
+            current = {k: v for k, v in current.items() if v[0] not in chosen}
+            current.update(solution.pods)
+            improved += 1
+            tries.clear()
+    note = f"local search: {improved} of {moves} move(s) improved the plan" if moves else ""
+    if whole_cluster_mip:
+        left = deadline - time.perf_counter()
+        if left > 0.05:
+            solution = optimize.solve(
+                state, pods, list(nodes.values()), {n: s.free for n, s in nodes.items()}, left, current
+            )
+            if solution.found and _levels(pods, list(solution.pods)) >= _levels(pods, list(current)):
+                current = solution.pods
+            if solution.optimal:
+                return Outcome(current, True, "", moves, improved)
+            note = f"{note}; " if note else ""
+            return Outcome(current, False, f"{note}whole-cluster MIP: {solution.status or 'not run'}", moves, improved)
+    return Outcome(current, False, note or "no move possible", moves, improved)
+
+
+def _resources(node: NodeState) -> Mapping[str, object]:
+    assert node.model is not None
+    return node.model.by_resource

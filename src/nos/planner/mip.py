@@ -1,0 +1,211 @@
+"""A small mixed-integer program handed to HiGHS (``highspy``), solved lexicographically.
+
+Columns and rows are collected in Python and passed to HiGHS in batch calls. ``solve`` takes the
+objectives in order of importance and optimises them one after the other: each level is maximised,
+then held at its optimum (a row) while the next is maximised. This is exact where one weighted sum
+would need weights so large (candidates ** priority levels) that HiGHS' tolerances blur the lower
+levels. A warm start (a feasible solution, e.g. the greedy plan) is passed to every level, so the
+result is never worse than it; when the time limit runs out, the best solution found so far is
+returned and ``optimal`` is False.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class MipResult:
+    status: str
+    """"optimal" (every level proven), "time limit", or another HiGHS model status."""
+    values: np.ndarray[Any, Any]
+    """Column values of the best solution found (zeros when none)."""
+    found: bool
+    """Whether ``values`` is a feasible solution."""
+    levels_proven: int
+    """How many objective levels were proven optimal before time ran out."""
+
+    @property
+    def optimal(self) -> bool:
+        return self.status == "optimal"
+
+
+WEIGHT_LIMIT = 1e7
+"""Largest objective value one HiGHS solve is given: above it the gap tolerances blur single pods."""
+
+
+def lexicographic(levels: Sequence[Mapping[int, float]], bounds: Sequence[float]) -> list[dict[int, float]]:
+    """Objectives for ``Mip.solve`` from levels in order of importance, each with an upper bound on
+    its value: consecutive levels are merged into one weighted objective (a unit of a level weighs
+    more than the whole of the lower levels of its group) as long as the weighted maximum stays
+    below ``WEIGHT_LIMIT``; fewer HiGHS runs, same optimum."""
+    groups: list[dict[int, float]] = []
+    group: list[tuple[Mapping[int, float], float]] = []
+
+    def close() -> None:
+        if not group:
+            return
+        merged: dict[int, float] = {}
+        weight = 1.0
+        for terms, bound in reversed(group):  # least important first: weight 1
+            for i, c in terms.items():
+                merged[i] = merged.get(i, 0.0) + c * weight
+            weight *= bound + 1
+        groups.append(merged)
+        group.clear()
+
+    for terms, bound in zip(levels, bounds, strict=True):
+        total = 1.0
+        for _, b in [*group, (terms, bound)]:
+            total *= b + 1
+        if group and total > WEIGHT_LIMIT:
+            close()
+        group.append((terms, bound))
+    close()
+    return groups
+
+
+class Mip:
+    """Integer (or continuous) columns in [lower, upper] and rows lower <= sum <= upper."""
+
+    def __init__(self) -> None:
+        self.lower: list[float] = []
+        self.upper: list[float] = []
+        self.integer: list[int] = []
+        self.row_lower: list[float] = []
+        self.row_upper: list[float] = []
+        self.starts: list[int] = []
+        self.indices: list[int] = []
+        self.values: list[float] = []
+
+    @property
+    def columns(self) -> int:
+        return len(self.lower)
+
+    @property
+    def rows(self) -> int:
+        return len(self.row_upper)
+
+    def var(self, upper: float, integer: bool = True, lower: float = 0.0) -> int:
+        self.lower.append(lower)
+        self.upper.append(upper)
+        if integer:
+            self.integer.append(len(self.lower) - 1)
+        return len(self.lower) - 1
+
+    def row(
+        self, terms: Mapping[int, float] | Sequence[tuple[int, float]], upper: float, lower: float = -np.inf
+    ) -> None:
+        items = terms.items() if isinstance(terms, Mapping) else terms
+        self.starts.append(len(self.indices))
+        for i, v in items:
+            self.indices.append(i)
+            self.values.append(v)
+        self.row_lower.append(lower)
+        self.row_upper.append(upper)
+
+    def solve(
+        self,
+        objectives: Sequence[Mapping[int, float]],
+        time_limit: float,
+        start: Sequence[float] | None = None,
+    ) -> MipResult:
+        """Maximise each objective in turn (most important first) within ``time_limit`` seconds in
+        all; ``start`` is a feasible warm start."""
+        deadline = time.perf_counter() + time_limit
+        extra: list[tuple[dict[int, float], float]] = []
+        best = np.array(start, dtype=np.float64) if start is not None else None
+        status = "optimal"
+        proven = 0
+        for level, objective in enumerate(objectives):
+            left = deadline - time.perf_counter()
+            if left <= 0.01:
+                status = "time limit"
+                break
+            name, values, value, found = self._run(objective, extra, left, best)
+            if found:
+                best = values
+            if name != "optimal":
+                status = name if name == "time limit" or best is None else "time limit"
+                break
+            proven = level + 1
+            # hold this level at its optimum (objectives are integral: a half unit of slack)
+            extra.append((dict(objective), value - 0.5))
+        if best is None:
+            return MipResult(status, np.zeros(self.columns), False, proven)
+        return MipResult(status, best, True, proven)
+
+    def _run(
+        self,
+        objective: Mapping[int, float],
+        extra: Sequence[tuple[dict[int, float], float]],
+        time_limit: float,
+        start: np.ndarray[Any, Any] | None,
+    ) -> tuple[str, np.ndarray[Any, Any], float, bool]:
+        import highspy
+
+        h = highspy.Highs()  # type: ignore[no-untyped-call]
+        h.setOptionValue("output_flag", False)
+        h.setOptionValue("time_limit", float(max(0.01, time_limit)))
+        h.setOptionValue("mip_rel_gap", 0.0)
+        h.setOptionValue("mip_abs_gap", 0.5)
+        h.setOptionValue("threads", 1)
+        n = self.columns
+        cost = np.zeros(n, dtype=np.float64)
+        for i, c in objective.items():
+            cost[i] = c
+        h.addCols(
+            n,
+            cost,
+            np.array(self.lower, dtype=np.float64),
+            np.array(self.upper, dtype=np.float64),
+            0,
+            np.zeros(n + 1, dtype=np.int32),
+            np.zeros(0, dtype=np.int32),
+            np.zeros(0, dtype=np.float64),
+        )
+        if self.integer:
+            h.changeColsIntegrality(
+                len(self.integer),
+                np.array(self.integer, dtype=np.int32),
+                np.full(len(self.integer), highspy.HighsVarType.kInteger.value, dtype=np.uint8),
+            )
+        row_lower, row_upper = list(self.row_lower), list(self.row_upper)
+        starts, indices, values = list(self.starts), list(self.indices), list(self.values)
+        for terms, at_least in extra:
+            starts.append(len(indices))
+            indices.extend(terms)
+            values.extend(terms.values())
+            row_lower.append(at_least)
+            row_upper.append(np.inf)
+        if row_upper:
+            h.addRows(
+                len(row_upper),
+                np.array(row_lower, dtype=np.float64),
+                np.array(row_upper, dtype=np.float64),
+                len(indices),
+                np.array(starts, dtype=np.int32),
+                np.array(indices, dtype=np.int32),
+                np.array(values, dtype=np.float64),
+            )
+        h.changeObjectiveSense(highspy.ObjSense.kMaximize)
+        if start is not None:
+            sol = highspy.HighsSolution()
+            sol.col_value = list(start)
+            h.setSolution(sol)
+        h.run()
+        status = h.getModelStatus()
+        names = {highspy.HighsModelStatus.kOptimal: "optimal", highspy.HighsModelStatus.kTimeLimit: "time limit"}
+        name = names.get(status, str(status).rsplit(".", 1)[-1])
+        info = h.getInfo()
+        found = n > 0 and info.primal_solution_status == 2  # kSolutionStatusFeasible
+        result = np.array(h.getSolution().col_value, dtype=np.float64) if found else np.zeros(n)
+        if n == 0:
+            found = name == "optimal"
+        value = float(sum(c * result[i] for i, c in objective.items()))
+        return name, result, value, found
