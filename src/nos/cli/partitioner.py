@@ -119,7 +119,9 @@ async def serve(
     stop = stop or asyncio.Event()
     metrics = Metrics()
     runner = PartitionerRunner(kube, config, identity, metrics=metrics, geometries=geometries, **runner_options)
-    server = ObservabilityServer(metrics, runner.ready, config.server.metrics_port, config.server.health_port)
+    server = ObservabilityServer(
+        metrics, runner.ready, config.server.metrics_port, config.server.health_port, live=runner.live
+    )
     code = 0
     with stop_on_signals(stop):
         await server.start()

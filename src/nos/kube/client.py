@@ -28,7 +28,7 @@ from lightkube.resources.core_v1 import Node, Pod
 from lightkube.resources.events_v1 import Event as EventResource
 from lightkube.types import PatchType
 
-from nos.kube.events import event_body
+from nos.kube.events import EventSeries, event_body
 from nos.kube.port import Conflict, Event, Gone, KubeError, NotFound, Obj, WatchEvent
 
 _KINDS: dict[str, Any] = {"nodes": Node, "pods": Pod}
@@ -129,6 +129,7 @@ class LightkubeKube:
         self._client = client
         self.component = component
         self.instance = instance or f"{component}-{socket.gethostname()}"
+        self._series = EventSeries()
         self._retry = retry or RetryPolicy()
         self._clock = clock or (lambda: datetime.now(UTC))
 
@@ -204,10 +205,24 @@ class LightkubeKube:
         await self._call(lambda: self._client.delete(Pod, name, namespace=namespace), replay_ok=404)
 
     async def create_event(self, event: Event) -> None:
-        body = event_body(event, self.component, self.instance, self._clock())
+        when = self._clock()
+        repeat = self._series.repeat(event, when)
+        if repeat is not None:  # a repeat: count it on the first Event's series
+            name, namespace, patch = repeat
+            try:
+                await self._call(
+                    lambda: self._client.patch(
+                        EventResource, name, patch, namespace=namespace, patch_type=PatchType.MERGE
+                    )
+                )
+                return
+            except NotFound:
+                self._series.forget(event)
+        body = event_body(event, self.component, self.instance, when)
         # from_dict is annotated as returning DictMixin; it returns the class it is called on.
         resource = cast(EventResource, EventResource.from_dict(body))
         await self._call(lambda: self._client.create(resource), replay_ok=409)
+        self._series.created(event, body, when)
 
     async def list_with_version(
         self,

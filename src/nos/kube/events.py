@@ -4,11 +4,13 @@ Shared by both ``Kube`` implementations so the in-memory fake stores exactly wha
 sends. The apiserver requires eventTime (RFC 3339 with exactly six fractional digits),
 reportingController, reportingInstance, action, reason and type, and caps note at 1 kB; names follow
 client-go's recorder (``<regarding-name>.<hex time>``) so they are valid without ``generateName``.
+A repeated Event updates the first one's ``series`` instead of creating an object (``EventSeries``).
 """
 
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -65,3 +67,60 @@ def event_body(event: Event, component: str, instance: str, when: datetime) -> O
         "type": event.type,
         "regarding": regarding,
     }
+
+
+SERIES_WINDOW_S = 6 * 60.0
+"""client-go's window for isomorphic events: a repeat within it updates the first Event's series."""
+
+
+@dataclass
+class _Seen:
+    name: str
+    namespace: str
+    count: int
+    last: datetime
+
+
+class EventSeries:
+    """client-go's event deduplication for events.k8s.io/v1: an Event equal to one sent less than
+    ``window_s`` ago (same regarding object, reason, type, action and note) is not a new object; the
+    first one's ``series`` (``count``, ``lastObservedTime``) is patched instead. Shared by both
+    ``Kube`` implementations; they call ``repeat`` first and ``created`` after a create."""
+
+    def __init__(self, window_s: float = SERIES_WINDOW_S, max_entries: int = 4096) -> None:
+        self.window_s, self.max_entries = window_s, max_entries
+        self._seen: dict[tuple[str, ...], _Seen] = {}
+
+    @staticmethod
+    def _key(event: Event) -> tuple[str, ...]:
+        ref = event.regarding
+        return (
+            ref.kind,
+            ref.namespace or "",
+            ref.name,
+            ref.uid or "",
+            event.reason,
+            event.type,
+            event.action,
+            event.note,
+        )
+
+    def repeat(self, event: Event, when: datetime) -> tuple[str, str, Obj] | None:
+        """(name, namespace, merge patch) that records ``event`` as a repeat; None: create a new one."""
+        seen = self._seen.get(self._key(event))
+        if seen is None or (when - seen.last).total_seconds() > self.window_s:
+            return None
+        seen.count += 1
+        seen.last = when
+        return seen.name, seen.namespace, {"series": {"count": seen.count, "lastObservedTime": micro_time(when)}}
+
+    def created(self, event: Event, body: Obj, when: datetime) -> None:
+        if len(self._seen) >= self.max_entries:  # bounded: forget the oldest
+            oldest = min(self._seen, key=lambda k: self._seen[k].last)
+            del self._seen[oldest]
+        meta = body["metadata"]
+        self._seen[self._key(event)] = _Seen(meta["name"], meta["namespace"], 1, when)
+
+    def forget(self, event: Event) -> None:
+        """The Event object is gone (expired): the next repeat creates a new one."""
+        self._seen.pop(self._key(event), None)

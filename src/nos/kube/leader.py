@@ -9,6 +9,11 @@
   and ``run`` raises ``LeadershipLost`` (the process should exit and restart with fresh caches).
 * On graceful shutdown the leader releases the Lease (empty holder), so a standby takes over after
   its next retry instead of waiting for the lease to expire.
+* Fencing: ``holds_lease()`` is true only until ``renew_deadline_s`` after the *start* of the last
+  successful acquire/renew. A standby takes over no earlier than ``lease_duration_s`` after it saw
+  that renewal, so a leader that checks ``holds_lease()`` right before each write never writes while
+  another replica may lead, even when its event loop or its renewals stalled (the margin,
+  lease - renew deadline, covers the time between the check and the write reaching the apiserver).
 
 Why own code: lightkube has no elector, and the official aio client's was broken (stack doc §1.2).
 """
@@ -71,6 +76,7 @@ class LeaderElector:
         self.transitions_seen = 0
         self._observed: dict[str, Any] | None = None  # last Lease spec seen
         self._observed_at = 0.0  # loop time when it last changed
+        self._held_since: float | None = None  # loop time when the last successful attempt started
 
     def _now(self) -> float:
         return asyncio.get_running_loop().time()
@@ -84,6 +90,7 @@ class LeaderElector:
         the write lost a race, ``KubeError`` when the API failed."""
         cfg = self.config
         now = _micro_time(self._wall())
+        attempt = self._now()
         try:
             lease = await self.kube.get_lease(cfg.namespace, cfg.lease_name)
         except NotFound:
@@ -97,6 +104,7 @@ class LeaderElector:
             body = {"metadata": {"name": cfg.lease_name, "namespace": cfg.namespace}, "spec": first}
             created = await self.kube.create_lease(body)
             self._observe(created.get("spec") or {})
+            self._held_since = attempt
             return True
         spec: dict[str, Any] = dict(lease.get("spec") or {})
         if spec != self._observed:
@@ -114,7 +122,14 @@ class LeaderElector:
         }
         replaced = await self.kube.replace_lease(_with_spec(lease, new_spec))
         self._observe(replaced.get("spec") or new_spec)
+        self._held_since = attempt
         return True
+
+    def holds_lease(self) -> bool:
+        """Leading, and the last successful renewal started less than ``renew_deadline_s`` ago: safe
+        to write now (see the module docstring). Call it from the event loop, right before a write."""
+        held = self._held_since
+        return self.is_leader and held is not None and self._now() < held + self.config.renew_deadline_s
 
     def _observe(self, spec: dict[str, Any]) -> None:
         self._observed, self._observed_at = spec, self._now()
@@ -201,6 +216,7 @@ class LeaderElector:
                     t.cancel()
                 await asyncio.gather(task, renew, stopped, return_exceptions=True)
                 self.is_leader = False
+                self._held_since = None
             if lost:
                 raise LeadershipLost(f"could not renew lease {self.config.lease_name} within the renew deadline")
             await self.release()

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from nos.kube.events import event_body
+from nos.kube.events import EventSeries, event_body
 from nos.kube.port import Event, KubeError, Obj
 from nos.kube.selectors import Selector
 from nos.kube.store import ObjectStore, Watch
@@ -37,6 +37,7 @@ class MemoryKube:
         self.component = component
         self.instance = instance
         self.events: list[Event] = []
+        self._series = EventSeries()
         self.calls: list[str] = []
         self._clock = clock or (lambda: datetime.now(UTC))
         self._failures: dict[str, list[KubeError]] = {}
@@ -160,9 +161,21 @@ class MemoryKube:
 
     async def create_event(self, event: Event) -> None:
         self._enter("create_event")
-        body = event_body(event, self.component, self.instance, self._clock())
-        self.store.create("events", body, body["metadata"]["namespace"])
+        when = self._clock()
         self.events.append(event)
+        repeat = self._series.repeat(event, when)
+        if repeat is not None:
+            name, namespace, patch = repeat
+            try:
+                self.store.merge_patch("events", name, patch, namespace)
+                return
+            except KubeError as e:
+                if e.status != 404:
+                    raise
+                self._series.forget(event)
+        body = event_body(event, self.component, self.instance, when)
+        self.store.create("events", body, body["metadata"]["namespace"])
+        self._series.created(event, body, when)
 
 
 def recreate_after(kube: MemoryKube, delay: float, rename: Callable[[str], str] | None = None) -> PodHook:

@@ -46,6 +46,11 @@ class Metrics:
             "nos_partitioner_node_write_failures_total", "Spec writes that failed after retries.", registry=r
         )
         self.is_leader = Gauge("nos_partitioner_leader", "1 while this replica holds the Lease.", registry=r)
+        self.fenced = Counter(
+            "nos_partitioner_fenced_total",
+            "Cycles whose writes stopped because the Lease was no longer held (fencing).",
+            registry=r,
+        )
         self.frozen = Gauge(
             "nos_partitioner_frozen",
             "Managed nodes or GPUs left as they are (malformed input, unreadable GPU, failed check).",

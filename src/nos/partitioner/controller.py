@@ -30,6 +30,23 @@ log = logging.getLogger(__name__)
 PlanFunction = Callable[[ClusterState, str], Plan]
 """(cluster state, plan id) -> plan; nos' planner by default, another policy in the simulator."""
 
+Offload = Callable[..., Awaitable[Any]]
+"""``await offload(fn, *args)`` runs blocking ``fn(*args)`` elsewhere (``asyncio.to_thread`` in the
+cluster, so a long plan never blocks the event loop that renews the Lease and answers probes)."""
+
+Fence = Callable[[], bool]
+"""True while this replica may write (it holds the Lease); asked right before every write."""
+
+
+class FencedOut(Exception):
+    """The Lease is no longer held: this replica must not write anything more."""
+
+
+async def inline(fn: Callable[..., Any], *args: Any) -> Any:
+    """The default ``Offload``: run on the caller's loop (the simulator's virtual time needs that)."""
+    return fn(*args)
+
+
 ObjectSource = Callable[[], Awaitable[tuple[list[Obj], list[Obj]]]]
 """() -> (nodes, pods) to plan from; the default lists through the ``Kube`` port, ``nos partitioner``
 reads its watch caches instead."""
@@ -55,6 +72,8 @@ class CycleResult:
     """Nodes that have not reported the previous plan yet."""
     written: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    fenced: bool = False
+    """The Lease was lost while writing: the rest of the plan was not written."""
     frozen_nodes: int = 0
     frozen_gpus: int = 0
     """Managed nodes (and GPUs of the other nodes) left as they are in this cycle's input or plan."""
@@ -80,8 +99,12 @@ class Partitioner:
         geometries: Mapping[str, Sequence[Geometry]] | None = None,
         planner: PlanFunction | None = None,
         source: ObjectSource | None = None,
+        offload: Offload | None = None,
+        fence: Fence | None = None,
     ) -> None:
         self.kube = kube
+        self.offload = offload or inline
+        self.fence = fence
         self.source = source or self._list
         self.clock = clock
         self.config = config or PartitionerConfig()
@@ -107,7 +130,7 @@ class Partitioner:
         """Observe the cluster; plan and write when a batch has closed and agents have caught up."""
         now = self.clock()
         nodes, pods = await self.source()
-        state = build_cluster(nodes, pods, self.catalog)
+        state: ClusterState = await self.offload(build_cluster, nodes, pods, self.catalog)
         self.batcher.observe((p.key for p in state.candidates), now)
         result = CycleResult()
         if not self.batcher.ready(now):
@@ -129,8 +152,7 @@ class Partitioner:
             )
         for problem in state.problems:
             log.warning("%s", problem)
-        plan = self.planner(state, self._plan_id(now))
-        errors = isolate_failures(state, plan)  # a node whose part fails the check is left out
+        plan, errors = await self.offload(self._plan_checked, state, self._plan_id(now))
         await self._report_frozen(state, plan, result)
         if errors:  # never write a plan that fails the independent check
             log.error("plan %s failed its check, not written: %s", plan.plan_id, "; ".join(errors[:3]))
@@ -146,6 +168,10 @@ class Partitioner:
             except KubeError as e:
                 result.failed[name] = str(e)
                 log.error("writing plan %s on node %s failed: %s", plan.plan_id, name, e)
+            except FencedOut:
+                result.fenced = True
+                log.error("lost the lease while writing plan %s: nothing more is written", plan.plan_id)
+                break
         if result.written:
             self.last_plan_at, self.last_plan_id = now, plan.plan_id
         log.info(
@@ -182,6 +208,15 @@ class Partitioner:
     async def _list(self) -> tuple[list[Obj], list[Obj]]:
         return await self.kube.list_nodes(), await self.kube.list_pods()
 
+    def _plan_checked(self, state: ClusterState, plan_id: str) -> tuple[Plan, list[str]]:
+        """Plan and check (a node whose part fails the check is left out); blocking, offloaded."""
+        plan = self.planner(state, plan_id)
+        return plan, isolate_failures(state, plan)
+
+    def _may_write(self) -> None:
+        if self.fence is not None and not self.fence():
+            raise FencedOut("the Lease is not held")
+
     def _plan(self, state: ClusterState, plan_id: str) -> Plan:
         return plan_state(state, geometries=self.geometries, plan_id=plan_id, fill=self.config.fill_spare)
 
@@ -194,6 +229,7 @@ class Partitioner:
             patch = merge_patch(current, annotations, owned="spec")
             if not patch:
                 return
+            self._may_write()
             try:
                 await self.kube.patch_node_annotations(name, patch, resource_version=meta.get("resourceVersion"))
                 return
@@ -231,6 +267,8 @@ class Partitioner:
         await self._send(Event(ObjectRef("Node", name), reason, note, "Warning" if type_ == "Warning" else "Normal"))
 
     async def _send(self, event: Event) -> None:
+        if self.fence is not None and not self.fence():
+            return  # a replica that lost the Lease says nothing either
         try:
             await self.kube.create_event(event)
         except KubeError as e:  # events explain; they must never stop the partitioner

@@ -9,6 +9,12 @@ leader plans. While leading, a cycle runs when a cached object changed (debounce
 Shutdown: ``stop`` lets the running cycle finish (up to ``shutdown_grace_s``: its node patches are
 independent, so cancelling later is also safe — the next leader re-plans from what was written),
 then the Lease is released. Losing the Lease cancels the cycle at once and raises ``LeadershipLost``.
+
+Staying live: building the cluster state, planning and checking run on a worker thread
+(``asyncio.to_thread``), so a long plan never stops the loop that renews the Lease and answers the
+probes; ``live()`` fails when one cycle runs longer than ``liveness_s``. Fencing: right before every
+node patch (and Event) the partitioner asks ``LeaderElector.holds_lease()``; a replica whose Lease
+may have passed writes nothing more (``FencedOut``), even if its renew loop has not noticed yet.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ class PartitionerRunner:
         min_interval_s: float = 1.0,
         resync_s: float = 60.0,
         shutdown_grace_s: float = 10.0,
+        liveness_s: float = 600.0,
     ) -> None:
         self.kube, self.config, self.identity = kube, config, identity
         self.metrics = metrics or Metrics()
@@ -52,12 +59,20 @@ class PartitionerRunner:
         self.wake = asyncio.Event()
         self.nodes = Reflector(kube, "nodes", watch_timeout_s=watch_timeout_s, on_change=self._changed("nodes"))
         self.pods = Reflector(kube, "pods", watch_timeout_s=watch_timeout_s, on_change=self._changed("pods"))
-        self.partitioner = Partitioner(
-            kube, clock, config.partitioner.partitioner_config(), geometries=geometries, source=self._snapshot
-        )
         election = config.partitioner.leader_election
         self.elector = LeaderElector(kube, identity, election.election()) if election.enabled else None
+        self.partitioner = Partitioner(
+            kube,
+            clock,
+            config.partitioner.partitioner_config(),
+            geometries=geometries,
+            source=self._snapshot,
+            offload=asyncio.to_thread,
+            fence=self.elector.holds_lease if self.elector is not None else None,
+        )
         self.cycles = 0
+        self.liveness_s = liveness_s
+        self._progress_at: float | None = None
 
     def _changed(self, resource: str) -> Callable[[str, Obj], None]:
         def note(kind: str, _: Obj) -> None:
@@ -72,6 +87,13 @@ class PartitionerRunner:
 
     def synced(self) -> bool:
         return self.nodes.synced.is_set() and self.pods.synced.is_set()
+
+    def live(self) -> bool:
+        """For ``/healthz``: a leader whose loop has not come round (a cycle ended) within
+        ``liveness_s`` is stuck; a standby is live. Planning runs on a worker thread, so the probe
+        itself is answered during a long plan."""
+        progress = self._progress_at
+        return progress is None or time.monotonic() - progress < self.liveness_s
 
     def ready(self) -> bool:
         """Caches synced and (with election) the elector campaigning or leading."""
@@ -99,12 +121,15 @@ class PartitionerRunner:
         try:
             while not stop.is_set():
                 self.wake.clear()
+                self._progress_at = time.monotonic()
                 result = await self._cycle()
+                self._progress_at = None  # waiting is progress: only a cycle can be stuck
                 woken = await _wait_any(self.wake, stop, self._next_wait(result))
                 if woken and not stop.is_set():  # debounce a burst of changes into one cycle
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), self.min_interval_s)
         finally:
+            self._progress_at = None
             self.metrics.is_leader.set(0)
 
     async def _cycle(self) -> CycleResult | None:
@@ -117,6 +142,8 @@ class PartitionerRunner:
         self.cycles += 1
         m = self.metrics
         m.candidate_pods.set(len(self.partitioner.batcher.seen))
+        if result.fenced:
+            m.fenced.inc()
         m.frozen.labels("node").set(self.partitioner.frozen[0])
         m.frozen.labels("gpu").set(self.partitioner.frozen[1])
         if result.plan is not None:
