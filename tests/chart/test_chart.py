@@ -128,12 +128,19 @@ def test_default_and_custom_render_the_expected_objects(default: list[Manifest],
         + ["ServiceAccount"] * 2
         + ["ClusterRole", "ClusterRoleBinding"] * 2
         + ["Role", "RoleBinding"] * 2
+        + ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"] * 3
     )
     extra = {m["kind"] for m in custom} - {m["kind"] for m in default}
-    assert extra == {"ServiceMonitor", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
+    assert extra == {"ServiceMonitor"}
     for m in default:
         assert m["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
-        if m["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
+        cluster_scoped = (
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
+        )
+        if m["kind"] not in cluster_scoped:
             assert m["metadata"]["namespace"] in (NAMESPACE, "gpu-operator")
 
 
@@ -154,8 +161,8 @@ def test_rbac_is_exactly_the_least_privilege_listed(default: list[Manifest]) -> 
     assert find(default, "Role", "-partitioner-leader-election")["metadata"]["namespace"] == NAMESPACE
     assert _rules(default, "ClusterRole", "-mig-agent") == {
         ("", "nodes", (), ("get", "list", "patch", "watch")),
-        ("events.k8s.io", "events", (), ("create",)),
-        ("", "events", (), ("create",)),
+        ("events.k8s.io", "events", (), ("create", "patch")),
+        ("", "events", (), ("create", "patch")),
     }
     dp_role = find(default, "Role", "-mig-agent-device-plugin")
     assert dp_role["metadata"]["namespace"] == "gpu-operator"
@@ -378,13 +385,15 @@ def test_service_monitor_off_by_default_and_selects_both_services(
 # --- admission policy ------------------------------------------------------------------------------
 
 
-def test_admission_policy_is_off_by_default(default: list[Manifest]) -> None:
-    assert not [m for m in default if m["apiVersion"].startswith("admissionregistration")]
+def test_admission_policy_can_be_turned_off() -> None:
+    off = {"admissionPolicy": {"enabled": False}}
+    manifests = render_chart({"migAgent": off, "gpuPartitioner": off})
+    assert not [m for m in manifests if m["apiVersion"].startswith("admissionregistration")]
 
 
 def test_admission_policy_limits_the_agent_to_status_annotations(custom: list[Manifest]) -> None:
-    policy = find(custom, "ValidatingAdmissionPolicy")
-    binding = find(custom, "ValidatingAdmissionPolicyBinding")
+    policy = find(custom, "ValidatingAdmissionPolicy", "-mig-agent-node-writes")
+    binding = find(custom, "ValidatingAdmissionPolicyBinding", "-mig-agent-node-writes")
     assert policy["apiVersion"] == binding["apiVersion"] == "admissionregistration.k8s.io/v1"
     assert binding["spec"]["policyName"] == policy["metadata"]["name"]
     assert binding["spec"]["validationActions"] == ["Deny"]
@@ -396,7 +405,8 @@ def test_admission_policy_limits_the_agent_to_status_annotations(custom: list[Ma
     assert "nos.nebuly.com/status-" in expressions
     assert "authentication.kubernetes.io/node-name" in expressions
     loose = render_chart({"migAgent": {"admissionPolicy": {"enabled": True, "ownNodeOnly": False}}})
-    loose_expr = " ".join(v["expression"] for v in find(loose, "ValidatingAdmissionPolicy")["spec"]["validations"])
+    loose_policy = find(loose, "ValidatingAdmissionPolicy", "-mig-agent-node-writes")
+    loose_expr = " ".join(v["expression"] for v in loose_policy["spec"]["validations"])
     assert "node-name" not in loose_expr and "status-" in loose_expr
 
 
