@@ -126,9 +126,10 @@ async def test_standby_takes_over_mid_cycle_and_the_old_leader_writes_nothing(cl
 
         a.elector._renew_until_lost = wedged  # type: ignore[method-assign]
     stops = {who: asyncio.Event() for who in runners}
-    tasks = {who: asyncio.create_task(runners[who].run(stops[who]), name=f"partitioner-{who}") for who in runners}
+    tasks = {"a": asyncio.create_task(a.run(stops["a"]), name="partitioner-a")}
     try:
         await eventually(lambda: _true_if(a.elector is not None and a.elector.is_leader), 30, "a leads")
+        tasks["b"] = asyncio.create_task(b.run(stops["b"]), name="partitioner-b")  # the standby
         await cluster.create_pod("p1", "1g.10gb", node=node)
         await eventually(lambda: _true_if(planning.is_set()), 30, "a plans")
         await eventually(lambda: _true_if(b.elector is not None and b.elector.is_leader), 30, "b takes over")
