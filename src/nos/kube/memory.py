@@ -162,12 +162,12 @@ class MemoryKube:
     async def create_event(self, event: Event) -> None:
         self._enter("create_event")
         when = self._clock()
-        self.events.append(event)
         repeat = self._series.repeat(event, when)
         if repeat is not None:
             name, namespace, patch = repeat
             try:
                 self.store.merge_patch("events", name, patch, namespace)
+                self.events.append(event)
                 return
             except KubeError as e:
                 if e.status != 404:
@@ -175,6 +175,7 @@ class MemoryKube:
                 self._series.forget(event)
         body = event_body(event, self.component, self.instance, when)
         self.store.create("events", body, body["metadata"]["namespace"])
+        self.events.append(event)
         self._series.created(event, body, when)
 
 
