@@ -18,7 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from nos import yaml_errors
 
 MIG_RESOURCE_PREFIX = "nvidia.com/mig-"
-_PROFILE_NAME = re.compile(r"^(?P<compute>\d+)g\.(?P<memory>\d+)gb(?P<variant>\+[a-z][a-z.]*)?$")
+_PROFILE_NAME = re.compile(r"^(?P<compute>\d+)g\.(?P<memory>\d+)gb(?P<variant>\+[a-z][a-z.]*|-me)?$")
+_KIND_VARIANT = re.compile(r"(\+[a-z][a-z.]*|-me)$")
+"""Variants: ``+me`` (owns the media engines), ``+me.all`` (all of them), ``+gfx`` (graphics), ``-me``
+(no media engines at all); the kind name carries the same suffix (``1g-2m`` is a kind, not a variant)."""
 _GFD_SUFFIXES = (re.compile(r"-MIG-.*$"), re.compile(r"-SHARED$"))
 
 
@@ -46,8 +49,19 @@ class Profile:
 
     @property
     def media(self) -> bool:
-        """Owns the media engines (``+me``); a GPU has one set of them."""
+        """Owns the media engines (``+me``, ``+me.all``); a GPU has one set of them."""
         return "+me" in self.name
+
+    @property
+    def variant(self) -> str:
+        """The suffix of a variant profile (``+me``, ``+gfx``, ``-me``, ...); empty for a plain one."""
+        match = _KIND_VARIANT.search(self.name)
+        return match[1] if match else ""
+
+    @property
+    def base(self) -> str:
+        """The plain profile this one is a variant of (itself when plain)."""
+        return self.name[: len(self.name) - len(self.variant)]
 
     @property
     def annotation_name(self) -> str:
@@ -86,6 +100,10 @@ class GpuModel:
     """NVML placement units per catalog memory slot: NVML reports (and takes) placements on a finer
     grid on some models (RTX PRO 6000 Blackwell: 3, a 12-unit grid over its 4 slots)."""
 
+    def nvml_placement(self, profile: Profile, start: int) -> tuple[int, int]:
+        """(start, size) of an instance as NVML's ``nvmlGpuInstancePlacement_t`` gives them."""
+        return start * self.nvml_grid, profile.slots * self.nvml_grid
+
     def profile(self, name: str) -> Profile:
         try:
             return self.profiles[name]
@@ -95,7 +113,7 @@ class GpuModel:
     @cached_property
     def full_profile(self) -> Profile:
         """The profile covering the whole GPU: the contract's initial layout."""
-        return next(p for p in self.profiles.values() if p.slots == self.memory_slots and not p.media)
+        return next(p for p in self.profiles.values() if p.slots == self.memory_slots and not p.variant)
 
     @cached_property
     def by_resource(self) -> dict[str, tuple[Profile, ...]]:
@@ -112,8 +130,8 @@ class GpuModel:
 
     @cached_property
     def fill_order(self) -> tuple[Profile, ...]:
-        """Profiles to fill spare space with, largest first (never ``+me``)."""
-        ps = [p for p in self.profiles.values() if not p.media]
+        """Profiles to fill spare space with, largest first (never a variant such as ``+me``)."""
+        ps = [p for p in self.profiles.values() if not p.variant]
         return tuple(sorted(ps, key=lambda p: (-p.slots, -p.compute, p.name)))
 
 
@@ -237,12 +255,16 @@ class _CatalogFile(BaseModel):
                     raise ValueError(f"model {m.name}: malformed profile name {pname!r}")
                 if int(match["compute"]) != shape.kinds[kind].compute:
                     raise ValueError(f"model {m.name}: {pname} does not match kind {kind}")
-                kind_variant = kind[kind.index("+") :] if "+" in kind else ""
-                if (match["variant"] or "") != kind_variant:  # a ``+me`` kind must be spelled ``+me``
+                kind_variant = _KIND_VARIANT.search(kind)
+                if (match["variant"] or "") != (kind_variant[1] if kind_variant else ""):
                     raise ValueError(f"model {m.name}: {pname} does not match the variant of kind {kind}")
-            full = [k for k in m.profiles if shape.kinds[k].slots == shape.memory_slots]
+            full = [
+                k
+                for k in m.profiles
+                if shape.kinds[k].slots == shape.memory_slots and not _KIND_VARIANT.search(m.profiles[k])
+            ]
             if len(full) != 1:
-                raise ValueError(f"model {m.name}: needs exactly one whole-GPU profile")
+                raise ValueError(f"model {m.name}: needs exactly one plain whole-GPU profile")
             for p in m.products:
                 if p.lower() in seen_products:
                     raise ValueError(f"product {p} listed by {seen_products[p.lower()]} and {m.name}")

@@ -1,4 +1,4 @@
-"""Optional restriction of each GPU model to a list of allowed layouts.
+"""Allowed geometries: the optional restriction of each GPU model's layouts.
 
 Same format as the original nos' ``gpuPartitioner.knownMigGeometries`` Helm value::
 
@@ -7,27 +7,73 @@ Same format as the original nos' ``gpuPartitioner.knownMigGeometries`` Helm valu
         - {1g.10gb: 7}
         - {3g.40gb: 2}
 
-Models are product labels (or catalog model names). Entries that cannot exist on the model (the
-original's default table has some, e.g. ``3g.20gb`` for an 80GB A100) are dropped with a warning
-rather than silently planned with.
+One meaning everywhere (``nos plan``, ``nos simulate``, the partitioner, the Helm chart): a GPU's
+layout is allowed when it *fits within* one of its model's allowed geometries, i.e. has at most the
+geometry's count of each profile (variants such as ``1g.10gb+me`` count as their plain profile);
+spare slots may stay empty. With the list above a GPU may hold ``1g.10gb x 3`` (within the first
+geometry) or one ``3g.40gb`` (within the second), never ``3g.40gb + 1g.10gb``.
+
+The default (``default_known_geometries``, the chart's default ConfigMap) lists every maximal
+geometry each known model supports, so it allows every layout the GPU can reach: the same plans as
+no restriction at all. Models are product labels (or catalog model names). Entries that cannot
+exist on the model (the original's default table has some, e.g. ``3g.20gb`` for an 80GB A100) are
+dropped with a warning rather than silently planned with.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from functools import cache
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from nos import yaml_errors
-from nos.mig.catalog import Catalog, default_catalog
+from nos.mig.catalog import Catalog, GpuModel, default_catalog
 from nos.mig.layout import enumerate_layouts
 from nos.mig.packing import Geometry
+
+Counts = tuple[tuple[str, int], ...]
+"""A geometry as a sorted tuple of (profile, count), hashable."""
 
 
 class GeometryConfigError(ValueError):
     """The known-geometries file cannot be used."""
+
+
+@cache
+def supported_geometries(model: GpuModel) -> tuple[Counts, ...]:
+    """Every maximal geometry of plain profiles (no variant such as ``+me``) reachable on an empty
+    GPU of ``model``, coarse first. Any layout the GPU can reach fits within one of them."""
+    found: set[Counts] = set()
+    for layout in enumerate_layouts(model):
+        if all(not model.profile(i.profile).variant for i in layout):
+            found.add(tuple(sorted(Counter(i.profile for i in layout).items())))
+    multisets = [Counter(dict(g)) for g in found]
+    maximal = [
+        g for g in found if not any(Counter(dict(g)) < other for other in multisets if Counter(dict(g)) != other)
+    ]
+
+    def coarse_first(g: Counts) -> tuple[int, ...]:
+        sizes = sorted((model.profile(p).slots for p, n in g for _ in range(n)), reverse=True)
+        return tuple(-s for s in sizes)
+
+    return tuple(sorted(maximal, key=lambda g: (coarse_first(g), g)))
+
+
+def default_known_geometries(catalog: Catalog | None = None) -> list[dict[str, Any]]:
+    """The default ``knownMigGeometries``: per catalog model, its product labels and every geometry
+    it supports (the Helm chart's default ConfigMap is this list)."""
+    catalog = catalog or default_catalog()
+    return [
+        {
+            "models": list(model.products),
+            "allowedGeometries": [dict(g) for g in supported_geometries(model)],
+        }
+        for model in catalog.models
+    ]
 
 
 class _Entry(BaseModel):

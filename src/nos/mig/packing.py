@@ -13,7 +13,7 @@ fixed ones can be enumerated. The planner asks two questions many times with few
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import lru_cache
 
 from nos.mig.catalog import GpuModel, Profile
@@ -86,14 +86,34 @@ def _order(profiles: Sequence[Profile]) -> tuple[Profile, ...]:
 
 
 class Packer:
-    """Placement search for the GPUs of one plan, optionally restricted to allowed geometries."""
+    """Placement search for the GPUs of one plan, optionally restricted to allowed geometries.
+
+    A restricted GPU's layout must *fit within* one of its model's allowed geometries: its count of
+    each profile (a variant such as ``+me`` counting as its plain profile) at most the geometry's.
+    Spare slots may stay empty, so the default geometries (every maximal layout each model
+    supports, ``nos.mig.geometries.supported_geometries``) allow exactly what an unrestricted GPU
+    allows."""
 
     def __init__(self, geometries: Mapping[str, Sequence[Geometry]] | None = None) -> None:
         self._geometries = {k: [dict(g) for g in v] for k, v in (geometries or {}).items()}
+        self._allowed: dict[str, list[Counter[str]]] = {}
         self._quality_cache: dict[tuple[object, ...], int | None] = {}
 
     def restricted(self, model: GpuModel) -> bool:
         return model.name in self._geometries
+
+    def within(self, model: GpuModel, profiles: Sequence[Profile]) -> bool:
+        """Whether a layout of ``profiles`` fits within one of the model's allowed geometries."""
+        if model.name not in self._geometries:
+            return True
+        allowed = self._allowed.get(model.name)
+        if allowed is None:
+            allowed = self._allowed[model.name] = [
+                _plain_counts(model, (model.profile(p) for p, n in g.items() for _ in range(n)))
+                for g in self._geometries[model.name]
+            ]
+        have = _plain_counts(model, profiles)
+        return any(not have - g for g in allowed)
 
     def quality(
         self, model: GpuModel, fixed: tuple[Instance, ...], wanted: tuple[str, ...], blocked: int = 0
@@ -108,7 +128,8 @@ class Packer:
             pass
         best: int | None = None
         taken = _mask(model, fixed) | blocked
-        for target, _ in self._targets(model, fixed, wanted):
+        target = self._target(model, fixed, wanted)
+        if target is not None:
             for n, (mask, _) in enumerate(_placements(model, taken, target)):
                 q = free_quality(model, ~mask & _full(model))
                 if best is None or q > best:
@@ -121,26 +142,16 @@ class Packer:
     def feasible(self, model: GpuModel, fixed: tuple[Instance, ...], wanted: tuple[str, ...], blocked: int = 0) -> bool:
         return self.quality(model, fixed, wanted, blocked) is not None
 
-    def _targets(
+    def _target(
         self, model: GpuModel, fixed: tuple[Instance, ...], wanted: tuple[str, ...]
-    ) -> Iterator[tuple[tuple[Profile, ...], bool]]:
-        """What must be placed besides ``fixed``: the wanted profiles, or for a restricted model
-        each allowed geometry's remainder. The flag says whether the remainder is a whole geometry."""
+    ) -> tuple[Profile, ...] | None:
+        """The wanted profiles in search order, or None when the counts alone rule them out."""
         fixed_profiles = [model.profile(i.profile) for i in fixed]
         wanted_profiles = [model.profile(w) for w in wanted]
-        if not self.restricted(model):
-            if _fits_counts(model, fixed_profiles + wanted_profiles):
-                yield _order(wanted_profiles), False
-            return
-        have = Counter(i.profile for i in fixed) + Counter(wanted)
-        for geometry in self._geometries[model.name]:
-            g = Counter(geometry)
-            if have - g:
-                continue
-            rest = g - Counter(i.profile for i in fixed)
-            profiles = [model.profile(name) for name in sorted(rest.elements())]
-            if _fits_counts(model, fixed_profiles + profiles):
-                yield _order(profiles), True
+        every = fixed_profiles + wanted_profiles
+        if not _fits_counts(model, every) or not self.within(model, every):
+            return None
+        return _order(wanted_profiles)
 
     def materialize(
         self,
@@ -162,40 +173,44 @@ class Packer:
         soft_masks = [(i, model.profile(i.profile).mask(i.start)) for i in soft]
         best: tuple[object, ...] | None = None
         best_layout: tuple[Instance, ...] | None = None
-        for target, whole in self._targets(model, fixed, wanted):
-            for n, (mask, placed) in enumerate(_placements(model, taken, target)):
-                new = tuple(Instance(s, p.name) for p, s in placed)
-                if whole:
-                    kept_soft: list[Instance] = []
-                    destroyed = sum(1 for i in soft if i not in new)
-                    occupied = mask
-                else:
-                    # a new instance exactly where an identical free one sits is that one, kept
-                    reused = [i for i in soft if i in new]
-                    new = tuple(i for i in new if i not in reused)
-                    new_mask = _mask(model, new) | fixed_mask
-                    kept_soft = [i for i, m in soft_masks if i not in reused and not m & new_mask]
-                    kept_profiles = [model.profile(i.profile) for i in (*fixed, *new, *reused, *kept_soft)]
-                    while not _fits_counts(model, kept_profiles):  # keep fewer soft instances
-                        kept_soft.pop()
-                        kept_profiles.pop()
-                    kept_soft += reused
-                    destroyed = len(soft) - len(kept_soft)
-                    occupied = mask | _mask(model, kept_soft)
-                score = (destroyed, -free_quality(model, ~occupied & full), len(new), sorted(new))
-                if best is None or score < best:
-                    best, best_layout = score, tuple(sorted((*fixed, *new, *kept_soft)))
-                if n >= _MAX_SOLUTIONS:
-                    break
+        target = self._target(model, fixed, wanted)
+        if target is None:
+            return None
+        for n, (mask, placed) in enumerate(_placements(model, taken, target)):
+            new = tuple(Instance(s, p.name) for p, s in placed)
+            # a new instance exactly where an identical free one sits is that one, kept
+            reused = [i for i in soft if i in new]
+            new = tuple(i for i in new if i not in reused)
+            new_mask = _mask(model, new) | fixed_mask
+            kept_soft = [i for i, m in soft_masks if i not in reused and not m & new_mask]
+            kept_profiles = [model.profile(i.profile) for i in (*fixed, *new, *reused, *kept_soft)]
+            while not (_fits_counts(model, kept_profiles) and self.within(model, kept_profiles)):
+                kept_soft.pop()  # keep fewer soft instances
+                kept_profiles.pop()
+            kept_soft += reused
+            destroyed = len(soft) - len(kept_soft)
+            occupied = mask | _mask(model, kept_soft)
+            score = (destroyed, -free_quality(model, ~occupied & full), len(new), sorted(new))
+            if best is None or score < best:
+                best, best_layout = score, tuple(sorted((*fixed, *new, *kept_soft)))
+            if n >= _MAX_SOLUTIONS:
+                break
         if best_layout is None:
             return None
-        if fill and not self.restricted(model):
-            best_layout = fill_spare(model, best_layout, blocked)
+        if fill:
+            best_layout = fill_spare(model, best_layout, blocked, self if self.restricted(model) else None)
         return best_layout
 
 
-def fill_spare(model: GpuModel, layout: tuple[Instance, ...], blocked: int = 0) -> tuple[Instance, ...]:
-    """Fill free slots with the largest instances that fit, each where it leaves the best free space."""
+def _plain_counts(model: GpuModel, profiles: Iterable[Profile]) -> Counter[str]:
+    return Counter(p.base for p in profiles)
+
+
+def fill_spare(
+    model: GpuModel, layout: tuple[Instance, ...], blocked: int = 0, packer: Packer | None = None
+) -> tuple[Instance, ...]:
+    """Fill free slots with the largest instances that fit, each where it leaves the best free space
+    (and, given a restricting ``packer``, keeps the layout within an allowed geometry)."""
     current = list(layout)
     profiles = [model.profile(i.profile) for i in current]
     mask = _mask(model, layout) | blocked
@@ -205,7 +220,9 @@ def fill_spare(model: GpuModel, layout: tuple[Instance, ...], blocked: int = 0) 
         for p in model.fill_order:
             if best is not None and p.slots < best[2].slots:
                 break
-            if not _fits_counts(model, [*profiles, p]):
+            if not _fits_counts(model, [*profiles, p]) or (
+                packer is not None and not packer.within(model, [*profiles, p])
+            ):
                 continue
             for s in p.starts:
                 m = p.mask(s)
