@@ -1,59 +1,38 @@
-"""The chart's default ``gpuPartitioner.knownMigGeometries``, generated from the MIG catalog.
+"""The chart's default known geometries (``helm-charts/nos/files/known-mig-geometries.yaml``),
+generated from the MIG catalog: per model its product labels and every geometry it supports
+(``nos.mig.geometries.default_known_geometries``, the default of ``nos plan`` and the partitioner).
 
-Layouts are written per profile *kind* (``1g``, ``3g``, ...) and named through each model's own
-profile table, so the chart can never drift from the catalog's profile names. Regenerate the block
-in ``helm-charts/nos/values.yaml`` with ``.venv/bin/python -m tests.chart.known_geometries``.
+Regenerate the file with ``.venv/bin/python -m tests.chart.known_geometries`` when the catalog changes.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
 
-import yaml
+from nos.mig.catalog import Catalog
+from nos.mig.geometries import default_known_geometries
 
-from nos.mig.catalog import Catalog, default_catalog
-
-MODELS = ("A30-24GB", "A100-40GB", "A100-80GB", "H100-80GB", "H200-141GB")
-
-_LAYOUTS_BY_SLOTS: dict[int, list[dict[str, int]]] = {
-    # 8 memory slots, 7 compute slices (A100, H100, H200): whole GPU, halves, mixes, all small.
-    8: [
-        {"7g": 1},
-        {"4g": 1, "3g": 1},
-        {"3g": 2},
-        {"3g": 1, "2g": 2},
-        {"3g": 1, "2g": 1, "1g": 2},
-        {"3g": 1, "1g": 4},
-        {"4g": 1, "2g": 1, "1g": 1},
-        {"2g": 3, "1g": 1},
-        {"2g": 2, "1g": 3},
-        {"1g": 7},
-    ],
-    # 4 memory slots, 4 compute slices (A30).
-    4: [
-        {"4g": 1},
-        {"2g": 2},
-        {"2g": 1, "1g": 2},
-        {"1g": 4},
-    ],
-}
+DEFAULT_FILE = Path(__file__).resolve().parents[2] / "helm-charts" / "nos" / "files" / "known-mig-geometries.yaml"
 
 
-def default_known_geometries(catalog: Catalog | None = None) -> list[dict[str, Any]]:
-    catalog = catalog or default_catalog()
-    out: list[dict[str, Any]] = []
-    for name in MODELS:
-        model = catalog.model(name)
-        kinds = {p.kind: p.name for p in model.profiles.values()}
-        layouts = _LAYOUTS_BY_SLOTS[model.memory_slots]
-        out.append(
-            {
-                "models": list(model.products),
-                "allowedGeometries": [{kinds[k]: n for k, n in layout.items()} for layout in layouts],
-            }
-        )
-    return out
+def render_default(catalog: Catalog | None = None) -> str:
+    """One geometry per line (flow style), so the file stays readable and diffs stay small."""
+    lines = [
+        "# Generated from src/nos/mig/data/catalog.yaml by `python -m tests.chart.known_geometries`: every",
+        "# geometry each known GPU model supports. A GPU's layout must fit within one of its model's",
+        "# geometries (spare slots may stay empty), so this default restricts nothing; it is what the",
+        "# chart mounts when neither gpuPartitioner.knownMigGeometries nor",
+        "# nos-gpu-partitioner.knownMigGeometries is set.",
+    ]
+    for entry in default_known_geometries(catalog):
+        lines.append(f"- models: [{', '.join(entry['models'])}]")
+        lines.append("  allowedGeometries:")
+        for g in entry["allowedGeometries"]:
+            lines.append("    - {" + ", ".join(f"{p}: {n}" for p, n in g.items()) + "}")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
-    print(yaml.safe_dump({"knownMigGeometries": default_known_geometries()}, sort_keys=False, width=120))
+    DEFAULT_FILE.parent.mkdir(exist_ok=True)
+    DEFAULT_FILE.write_text(render_default())
+    print(f"wrote {DEFAULT_FILE}")

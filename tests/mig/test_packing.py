@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nos.mig.catalog import GpuModel, default_catalog
+from nos.mig.geometries import supported_geometries
 from nos.mig.layout import Instance, MigGpu, enumerate_layouts, layout_errors, occupied_mask
 from nos.mig.packing import Packer, fill_spare, free_quality
 
@@ -50,17 +51,23 @@ def brute_feasible(model: GpuModel, fixed: tuple[Instance, ...], wanted: tuple[s
     return any(new == want and not mask & blocked for new, mask, _ in _extensions(model, fixed))
 
 
+def _plain(model: GpuModel, counts: Counter[str]) -> Counter[str]:
+    out: Counter[str] = Counter()
+    for name, n in counts.items():
+        out[model.profile(name).base] += n
+    return out
+
+
+def within(model: GpuModel, counts: Counter[str], geometries: list[dict]) -> bool:
+    """The layout fits within an allowed geometry (variants counted as their plain profile)."""
+    return any(not _plain(model, counts) - _plain(model, Counter(g)) for g in geometries)
+
+
 def brute_feasible_restricted(
     model: GpuModel, fixed: tuple[Instance, ...], wanted: tuple[str, ...], blocked: int, geometries: list[dict]
 ) -> bool:
     have = Counter(i.profile for i in fixed) + Counter(wanted)
-    for g in geometries:
-        g = Counter(g)
-        if have - g:
-            continue
-        if any(total == g and not mask & blocked for _, mask, total in _extensions(model, fixed)):
-            return True
-    return False
+    return within(model, have, geometries) and brute_feasible(model, fixed, wanted, blocked)
 
 
 @st.composite
@@ -123,20 +130,43 @@ def test_materialize_agrees_with_feasible_and_brute_force(scenario: tuple, fill:
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(scenarios(with_media=False))
-def test_restricted_mode_yields_an_allowed_geometry(scenario: tuple) -> None:
+@given(scenarios(), st.booleans())
+def test_restricted_mode_fits_within_an_allowed_geometry(scenario: tuple, fill: bool) -> None:
     model, fixed, soft, wanted, blocked = scenario
     geometries = A100_GEOMETRIES if model is A100 else A30_GEOMETRIES
     packer = Packer({model.name: geometries})
     assert packer.restricted(model) and not packer.restricted(CAT.model("H100-80GB"))
     feasible = packer.feasible(model, fixed, wanted, blocked)
     assert feasible == brute_feasible_restricted(model, fixed, wanted, blocked, geometries)
-    result = packer.materialize(model, fixed, wanted, soft=soft, blocked=blocked)
+    result = packer.materialize(model, fixed, wanted, soft=soft, fill=fill, blocked=blocked)
     assert (result is None) == (not feasible)
     if result is None:
         return
-    _check_result(model, fixed, (), wanted, blocked, result)
-    assert dict(Counter(i.profile for i in result)) in geometries
+    _check_result(model, fixed, soft, wanted, blocked, result)
+    assert within(model, Counter(i.profile for i in result), geometries)
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios(), st.booleans())
+def test_supported_geometries_restrict_nothing(scenario: tuple, fill: bool) -> None:
+    """The default geometries (every maximal layout the model supports) give the very same answers
+    and layouts as no restriction: one default for nos plan, the partitioner and the chart."""
+    model, fixed, soft, wanted, blocked = scenario
+    free, default = Packer(), Packer({model.name: [dict(g) for g in supported_geometries(model)]})
+    assert default.restricted(model)
+    assert default.quality(model, fixed, wanted, blocked) == free.quality(model, fixed, wanted, blocked)
+    assert default.materialize(model, fixed, wanted, soft=soft, fill=fill, blocked=blocked) == free.materialize(
+        model, fixed, wanted, soft=soft, fill=fill, blocked=blocked
+    )
+
+
+def test_spare_slots_of_a_restricted_gpu_may_stay_empty() -> None:
+    """One 1g.10gb on an A100 restricted to the original-style full layouts: the GPU holds just
+    that instance (it fits within {1g.10gb: 7}); it is not filled up to a whole geometry."""
+    packer = Packer({A100.name: A100_GEOMETRIES})
+    assert packer.materialize(A100, (), ("1g.10gb",), fill=False) == (I("1g.10gb", 6),)
+    assert packer.feasible(A100, (I("3g.40gb", 0, True),), ("1g.10gb", "1g.10gb"))  # within {3g:1, 2g:1, 1g:2}
+    assert not packer.feasible(A100, (I("4g.40gb", 0, True),), ("1g.10gb",))  # no geometry has 4g + 1g
 
 
 def test_quality_prefers_keeping_large_blocks_free() -> None:

@@ -195,8 +195,12 @@ def test_allowed_geometries_restrict_layouts() -> None:
     nodes = [node("a", gpus=2, status={0: [I(0, "7g.80gb")], 1: [I(0, "7g.80gb")]})]
     result = run(nodes, [pod("p", "3g.40gb"), pod("q", "1g.10gb")], geometries=geometries)
     layouts = [sorted(i.profile for i in g.planned) for g in result.nodes["a"].gpus]
-    assert sorted(layouts) == [["1g.10gb"] * 7, ["3g.40gb"] * 2]
+    # each GPU fits within one allowed geometry; spare slots stay empty (no 3g + 1g on one GPU)
+    assert sorted(layouts) == [["1g.10gb"], ["3g.40gb"]]
     assert len(result.placed) == 2
+    filled = run(nodes, [pod("p", "3g.40gb"), pod("q", "1g.10gb")], geometries=geometries, fill=True)
+    layouts = [sorted(i.profile for i in g.planned) for g in filled.nodes["a"].gpus]
+    assert sorted(layouts) == [["1g.10gb"] * 7, ["3g.40gb"] * 2]  # --fill: filled within the geometry
 
 
 def test_plan_is_deterministic_and_writes_only_changed_nodes() -> None:

@@ -57,7 +57,8 @@ from nos.contract.annotations import SPEC_PLAN, encode_spec
 from nos.kube.objects import POD_COUNT, PodInfo, is_mig_resource
 from nos.kube.scheduling import insufficient, placement_refusal
 from nos.mig.catalog import MIG_RESOURCE_PREFIX, Catalog, GpuModel, default_catalog
-from nos.mig.layout import Instance, MigGpu, enumerate_layouts, layout_errors
+from nos.mig.geometries import supported_geometries
+from nos.mig.layout import Instance, MigGpu, layout_errors
 from nos.mig.packing import Geometry
 from nos.planner.cluster import ClusterState, GpuState, NodeState, build_cluster
 from nos.planner.plan import GpuPlan, NodePlan, Placed, Plan, Unplaced
@@ -70,24 +71,10 @@ _Counts = tuple[tuple[str, int], ...]
 # ----------------------------------------------------------------------------- geometries
 
 
-@cache
 def default_geometries(model: GpuModel) -> tuple[_Counts, ...]:
-    """Maximal count multisets (no ``+me``) reachable on an empty GPU of ``model``, coarse first."""
-    plain = {p for p in model.profiles if "+" not in p}
-    found: set[_Counts] = set()
-    for layout in enumerate_layouts(model):
-        if all(i.profile in plain for i in layout):
-            found.add(tuple(sorted(Counter(i.profile for i in layout).items())))
-    multisets = [Counter(dict(g)) for g in found]
-    maximal = [
-        g for g in found if not any(Counter(dict(g)) < other for other in multisets if Counter(dict(g)) != other)
-    ]
-
-    def coarse_first(g: _Counts) -> tuple[int, ...]:
-        sizes = sorted((model.profile(p).slots for p, n in g for _ in range(n)), reverse=True)
-        return tuple(-s for s in sizes)
-
-    return tuple(sorted(maximal, key=lambda g: (coarse_first(g), g)))
+    """Maximal count multisets (no variant such as ``+me``) reachable on an empty GPU of ``model``,
+    coarse first: ``nos.mig.geometries.supported_geometries``, the chart's default."""
+    return supported_geometries(model)
 
 
 def _allowed(model: GpuModel, geometries: Mapping[str, Sequence[Geometry]] | None) -> tuple[_Counts, ...]:
