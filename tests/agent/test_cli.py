@@ -4,6 +4,7 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
+import click
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -68,8 +69,9 @@ def test_malformed_spec_file_is_a_clear_error(tmp_path: Path, node_file: Path) -
     bad.write_text("nos.nebuly.com/spec-gpu-0-1g.10gb: 2\n")
     before = node_file.read_text()
     result = CliRunner().invoke(agent, run_agent(node_file, "--spec", str(bad), "--once"))
-    assert result.exit_code == 1
-    assert "must be strings" in result.output
+    assert result.exit_code == 2  # bad input
+    [line] = result.output.strip().splitlines()
+    assert line.startswith("agent: ") and "must be strings" in line
     assert node_file.read_text() == before
 
 
@@ -80,18 +82,19 @@ def test_without_spec_or_kubeconfig_exits_with_one_line(monkeypatch: pytest.Monk
     result = CliRunner().invoke(agent, ["--node", "n1", "--once"])
     assert result.exit_code == 1
     [line] = result.output.strip().splitlines()
-    assert line.startswith("Error: no Kubernetes API access") and "--spec" in line
+    assert line.startswith("agent: no Kubernetes API access") and "--spec" in line
 
 
 def test_node_name_required_without_spec(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("NODE_NAME", raising=False)
     result = CliRunner().invoke(agent, ["--once"])
-    assert result.exit_code == 1 and "NODE_NAME" in result.output
+    assert result.exit_code == 2 and "NODE_NAME" in result.output
 
 
 def test_bad_backend() -> None:
     result = CliRunner().invoke(agent, ["--spec", str(SPEC), "--backend", "cuda", "--once"])
     assert result.exit_code == 2 and "simulated:FILE" in result.output
+    assert len(result.output.strip().splitlines()) == 1
 
 
 def test_nvml_unavailable_is_one_line_not_a_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -103,7 +106,7 @@ def test_nvml_unavailable_is_one_line_not_a_traceback(monkeypatch: pytest.Monkey
     assert result.exit_code == 1
     assert not isinstance(result.exception, NvmlError)
     [line] = result.output.strip().splitlines()
-    assert line.startswith("Error: cannot use NVML: nvmlInit failed: NVML_ERROR_LIBRARY_NOT_FOUND (12)")
+    assert line.startswith("agent: cannot use NVML: nvmlInit failed: NVML_ERROR_LIBRARY_NOT_FOUND (12)")
     assert "simulated:FILE" in line
 
 
@@ -111,9 +114,9 @@ def test_broken_simulated_node_file_is_one_line(tmp_path: Path) -> None:
     path = tmp_path / "node.yaml"
     path.write_text(yaml.safe_dump({"gpus": [{"model": "A100-80GB", "instances": ["3g.40gb@0", "2g.20gb@2"]}]}))
     result = CliRunner().invoke(agent, run_agent(path, "--spec", str(SPEC), "--once"))
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     [line] = result.output.strip().splitlines()
-    assert line.startswith(f"Error: cannot load simulated node {path}: ") and "2g.20gb@2" in line
+    assert line.startswith(f"agent: cannot load simulated node {path}: ") and "2g.20gb@2" in line
 
 
 def test_simulated_backend_end_to_end_loads_applies_and_saves(node_file: Path) -> None:
@@ -160,3 +163,49 @@ def test_example_simulated_node(tmp_path: Path) -> None:
 
     again = CliRunner().invoke(agent, args)
     assert again.exit_code == 0 and again.output.startswith("nothing to do"), again.output
+
+
+def test_offline_dry_run_works_first_time_with_the_node_name_from_the_file(tmp_path: Path) -> None:
+    """``nos agent --dry-run --backend simulated:FILE``: no cluster, no --spec, no --node: the node is
+    the file's, nothing is planned (no spec yet) and the status it would report is printed."""
+    node_file = tmp_path / "node.yaml"
+    shutil.copy(EXAMPLES / "simulated-node.yaml", node_file)
+    before = node_file.read_text()
+    result = CliRunner().invoke(agent, run_agent(node_file, "--dry-run"), env={"NODE_NAME": None})
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("nothing to do")
+    status = yaml.safe_load(result.output.split("# status annotations\n", 1)[1])
+    assert status["nos.nebuly.com/status-placement-gpu-0"] == "1g.10gb@0:used,2g.20gb@2:free"
+    assert node_file.read_text() == before
+
+
+def test_offline_node_name_comes_from_the_simulated_file(tmp_path: Path, node_file: Path) -> None:
+    """The spec file's bare annotations are applied to the simulated file's node (``gpu-7``)."""
+    from nos.cli import agent as agent_cli
+
+    seen: list[str] = []
+    real = agent_cli.MigAgent
+
+    def spy(node_name: str, *args: object, **kwargs: object) -> object:
+        seen.append(node_name)
+        return real(node_name, *args, **kwargs)  # type: ignore[arg-type]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(agent_cli, "MigAgent", spy)
+        result = CliRunner().invoke(
+            agent, run_agent(node_file, "--spec", str(SPEC), "--dry-run"), env={"NODE_NAME": None}
+        )
+    assert result.exit_code == 0, result.output
+    assert seen == ["gpu-7"]
+
+
+def test_log_options_are_the_partitioners() -> None:
+    from nos.cli.partitioner import partitioner
+
+    def names(command: object) -> set[str]:
+        return {o for p in command.params for o in p.opts}  # type: ignore[attr-defined]
+
+    shared = {"--log-level", "--log-format", "--verbose", "--kubeconfig", "--config", "--metrics-port", "--health-port"}
+    assert shared <= names(agent) and shared <= names(partitioner)
+    for command in (agent, partitioner):
+        assert all(p.help for p in command.params if isinstance(p, click.Option)), command.name

@@ -111,7 +111,7 @@ def test_missing_file_is_one_line(tmp_path: Path) -> None:
 def test_partitioner_command_exits_with_one_line_on_a_bad_file(tmp_path: Path) -> None:
     path = write(tmp_path, "server: {metricsPort: 99999}")
     result = CliRunner().invoke(partitioner, ["--config", str(path)], env={})
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # bad input
     lines = [line for line in result.output.splitlines() if line]
     assert len(lines) == 1 and "bad configuration" in lines[0] and "server.metricsPort" in lines[0]
 
@@ -119,5 +119,8 @@ def test_partitioner_command_exits_with_one_line_on_a_bad_file(tmp_path: Path) -
 def test_partitioner_command_reports_a_bad_geometries_file(tmp_path: Path) -> None:
     geo = tmp_path / "geo.yaml"
     geo.write_text("- models: [x]\n")
-    result = CliRunner().invoke(partitioner, ["--known-geometries", str(geo), "--log-format", "text"], env={})
-    assert result.exit_code == 1 and "allowedGeometries" in result.output
+    for option in ("--geometries", "--known-geometries"):  # one name across commands; the old one kept
+        result = CliRunner().invoke(partitioner, [option, str(geo), "--log-format", "text"], env={})
+        assert result.exit_code == 2 and "allowedGeometries" in result.output
+        [line] = [line for line in result.output.splitlines() if line]
+        assert line.startswith("partitioner: ")

@@ -18,6 +18,12 @@ class SpecFileError(ValueError):
     pass
 
 
+def offline_node(node_name: str) -> Obj:
+    """The opted-in Node of an offline run without a spec file: no spec, so nothing changes and the
+    agent only reports what exists."""
+    return {"metadata": {"name": node_name, "labels": {PARTITIONING_LABELS[1]: PARTITIONING_MIG}, "annotations": {}}}
+
+
 def load_node_file(path: Path, node_name: str) -> Obj:
     """A Node from a YAML/JSON file holding either a Node object (``metadata.annotations``) or just
     the annotations mapping. A bare mapping means the user asks for it to be applied, so the node is

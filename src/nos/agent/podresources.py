@@ -25,38 +25,39 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import cache
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import grpc
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-from google.protobuf.message import Message
+if TYPE_CHECKING:  # grpcio and protobuf are the ``agent`` extra: imported when a client is used
+    import grpc
+    from google.protobuf.message import Message
+
+EXTRA_HINT = "the MIG agent needs the 'agent' extra: pip install 'nos[agent]'"
 
 DEFAULT_SOCKET = "/var/lib/kubelet/pod-resources/kubelet.sock"
 SERVICE = "v1.PodResourcesLister"
 LIST_METHOD = f"/{SERVICE}/List"
 ALLOCATABLE_METHOD = f"/{SERVICE}/GetAllocatableResources"
 
-_FD = descriptor_pb2.FieldDescriptorProto
-_MESSAGES: dict[str, list[tuple[str, int, int, str | None]]] = {
-    # name -> [(field, number, type, message type for TYPE_MESSAGE)]; every field below is repeated
-    # unless it is a string scalar listed with a trailing "?".
+_MESSAGES: dict[str, list[tuple[str, int, str, str | None]]] = {
+    # name -> [(field, number, FieldDescriptorProto type, message type for TYPE_MESSAGE)]; every
+    # field below is repeated unless it is a string scalar listed with a trailing "?".
     "ListPodResourcesRequest": [],
-    "ListPodResourcesResponse": [("pod_resources", 1, _FD.TYPE_MESSAGE, ".v1.PodResources")],
+    "ListPodResourcesResponse": [("pod_resources", 1, "TYPE_MESSAGE", ".v1.PodResources")],
     "PodResources": [
-        ("name?", 1, _FD.TYPE_STRING, None),
-        ("namespace?", 2, _FD.TYPE_STRING, None),
-        ("containers", 3, _FD.TYPE_MESSAGE, ".v1.ContainerResources"),
+        ("name?", 1, "TYPE_STRING", None),
+        ("namespace?", 2, "TYPE_STRING", None),
+        ("containers", 3, "TYPE_MESSAGE", ".v1.ContainerResources"),
     ],
     "ContainerResources": [
-        ("name?", 1, _FD.TYPE_STRING, None),
-        ("devices", 2, _FD.TYPE_MESSAGE, ".v1.ContainerDevices"),
+        ("name?", 1, "TYPE_STRING", None),
+        ("devices", 2, "TYPE_MESSAGE", ".v1.ContainerDevices"),
     ],
     "ContainerDevices": [
-        ("resource_name?", 1, _FD.TYPE_STRING, None),
-        ("device_ids", 2, _FD.TYPE_STRING, None),
+        ("resource_name?", 1, "TYPE_STRING", None),
+        ("device_ids", 2, "TYPE_STRING", None),
     ],
     "AllocatableResourcesRequest": [],
-    "AllocatableResourcesResponse": [("devices", 1, _FD.TYPE_MESSAGE, ".v1.ContainerDevices")],
+    "AllocatableResourcesResponse": [("devices", 1, "TYPE_MESSAGE", ".v1.ContainerDevices")],
 }
 
 
@@ -67,6 +68,8 @@ class PodResourcesError(Exception):
 @cache
 def messages() -> dict[str, type[Message]]:
     """The PodResources message classes by name (built once, in a private descriptor pool)."""
+    descriptor_pb2, descriptor_pool, message_factory = _protobuf()
+    fd = descriptor_pb2.FieldDescriptorProto
     fdp = descriptor_pb2.FileDescriptorProto(name="nos/podresources/v1/api.proto", package="v1", syntax="proto3")
     for name, fields in _MESSAGES.items():
         msg = fdp.message_type.add(name=name)
@@ -75,14 +78,30 @@ def messages() -> dict[str, type[Message]]:
             field = msg.field.add(
                 name=fname.rstrip("?"),
                 number=number,
-                type=ftype,
-                label=_FD.LABEL_OPTIONAL if scalar else _FD.LABEL_REPEATED,
+                type=getattr(fd, ftype),
+                label=fd.LABEL_OPTIONAL if scalar else fd.LABEL_REPEATED,
             )
             if type_name is not None:
                 field.type_name = type_name
     pool = descriptor_pool.DescriptorPool()
     pool.Add(fdp)
     return {name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"v1.{name}")) for name in _MESSAGES}
+
+
+def _protobuf() -> tuple[Any, Any, Any]:
+    try:
+        from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+    except ImportError as e:
+        raise PodResourcesError(f"{EXTRA_HINT} ({e})") from e
+    return descriptor_pb2, descriptor_pool, message_factory
+
+
+def _grpc() -> Any:
+    try:
+        import grpc
+    except ImportError as e:
+        raise PodResourcesError(f"{EXTRA_HINT} ({e})") from e
+    return grpc
 
 
 def _devices(entries: Any) -> dict[str, set[str]]:
@@ -107,6 +126,7 @@ class PodResourcesClient:
 
     def _call(self, method: str, request: str, response: str) -> Any:
         m = messages()
+        grpc = _grpc()
         # A fresh channel per call: kubelet re-creates the socket on restart (new inode), and the
         # agent asks rarely, so a long-lived channel would only add reconnect edge cases.
         try:
@@ -146,6 +166,7 @@ def _serialize(message: Message) -> bytes:
 
 
 def _describe(e: grpc.RpcError) -> str:
+    grpc = _grpc()
     code = e.code() if isinstance(e, grpc.Call) else None
     details = e.details() if isinstance(e, grpc.Call) else None
     return f"{code.name if code else 'error'}: {details or e}"

@@ -6,6 +6,7 @@ import asyncio
 import importlib
 import logging
 import os
+import socket
 from pathlib import Path
 from typing import Any, cast
 
@@ -13,9 +14,11 @@ import click
 import yaml
 
 from nos.agent.agent import MigAgent, ReconcileResult
-from nos.agent.offline import SpecFileError, load_node_file
-from nos.agent.podresources import DEFAULT_SOCKET, PodResourcesClient
+from nos.agent.offline import SpecFileError, load_node_file, offline_node
+from nos.agent.podresources import DEFAULT_SOCKET, EXTRA_HINT, PodResourcesClient
 from nos.agent.runner import AgentRunner
+from nos.cli.errors import BadInput, CliError, Command
+from nos.cli.options import chosen_log_level, config_option, kubeconfig_option, log_options, port_options
 from nos.cli.partitioner import load_or_exit
 from nos.config import NosConfig
 from nos.gpu.port import Nvml, NvmlError
@@ -42,8 +45,19 @@ def _backend_class(module: str, name: str) -> Any:
     # Imported by name: the backends are optional (nvidia-ml-py is an extra) and load lazily.
     try:
         return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as e:
-        raise click.ClickException(f"backend {module}.{name} is not available: {e}") from e
+    except ImportError as e:
+        raise CliError(f"{EXTRA_HINT} ({e})") from e
+    except AttributeError as e:
+        raise CliError(f"backend {module}.{name} is not available: {e}") from e
+
+
+def _require_grpc() -> None:
+    """The kubelet PodResources client needs grpcio and protobuf (the ``agent`` extra)."""
+    for module in ("grpc", "google.protobuf"):
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise CliError(f"{EXTRA_HINT} ({e})") from e
 
 
 def _backend(spec: str) -> _Backend:
@@ -52,7 +66,7 @@ def _backend(spec: str) -> _Backend:
         try:
             return _Backend(cast(Nvml, real()))
         except NvmlError as e:  # no driver / library on this machine: one line, not a traceback
-            raise click.ClickException(
+            raise CliError(
                 f"cannot use NVML: {e} (on a machine without NVIDIA GPUs try --backend simulated:FILE)"
             ) from e
     if spec.startswith("simulated:") and len(spec) > len("simulated:"):
@@ -61,9 +75,9 @@ def _backend(spec: str) -> _Backend:
         try:
             nvml = simulated.load(path)
         except (OSError, ValueError) as e:
-            raise click.ClickException(f"cannot load simulated node {path}: {e}") from e
+            raise BadInput(f"cannot load simulated node {path}: {e}") from e
         return _Backend(cast(Nvml, nvml), path)
-    raise click.BadParameter("expected 'nvml' or 'simulated:FILE'", param_hint="--backend")
+    raise click.BadParameter("expected 'nvml' or 'simulated:FILE'", param_hint="'--backend'")
 
 
 def _api_kube(kubeconfig: str | None) -> Kube:
@@ -72,7 +86,7 @@ def _api_kube(kubeconfig: str | None) -> Kube:
 
         return from_kubeconfig(kubeconfig, component="agent")
     except Exception as e:  # lightkube raises its own ConfigError, and file errors
-        raise click.ClickException(
+        raise CliError(
             f"no Kubernetes API access ({type(e).__name__}: {e}); give --spec FILE to run without a cluster"
         ) from e
 
@@ -95,33 +109,54 @@ def _print_result(result: ReconcileResult, dry_run: bool, print_status: bool) ->
         click.echo(yaml.safe_dump(result.status, sort_keys=True), nl=False)
 
 
-@click.command("agent")
-@click.option("--node", "node_name", envvar="NODE_NAME", help="Node to manage [env NODE_NAME].")
-@click.option("--backend", default="nvml", show_default=True, help="nvml, or simulated:FILE (a simulated node).")
+@click.command("agent", cls=Command)
+@click.option(
+    "--node",
+    "node_name",
+    envvar="NODE_NAME",
+    help="Node to manage [env NODE_NAME]; offline: default the simulated file's node, else this host's name.",
+)
+@click.option(
+    "--backend",
+    default="nvml",
+    show_default=True,
+    help="GPU access: nvml (real GPUs, the 'agent' extra), or simulated:FILE (a simulated node, docs/nvml.md).",
+)
 @click.option(
     "--spec",
     "spec_file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Read the node's annotations from a YAML/JSON file instead of the API; print the status.",
 )
-@click.option("--dry-run", is_flag=True, help="Print the operations without touching any GPU.")
+@click.option("--dry-run", is_flag=True, help="Print the operations without touching any GPU (offline: runs once).")
 @click.option("--once", is_flag=True, help="Reconcile once and exit.")
+@config_option("agent, server, log")
 @click.option(
-    "--config",
-    "config_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    envvar="NOS_CONFIG",
-    help="YAML configuration file [env NOS_CONFIG] (section agent, server, log); flags override it.",
+    "--interval",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Seconds between reconciles [config: 60].",
 )
-@click.option("--interval", type=float, default=None, help="Seconds between reconciles [config: 60].")
-@click.option("--kubeconfig", type=str, default=None, help="Kubeconfig (default: in-cluster, $KUBECONFIG).")
-@click.option("--podresources-socket", default=None, help=f"[config: {DEFAULT_SOCKET}]")
-@click.option("--device-plugin-namespace", default=None, help="[config: gpu-operator]")
-@click.option("--device-plugin-selector", default=None, help="[config: app=nvidia-device-plugin-daemonset]")
-@click.option("--device-plugin-timeout", type=float, default=None, help="[config: 180]")
-@click.option("--metrics-port", type=int, default=None, help="In-cluster mode [config: 8080].")
-@click.option("--health-port", type=int, default=None, help="In-cluster mode [config: 8081].")
-@click.option("-v", "--verbose", is_flag=True, help="Log every step.")
+@kubeconfig_option
+@click.option("--podresources-socket", default=None, help=f"kubelet PodResources socket [config: {DEFAULT_SOCKET}].")
+@click.option(
+    "--device-plugin-namespace",
+    default=None,
+    help="Namespace of the device plugin pods to restart [config: gpu-operator].",
+)
+@click.option(
+    "--device-plugin-selector",
+    default=None,
+    help="Label selector of the device plugin pods [config: app=nvidia-device-plugin-daemonset].",
+)
+@click.option(
+    "--device-plugin-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Seconds to wait for the restarted device plugin [config: 180].",
+)
+@port_options
+@log_options
 def agent(
     node_name: str | None,
     backend: str,
@@ -137,12 +172,16 @@ def agent(
     device_plugin_timeout: float | None,
     metrics_port: int | None,
     health_port: int | None,
+    log_level: str | None,
+    log_format: str | None,
     verbose: bool,
 ) -> None:
     """Make this node's MIG layout match its spec annotations and report the actual state.
 
-    Without --spec and --once it runs in the cluster: watches its own Node, reconciles at once when
-    the spec changes, reports periodically, serves /metrics, /healthz and /readyz."""
+    In the cluster (no --spec, no --once) it watches its own Node, reconciles at once when the spec
+    changes, reports periodically, serves /metrics, /healthz and /readyz. Offline, with --spec FILE
+    or --backend simulated:FILE (and no --kubeconfig), the node comes from the files, no cluster is
+    needed, and the status annotations are printed."""
     settings = load_or_exit(
         config_file,
         {
@@ -153,41 +192,50 @@ def agent(
             "agent.devicePlugin.timeoutSeconds": device_plugin_timeout,
             "server.metricsPort": metrics_port,
             "server.healthPort": health_port,
-            "log.level": "debug" if verbose else None,
+            "log.level": chosen_log_level(log_level, verbose),
+            "log.format": log_format,
         },
     )
-    in_cluster = spec_file is None and not once
+    simulated = backend.startswith("simulated:")
+    offline = spec_file is not None or (simulated and kubeconfig is None)
+    once = once or (offline and (dry_run or spec_file is None))
+    in_cluster = not offline and not once
     if in_cluster:
         setup_logging(settings.log.level, settings.log.format)
     else:
-        logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+        offline_level = (chosen_log_level(log_level, verbose) or "warning").upper()
+        logging.basicConfig(level=getattr(logging, offline_level), format="%(levelname)s %(message)s")
     interval = settings.agent.report_interval_seconds
     podresources_socket = settings.agent.pod_resources_socket
     kube: Any
-    if spec_file is not None:
+    gpu = _backend(backend) if simulated else None  # a simulated node file names its node
+    if offline:
+        node_name = node_name or getattr(gpu.nvml if gpu else None, "node", None) or socket.gethostname()
         try:
-            node = load_node_file(spec_file, node_name or "local")
+            node = load_node_file(spec_file, node_name) if spec_file is not None else offline_node(node_name)
         except SpecFileError as e:
-            raise click.ClickException(str(e)) from e
+            raise BadInput(str(e)) from e
         node_name = node["metadata"]["name"]
         kube = MemoryKube()
         kube.add_node(node)
     else:
         if not node_name:
-            raise click.ClickException("no node name: set NODE_NAME or pass --node")
+            raise BadInput("no node name: set NODE_NAME or pass --node")
         kube = _api_kube(kubeconfig)
     assert node_name is not None
-    gpu = _backend(backend)
+    gpu = gpu or _backend(backend)
     # Without a kubelet (offline use) only NVML's busy instances count as in use.
-    offline_without_kubelet = spec_file is not None and not os.path.exists(podresources_socket)
+    offline_without_kubelet = offline and not os.path.exists(podresources_socket)
+    if not offline_without_kubelet:
+        _require_grpc()
     podresources = None if offline_without_kubelet else PodResourcesClient(podresources_socket)
     config = settings.agent.agent_config(dry_run=dry_run)
-    if spec_file is not None:  # offline: no device plugin to restart
+    if offline:  # no device plugin to restart
         config = config.model_copy(update={"restart_device_plugin": False})
     mig_agent = MigAgent(node_name, gpu.nvml, kube, podresources, config)
     if in_cluster:
         raise SystemExit(asyncio.run(serve_agent(mig_agent, settings)))
-    failed = asyncio.run(_loop(mig_agent, gpu, once, interval, print_status=spec_file is not None))
+    failed = asyncio.run(_loop(mig_agent, gpu, once, interval, print_status=offline))
     if failed:
         raise SystemExit(1)
 

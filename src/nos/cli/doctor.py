@@ -8,6 +8,8 @@ import sys
 import click
 from lightkube import ConfigError
 
+from nos.cli.errors import Command
+from nos.cli.options import kubeconfig_option
 from nos.doctor.checks import PENDING_GRACE_S, run_checks
 from nos.doctor.collect import DEFAULT_AGENT_SELECTOR, DEFAULT_MIG_MANAGER_SELECTOR, ClusterFacts, collect
 from nos.doctor.report import Report
@@ -36,10 +38,8 @@ async def _run(
         await kube.close()
 
 
-@click.command()
-@click.option(
-    "--kubeconfig", type=click.Path(dir_okay=False), help="Kubeconfig file (default: $KUBECONFIG, ~/.kube/config)."
-)
+@click.command(cls=Command)
+@kubeconfig_option
 @click.option(
     "--namespace", "-n", default=None, help="Namespace of the MIG agent pods (the Helm release's); default: all."
 )

@@ -5,15 +5,18 @@ from __future__ import annotations
 import click
 
 from nos import __version__
+from nos.cli.errors import Group
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group("nos", cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="nos")
 def cli() -> None:
     """nos: dynamic MIG partitioning of NVIDIA GPUs in Kubernetes."""
 
 
 def _register() -> None:
+    """Every command is registered; what needs an extra (NVML, gRPC) imports it when it runs."""
+    from nos.cli.agent import agent
     from nos.cli.doctor import doctor
     from nos.cli.models import models
     from nos.cli.partitioner import partitioner
@@ -25,10 +28,6 @@ def _register() -> None:
     cli.add_command(simulate)
     cli.add_command(doctor)
     cli.add_command(partitioner)
-    try:
-        from nos.cli.agent import agent
-    except ImportError:  # pragma: no cover - the agent command is optional until it lands
-        return
     cli.add_command(agent)
 
 

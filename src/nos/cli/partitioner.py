@@ -9,6 +9,15 @@ from typing import Any
 
 import click
 
+from nos.cli.errors import BadInput, CliError, Command
+from nos.cli.options import (
+    chosen_log_level,
+    config_option,
+    geometries_option,
+    kubeconfig_option,
+    log_options,
+    port_options,
+)
 from nos.config import ConfigError, NosConfig, load_config, set_path
 from nos.kube.leader import LeadershipLost
 from nos.kube.port import Kube
@@ -36,7 +45,7 @@ def load_or_exit(config_file: Path | None, flags: dict[str, Any]) -> NosConfig:
     try:
         return load_config(config_file, overrides=flag_overrides(flags))
     except ConfigError as e:
-        raise click.ClickException(f"bad configuration: {e}") from e
+        raise BadInput(f"bad configuration: {e}") from e
 
 
 def api_kube(kubeconfig: str | None, component: str) -> Kube:
@@ -45,7 +54,7 @@ def api_kube(kubeconfig: str | None, component: str) -> Kube:
 
         return from_kubeconfig(kubeconfig, component=component)
     except Exception as e:  # lightkube's ConfigError, file errors
-        raise click.ClickException(f"no Kubernetes API access ({type(e).__name__}: {e})") from e
+        raise CliError(f"no Kubernetes API access ({type(e).__name__}: {e})") from e
 
 
 def _geometries(config: NosConfig) -> dict[str, list[Geometry]] | None:
@@ -55,55 +64,52 @@ def _geometries(config: NosConfig) -> dict[str, list[Geometry]] | None:
     try:
         geometries, warnings = load_known_geometries(path)
     except GeometryConfigError as e:
-        raise click.ClickException(str(e)) from e
+        raise BadInput(str(e)) from e
     for w in warnings:
         log.warning("known geometries: %s", w)
     return geometries
 
 
-@click.command("partitioner")
-@click.option(
-    "--config",
-    "config_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    envvar="NOS_CONFIG",
-    help="YAML configuration file [env NOS_CONFIG]; NOS_<SECTION>__<FIELD> env vars override it.",
-)
-@click.option("--kubeconfig", default=None, help="Kubeconfig (default: in-cluster, then $KUBECONFIG).")
+@click.command("partitioner", cls=Command)
+@config_option("partitioner, server, log")
+@kubeconfig_option
 @click.option("--identity", default=None, help="Leader election identity (default: <pod name>_<random>).")
-@click.option("--leader-elect/--no-leader-elect", default=None, help="Override partitioner.leaderElection.enabled.")
-@click.option("--known-geometries", type=click.Path(dir_okay=False), default=None, help="knownMigGeometries file.")
-@click.option("--metrics-port", type=int, default=None)
-@click.option("--health-port", type=int, default=None)
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default=None)
-@click.option("--log-format", type=click.Choice(["json", "text"]), default=None)
+@click.option(
+    "--leader-elect/--no-leader-elect",
+    default=None,
+    help="Campaign for the leader Lease before planning [config: partitioner.leaderElection.enabled].",
+)
+@geometries_option
+@port_options
+@log_options
 def partitioner(
     config_file: Path | None,
     kubeconfig: str | None,
     identity: str | None,
     leader_elect: bool | None,
-    known_geometries: str | None,
+    geometries: Path | None,
     metrics_port: int | None,
     health_port: int | None,
     log_level: str | None,
     log_format: str | None,
+    verbose: bool,
 ) -> None:
     """Run the partitioner: plan MIG layouts for pending pods while holding the leader Lease."""
     config = load_or_exit(
         config_file,
         {
             "partitioner.leaderElection.enabled": leader_elect,
-            "partitioner.knownGeometriesFile": known_geometries,
+            "partitioner.knownGeometriesFile": str(geometries) if geometries is not None else None,
             "server.metricsPort": metrics_port,
             "server.healthPort": health_port,
-            "log.level": log_level,
+            "log.level": chosen_log_level(log_level, verbose),
             "log.format": log_format,
         },
     )
     setup_logging(config.log.level, config.log.format)
-    geometries = _geometries(config)
+    allowed = _geometries(config)
     kube = api_kube(kubeconfig, "partitioner")
-    code = asyncio.run(serve(kube, config, identity or default_identity(), geometries))
+    code = asyncio.run(serve(kube, config, identity or default_identity(), allowed))
     raise SystemExit(code)
 
 

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import click
 
+from nos.cli.errors import BadInput, CliError, Command
+from nos.cli.options import geometries_option
 from nos.kube.snapshot import SnapshotError, load_snapshot
 from nos.mig.catalog import CatalogError, load_catalog
 from nos.mig.geometries import GeometryConfigError, load_known_geometries
 from nos.mig.layout import Instance
 from nos.planner.checker import isolate_failures
 from nos.planner.cluster import build_cluster
+from nos.planner.ignored import Ignored, not_considered
 from nos.planner.plan import Plan
 from nos.planner.planner import plan_state
 
@@ -22,7 +24,7 @@ def _layout(instances: tuple[Instance, ...]) -> str:
     return " ".join(str(i) for i in instances) or "(empty)"
 
 
-def render_text(plan: Plan) -> str:
+def render_text(plan: Plan, ignored: list[Ignored] | None = None) -> str:
     """The human-readable plan: per node and GPU, current -> planned and the pods placed."""
     by_gpu: dict[tuple[str, int], list[str]] = {}
     for p in plan.placed:
@@ -51,24 +53,22 @@ def render_text(plan: Plan) -> str:
     if plan.problems:
         lines += ["", f"Problems ({len(plan.problems)}):"]
         lines += [f"  {p}" for p in plan.problems]
+    if ignored:
+        lines += ["", f"Not considered ({len(ignored)}):"]
+        lines += [f"  {i.what}: {i.reason}" for i in ignored]
     lines += ["", "(* = in use; PROFILE@SLOT = instance starting at that memory slot)"]
     return "\n".join(lines)
 
 
-def _fail(message: str) -> None:
-    click.echo(f"nos plan: {message}", err=True)
-    sys.exit(2)
-
-
-@click.command()
+@click.command(cls=Command)
 @click.argument("snapshot", metavar="SNAPSHOT")
 @click.option("--json", "as_json", is_flag=True, help="Print the machine-readable plan (see docs/plan-format.md).")
+@geometries_option
 @click.option(
-    "--geometries",
+    "--catalog",
     type=click.Path(path_type=Path, dir_okay=False),
-    help="knownMigGeometries YAML restricting each GPU model to allowed layouts.",
+    help="Alternative MIG catalog YAML (format: the bundled one).",
 )
-@click.option("--catalog", type=click.Path(path_type=Path, dir_okay=False), help="Alternative MIG catalog YAML.")
 @click.option("--plan-id", help="Plan id to write (default: a digest of the plan).")
 @click.option("--fill", is_flag=True, help="Fill spare slots of reconfigured GPUs with the largest instances.")
 def plan(
@@ -93,13 +93,12 @@ def plan(
                 click.echo(f"warning: {w}", err=True)
         snap = load_snapshot(snapshot)
     except (SnapshotError, CatalogError, GeometryConfigError) as e:
-        _fail(str(e))
-        return
+        raise BadInput(str(e)) from e
     state = build_cluster(snap.nodes, snap.pods, cat)
     unknown = [n.frozen for n in state.nodes.values() if n.model is None and n.frozen]
     if unknown:
         more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
-        _fail(f"{unknown[0]}{more}; supported models: see docs/mig-models.md")
+        raise BadInput(f"{unknown[0]}{more}; supported models: nos models")
     if not state.nodes:
         click.echo(
             "warning: no node is labelled nos.nebuly.ai/gpu-partitioning=mig (or nos.nebuly.com/...); nothing to plan",
@@ -108,8 +107,11 @@ def plan(
     result = plan_state(state, geometries=allowed, plan_id=plan_id, fill=fill)
     errors = isolate_failures(state, result)  # a node whose part fails is left out, under Problems
     if errors:  # a planner bug: never print a plan that fails the independent check
-        _fail(f"internal error, the plan failed its check: {errors[0]}")
+        raise CliError(f"internal error, the plan failed its check: {errors[0]}")
+    ignored = not_considered(snap.nodes, snap.pods)
     if as_json:
-        click.echo(json.dumps(result.to_json(), indent=2))
+        doc = result.to_json()
+        doc["notConsidered"] = [{"object": i.what, "reason": i.reason} for i in ignored]
+        click.echo(json.dumps(doc, indent=2))
     else:
-        click.echo(render_text(result))
+        click.echo(render_text(result, ignored))

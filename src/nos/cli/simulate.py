@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import re
@@ -14,6 +15,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from nos.cli.errors import BadInput, CliError, Command
 from nos.mig.catalog import default_catalog
 from nos.sim.invariants import InvariantViolation
 from nos.sim.metrics import PolicyResult
@@ -33,12 +35,6 @@ from nos.sim.scenario import (
     parse_layout,
 )
 from nos.sim.trace import DEFAULT_TRACE, TraceError, read_trace, trace_pods
-
-
-class InputError(click.ClickException):
-    """Bad input: one line on stderr, exit status 2 (as ``nos plan``)."""
-
-    exit_code = 2
 
 
 AUTO_ARRIVAL_SPAN_S = 4 * 3600
@@ -129,7 +125,7 @@ def _build(
     return scenario, pods, info
 
 
-@click.command("simulate")
+@click.command("simulate", cls=Command)
 @click.argument("scenario_file", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
     "--trace",
@@ -187,6 +183,11 @@ def simulate(
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # the production code's per-step logs would drown the progress bars
     click.get_current_context().call_on_close(lambda: quiet.setLevel(level))
+    if plot_file is not None:
+        try:
+            importlib.import_module("matplotlib")
+        except ImportError as e:
+            raise CliError("--plot needs the 'plot' extra: pip install 'nos[plot]'") from e
     if time_scale != "auto":
         try:
             if float(time_scale) <= 0:
@@ -198,11 +199,11 @@ def simulate(
             scenario_file, trace, sample, nodes, gpus, model, time_scale, policies, static_layout, seed, duration
         )
     except ValidationError as e:
-        raise InputError(one_line(e)) from e
+        raise BadInput(one_line(e)) from e
     except (ScenarioError, TraceError, ValueError) as e:
-        raise InputError(str(e)) from e
+        raise BadInput(str(e)) from e
     if not pods:
-        raise InputError("the workload has no pods")
+        raise BadInput("the workload has no pods")
     end = run_end(scenario, pods)
     results: list[PolicyResult] = []
     err = Console(stderr=True)
@@ -217,9 +218,9 @@ def simulate(
             try:
                 results.append(simulate_policy(scenario, pods, policy, progress=update))
             except InvariantViolation as e:
-                raise click.ClickException(f"policy {policy}: invariant violated: {e}") from e
+                raise CliError(f"policy {policy}: invariant violated: {e}") from e
             except ValueError as e:
-                raise click.ClickException(f"policy {policy}: {e}") from e
+                raise CliError(f"policy {policy}: {e}") from e
     gpus_total = sum(g.count * g.gpus for g in scenario.nodes)
     info.update(
         {

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from nos.kube.quantity import to_int
+from nos.kube.quantity import parse_quantity, to_int
 from nos.mig.catalog import MIG_RESOURCE_PREFIX
 
 # Resources the planner simulates per node; MIG resources are planned, not read from allocatable.
@@ -155,6 +155,17 @@ def _container_requests(container: Mapping[str, Any], where: str) -> dict[str, i
     return req
 
 
+def _fractional_mig(container: Mapping[str, Any]) -> str | None:
+    """A MIG request that is not a whole number of devices (``500m``): the API server refuses such
+    extended resources, so nos does not round it up to one device."""
+    res = container.get("resources") or {}
+    for part in ("requests", "limits"):
+        for name, value in (res.get(part) or {}).items():
+            if is_mig_resource(str(name)) and parse_quantity(value) % 1:
+                return f"requests {value} {name}: extended resources such as MIG devices are whole numbers"
+    return None
+
+
 def _requirements(items: Any) -> tuple[Requirement, ...]:
     return tuple(
         Requirement(str(e["key"]), str(e["operator"]), tuple(str(v) for v in e.get("values") or ()))
@@ -183,6 +194,9 @@ def pod_from_dict(obj: Mapping[str, Any]) -> PodInfo:
         for c in spec.get("containers") or ():
             req = _container_requests(c, where)
             mig = sum(n for r, n in req.items() if is_mig_resource(r))
+            fraction = _fractional_mig(c)
+            if fraction is not None and problem is None:
+                problem = fraction
             if mig > 1 and problem is None:
                 problem = (
                     f"container {c.get('name')} requests {mig} MIG devices; a container can use one MIG"

@@ -25,11 +25,18 @@ class Snapshot:
     """Objects of other kinds, skipped."""
 
 
+def _describe(value: Any) -> str:
+    """``found a number``, not ``found a int``."""
+    kinds = {bool: "true/false", int: "a number", float: "a number", str: "a string", list: "a list"}
+    text = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+    return f"{kinds.get(type(value), type(value).__name__)} ({text})"
+
+
 def _collect(doc: Any, snap: Snapshot, where: str) -> None:
     if doc is None:
         return
     if not isinstance(doc, dict):
-        raise SnapshotError(f"{where}: expected Kubernetes objects, found a {type(doc).__name__}")
+        raise SnapshotError(f"{where}: expected Kubernetes objects (mappings), found {_describe(doc)}")
     kind = doc.get("kind")
     if kind == "List" or (isinstance(kind, str) and kind.endswith("List")):
         for item in doc.get("items") or ():

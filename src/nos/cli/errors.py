@@ -1,0 +1,106 @@
+"""How every ``nos`` command fails: one line on stderr, ``nos <command>: <what is wrong>``.
+
+Exit status 2 means bad input (a wrong option, an unreadable or invalid file), 1 a failure while
+running (no cluster access, NVML refused, a missing optional dependency). Click's own usage errors
+are shortened to the same one line, with a pointer to ``--help`` instead of the usage text.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from typing import Any
+
+import click
+from pydantic import ValidationError
+
+_WRAPPED = re.compile(r"^(.+?): \d+ validation errors? for \S+$")
+BAD_INPUT = 2
+FAILURE = 1
+
+
+def _command_path() -> str:
+    ctx = click.get_current_context(silent=True)
+    return ctx.command_path if ctx is not None else "nos"
+
+
+class CliError(click.ClickException):
+    """A one-line failure of the running command (exit status 1)."""
+
+    exit_code = FAILURE
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.command_path = _command_path()
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"{self.command_path}: {self.format_message()}", err=True)
+
+
+class BadInput(CliError):
+    """The user's input cannot be used (exit status 2)."""
+
+    exit_code = BAD_INPUT
+
+
+def one_line(error: BaseException, source: str = "") -> str:
+    """``error`` on one line. A pydantic ``ValidationError`` (also as the cause of ``error``) gives
+    its first error and where it is, not pydantic's multi-line text with documentation URLs."""
+    validation = error if isinstance(error, ValidationError) else error.__cause__
+    if isinstance(validation, ValidationError):
+        first = validation.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        more = validation.error_count() - 1
+        text = f"{first['msg']}{f' at {where}' if where else ''}{f' (and {more} more errors)' if more else ''}"
+        wrapped = _WRAPPED.match(str(error).split("\n", 1)[0]) if error is not validation else None
+        if wrapped:  # e.g. ScenarioError(f"{path}: {validation_error}"): keep the path
+            text = f"{wrapped[1]}: {text}"
+    else:
+        text = " ".join(str(error).split())
+    return f"{source}: {text}" if source else text
+
+
+def _usage_line(e: click.UsageError) -> str:
+    path = e.ctx.command_path if e.ctx is not None else "nos"
+    return f"{path}: {e.format_message()} (see '{path} --help')"
+
+
+class OneLineErrors:
+    """Mixin for click commands and groups: errors are printed as one line (see module doc)."""
+
+    def main(
+        self,
+        args: Any = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        parent: Any = super()
+        if not standalone_mode:
+            return parent.main(args, prog_name, complete_var, False, **extra)
+        try:
+            rv = parent.main(args, prog_name, complete_var, False, **extra)
+        except click.UsageError as e:
+            click.echo(_usage_line(e), err=True)
+            sys.exit(e.exit_code)
+        except CliError as e:
+            e.show()
+            sys.exit(e.exit_code)
+        except click.ClickException as e:
+            click.echo(f"{prog_name or 'nos'}: {e.format_message()}", err=True)
+            sys.exit(e.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(FAILURE)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+class Command(OneLineErrors, click.Command):
+    """A ``nos`` sub-command (``@click.command(cls=Command)``)."""
+
+
+class Group(OneLineErrors, click.Group):
+    """The ``nos`` group: its sub-commands default to ``Command``."""
+
+    command_class = Command
