@@ -77,7 +77,7 @@ def test_gpu_count_that_is_not_a_number_says_so() -> None:
     other = copy.deepcopy(_node("ok", "NVIDIA-A100-SXM4-80GB"))
     result = _run(_snapshot(node, other), "--json")
     problems = json.loads(result.stdout)["problems"]
-    assert any("nvidia.com/gpu.count label 'abc' is not a number" in p for p in problems), problems
+    assert any("nvidia.com/gpu.count='abc' is not a GPU count" in p for p in problems), problems
     assert not any("no nvidia.com/gpu.count label" in p for p in problems)
 
 

@@ -165,7 +165,7 @@ def test_cli_rejects_bad_input(tmp_path: Path) -> None:
     typo.write_text("nodes: [{model: A100-80GB, gpus: 1, gpu: 2}]\n")
     result = CliRunner().invoke(cli.simulate, [str(typo)])
     assert result.exit_code == 2
-    assert result.output.strip() == f"Error: {typo}: nodes.0.gpu: Extra inputs are not permitted"
+    assert result.output.strip() == f"simulate: {typo}: nodes.0.gpu: Extra inputs are not permitted"
     snapshot = tmp_path / "snapshot.yaml"
     snapshot.write_text("apiVersion: v1\nkind: List\nitems: []\n")
     result = CliRunner().invoke(cli.simulate, [str(snapshot)])

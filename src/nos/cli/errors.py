@@ -87,8 +87,9 @@ class OneLineErrors:
         except CliError as e:
             e.show()
             sys.exit(e.exit_code)
-        except click.ClickException as e:
-            click.echo(f"{prog_name or 'nos'}: {e.format_message()}", err=True)
+        except click.ClickException as e:  # raised by a command without our classes
+            path = " ".join(filter(None, (prog_name or "nos", getattr(self, "invoked", None))))
+            click.echo(f"{path}: {e.format_message()}", err=True)
             sys.exit(e.exit_code)
         except click.Abort:
             click.echo("Aborted!", err=True)
@@ -104,3 +105,12 @@ class Group(OneLineErrors, click.Group):
     """The ``nos`` group: its sub-commands default to ``Command``."""
 
     command_class = Command
+    invoked: str | None = None
+    """The sub-command being run (names the command in errors raised outside our classes)."""
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name, command, rest = super().resolve_command(ctx, args)
+        self.invoked = command.name if command is not None else name
+        return name, command, rest

@@ -36,7 +36,6 @@ from nos.sim.scenario import (
 )
 from nos.sim.trace import DEFAULT_TRACE, TraceError, read_trace, trace_pods
 
-
 AUTO_ARRIVAL_SPAN_S = 4 * 3600
 """``--time-scale auto`` compresses the sampled trace's arrivals into this span."""
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smh]?)$")
