@@ -176,6 +176,7 @@ def test_offline_dry_run_works_first_time_with_the_node_name_from_the_file(tmp_p
     assert result.output.startswith("nothing to do")
     status = yaml.safe_load(result.output.split("# status annotations\n", 1)[1])
     assert status["nos.nebuly.com/status-placement-gpu-0"] == "1g.10gb@0:used,2g.20gb@2:free"
+    assert result.output.splitlines()[-1] == "# node example-node: the simulated node file's name (--node to choose)"
     assert node_file.read_text() == before
 
 

@@ -91,7 +91,7 @@ def _api_kube(kubeconfig: str | None) -> Kube:
         ) from e
 
 
-def _print_result(result: ReconcileResult, dry_run: bool, print_status: bool) -> None:
+def _print_result(result: ReconcileResult, dry_run: bool, print_status: bool, name_note: str | None = None) -> None:
     verb = "would" if dry_run else "applied"
     if not result.ops:
         click.echo("nothing to do")
@@ -107,6 +107,8 @@ def _print_result(result: ReconcileResult, dry_run: bool, print_status: bool) ->
     if print_status:
         click.echo("# status annotations")
         click.echo(yaml.safe_dump(result.status, sort_keys=True), nl=False)
+        if name_note:  # a YAML comment: the printed status stays loadable
+            click.echo(name_note)
 
 
 @click.command("agent", cls=Command)
@@ -208,13 +210,21 @@ def agent(
     interval = settings.agent.report_interval_seconds
     podresources_socket = settings.agent.pod_resources_socket
     kube: Any
+    name_source: str | None = None
     gpu = _backend(backend) if simulated else None  # a simulated node file names its node
     if offline:
-        node_name = node_name or getattr(gpu.nvml if gpu else None, "node", None) or socket.gethostname()
+        given = node_name
+        from_file = getattr(gpu.nvml if gpu else None, "node", None)
+        node_name = given or from_file or socket.gethostname()
         try:
             node = load_node_file(spec_file, node_name) if spec_file is not None else offline_node(node_name)
         except SpecFileError as e:
             raise BadInput(str(e)) from e
+        if node["metadata"]["name"] != given:  # say where an offline node's name came from
+            if node["metadata"]["name"] != node_name:
+                name_source = "the spec file's Node"
+            else:
+                name_source = "the simulated node file's" if from_file else "this host's"
         node_name = node["metadata"]["name"]
         kube = MemoryKube()
         kube.add_node(node)
@@ -235,7 +245,8 @@ def agent(
     mig_agent = MigAgent(node_name, gpu.nvml, kube, podresources, config)
     if in_cluster:
         raise SystemExit(asyncio.run(serve_agent(mig_agent, settings)))
-    failed = asyncio.run(_loop(mig_agent, gpu, once, interval, print_status=offline))
+    note = f"# node {node_name}: {name_source} name (--node to choose)" if name_source else None
+    failed = asyncio.run(_loop(mig_agent, gpu, once, interval, print_status=offline, note=note))
     if failed:
         raise SystemExit(1)
 
@@ -261,13 +272,15 @@ async def serve_agent(mig_agent: MigAgent, settings: NosConfig, stop: asyncio.Ev
     return 0
 
 
-async def _loop(mig_agent: MigAgent, gpu: _Backend, once: bool, interval: float, print_status: bool) -> bool:
+async def _loop(
+    mig_agent: MigAgent, gpu: _Backend, once: bool, interval: float, print_status: bool, note: str | None = None
+) -> bool:
     try:
         while True:
             result = await mig_agent.reconcile_once()
             if not mig_agent.config.dry_run:
                 gpu.save()
-            _print_result(result, mig_agent.config.dry_run, print_status and (once or bool(result.patch)))
+            _print_result(result, mig_agent.config.dry_run, print_status and (once or bool(result.patch)), note)
             if once:
                 return bool(result.applied and result.applied.failures)
             await asyncio.sleep(interval)
