@@ -1,7 +1,7 @@
 """``pip install .`` without extras: every command runs; what needs an extra says which, in one line.
 
 Each command runs in a fresh interpreter where the extras' modules (nvidia-ml-py, grpcio, protobuf,
-matplotlib, highspy) cannot be imported, as in a plain install.
+matplotlib) cannot be imported, as in a plain install.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-EXTRAS = ("pynvml", "grpc", "google.protobuf", "matplotlib", "highspy")
+EXTRAS = ("pynvml", "grpc", "google.protobuf", "matplotlib")
 
 _RUN = f"""
 import importlib.abc, sys
