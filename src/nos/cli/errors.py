@@ -2,19 +2,18 @@
 
 Exit status 2 means bad input (a wrong option, an unreadable or invalid file), 1 a failure while
 running (no cluster access, NVML refused, a missing optional dependency). Click's own usage errors
-are shortened to the same one line, with a pointer to ``--help`` instead of the usage text.
+are shortened to the same one line, with a pointer to ``--help`` instead of the usage text. The
+readers already word their errors as one line (pydantic's included: ``nos.config``,
+``nos.sim.scenario.one_line``); commands raise ``BadInput``/``CliError`` with that text.
 """
 
 from __future__ import annotations
 
-import re
 import sys
 from typing import Any
 
 import click
-from pydantic import ValidationError
 
-_WRAPPED = re.compile(r"^(.+?): \d+ validation errors? for \S+$")
 BAD_INPUT = 2
 FAILURE = 1
 
@@ -41,23 +40,6 @@ class BadInput(CliError):
     """The user's input cannot be used (exit status 2)."""
 
     exit_code = BAD_INPUT
-
-
-def one_line(error: BaseException, source: str = "") -> str:
-    """``error`` on one line. A pydantic ``ValidationError`` (also as the cause of ``error``) gives
-    its first error and where it is, not pydantic's multi-line text with documentation URLs."""
-    validation = error if isinstance(error, ValidationError) else error.__cause__
-    if isinstance(validation, ValidationError):
-        first = validation.errors()[0]
-        where = ".".join(str(x) for x in first["loc"])
-        more = validation.error_count() - 1
-        text = f"{first['msg']}{f' at {where}' if where else ''}{f' (and {more} more errors)' if more else ''}"
-        wrapped = _WRAPPED.match(str(error).split("\n", 1)[0]) if error is not validation else None
-        if wrapped:  # e.g. ScenarioError(f"{path}: {validation_error}"): keep the path
-            text = f"{wrapped[1]}: {text}"
-    else:
-        text = " ".join(str(error).split())
-    return f"{source}: {text}" if source else text
 
 
 def _usage_line(e: click.UsageError) -> str:
