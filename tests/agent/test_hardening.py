@@ -213,3 +213,14 @@ async def test_malformed_spec_event_is_sent_once_per_change() -> None:
     for _ in range(3):
         await a.reconcile_once()
     assert [e.reason for e in kube.events] == ["MalformedSpec"]
+
+
+async def test_a_lost_gpu_does_not_block_destroys_elsewhere_when_nothing_is_allocated(kubelet: FakeKubelet) -> None:
+    nvml = faulty(gpus=2)
+    provision(nvml, 1, "1g.10gb", 0)
+    nvml.lost.add(0)
+    a, kube = agent(nvml, encode_spec({0: [], 1: [Instance(0, "7g.80gb")]}, "p"), kubelet)
+    result = await a.reconcile_once()
+    assert nvml.layout(1) == (Instance(0, "7g.80gb"),)
+    assert result.applied is not None and not result.applied.failures
+    assert "MigOperationFailed" not in [e.reason for e in kube.events]

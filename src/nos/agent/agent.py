@@ -207,11 +207,12 @@ class MigAgent:
         if allocated is None:
             return True
         try:
-            uuids = {u for i in self._gpu_indices for gi in self.nvml.gpu_instances(i) for u in gi.device_uuids}
-            if unmatched_mig_ids(allocated, uuids):
-                return True
             actual = self.nvml.gpu_instances(gpu)
             busy = self._busy(gpu)
+            if unmatched_mig_ids(allocated, ()):  # some MIG device is allocated: is each one known?
+                uuids = {u for i in self._gpu_indices for gi in self.nvml.gpu_instances(i) for u in gi.device_uuids}
+                if unmatched_mig_ids(allocated, uuids):
+                    return True
         except NvmlError as e:
             log.warning("in-use check before destroying gpu %d instance %d: %s; not destroyed", gpu, gi_id, e)
             return True
