@@ -75,12 +75,12 @@ def _specs(profile: str, n: int, duration: float = 3600) -> list[PodSpec]:
 def test_best_static_follows_the_profile_mix() -> None:
     groups = [NodeGroup(name="a", model="A100-80GB", count=2, gpus=4)]
     models = {"a": A100}
-    whole = best_static(groups, models, _specs("7g.80gb", 20))
+    whole = best_static(groups, models, _specs("7g.80gb", 20), 7200)
     assert whole["a"] == [{"7g.80gb": 1}] * 8
-    small = best_static(groups, models, _specs("1g.10gb", 100))
+    small = best_static(groups, models, _specs("1g.10gb", 100), 7200)
     assert all(layout == {"1g.10gb": 7} for layout in small["a"])
     # as much 1g.10gb demand as 3g.40gb demand (in devices): both served in proportion
-    mixed = best_static(groups, models, _specs("1g.10gb", 20) + _specs("3g.40gb", 20))
+    mixed = best_static(groups, models, _specs("1g.10gb", 20) + _specs("3g.40gb", 20), 7200)
     one = sum(layout.get("1g.10gb", 0) for layout in mixed["a"])
     three = sum(layout.get("3g.40gb", 0) for layout in mixed["a"])
     assert one >= 8 and three >= 8 and one + 3 * three <= 56

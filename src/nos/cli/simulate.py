@@ -3,22 +3,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import logging
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
 import click
 from pydantic import ValidationError
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from nos.cli.errors import BadInput, CliError, Command
-from nos.mig.catalog import default_catalog
+from nos.mig.catalog import GpuModel, default_catalog
 from nos.sim.invariants import InvariantViolation
+from nos.sim.load import nodes_for_load, offered_load, parse_load
 from nos.sim.metrics import PolicyResult
+from nos.sim.progress import LineProgress
 from nos.sim.report import plot, summary_table, to_json
 from nos.sim.runner import run_end, simulate_policy
 from nos.sim.scenario import (
@@ -34,8 +38,11 @@ from nos.sim.scenario import (
     one_line,
     parse_layout,
 )
-from nos.sim.trace import DEFAULT_TRACE, TraceError, read_trace, trace_pods
+from nos.sim.trace import DEFAULT_SAMPLE, SHIPPED_TRACE, TraceError, read_trace, shipped_trace, trace_pods
 
+
+SHIPPED = "shipped"
+"""``--trace`` without a file: the trace shipped as package data."""
 AUTO_ARRIVAL_SPAN_S = 4 * 3600
 """``--time-scale auto`` compresses the sampled trace's arrivals into this span."""
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smh]?)$")
@@ -48,15 +55,15 @@ def _seconds(text: str) -> float:
     return float(m[1]) * {"": 1, "s": 1, "m": 60, "h": 3600}[m[2]]
 
 
-def _repo_root() -> Path:
-    """The checkout holding this package (src layout), where ``../shared`` is resolved from."""
-    return Path(__file__).resolve().parents[3]
-
-
-def _trace_path(value: str) -> Path:
-    if value == "default":
-        return (_repo_root() / DEFAULT_TRACE).resolve()
-    return Path(value)
+def _sample(text: str | None, trace: bool) -> int | None:
+    """``--sample``: a task count, ``all``, or the default for traces."""
+    if text is None:
+        return DEFAULT_SAMPLE if trace else None
+    if text == "all":
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise click.BadParameter(f"{text!r} is not a positive task count or 'all'", param_hint="--sample")
+    return int(text)
 
 
 def _build(
@@ -71,6 +78,7 @@ def _build(
     static_layout: str | None,
     seed: int | None,
     duration: str | None,
+    load: str | None,
 ) -> tuple[Scenario, list[PodSpec], dict[str, Any]]:
     scenario = load_scenario(scenario_file) if scenario_file else default_scenario()
     info: dict[str, Any] = {"source": str(scenario_file) if scenario_file else "default"}
@@ -84,8 +92,13 @@ def _build(
     if static_layout is not None:
         update["static_layout"] = parse_layout(static_layout)
     if trace is not None and scenario_file is None:
-        nodes, gpus, model = nodes or 4, gpus or 8, model or "A100-80GB"
-    if nodes is not None or gpus is not None or model is not None:
+        gpus, model = gpus or 8, model or "A100-80GB"
+        if nodes is None and load is None:
+            load = "busy"
+    load_factor = parse_load(load) if load is not None else None
+    if load_factor is not None and nodes is not None:
+        raise ScenarioError("--load sizes the cluster: give it or --nodes, not both")
+    if nodes is not None or gpus is not None or model is not None or load_factor is not None:
         first = scenario.nodes[0]
         update["nodes"] = [
             NodeGroup(
@@ -106,22 +119,40 @@ def _build(
     if "nodes" in update:
         data["nodes"] = [g.model_dump() for g in update["nodes"]]
     scenario = Scenario.model_validate(data)
-    if trace is None:
-        return scenario, scenario.all_pods(), info
-    path = _trace_path(trace)
-    tasks = read_trace(path)
     models = {g.model for g in scenario.nodes}
-    if len(models) != 1:
-        raise ScenarioError("a trace replay needs one GPU model in the cluster (use --model)")
-    gpu_model = default_catalog().model(models.pop())
+    if (trace is not None or load_factor is not None) and len(models) != 1:
+        raise ScenarioError("a trace replay or --load needs one GPU model in the cluster (use --model)")
+    gpu_model = default_catalog().model(next(iter(models)))
+    if trace is None:
+        pods = scenario.all_pods()
+    else:
+        pods = _trace_pods(trace, gpu_model, sample, time_scale, scenario.seed, info)
+    group = scenario.nodes[0]
+    if load_factor is not None:
+        count = nodes_for_load(pods, gpu_model, group.gpus, run_end(scenario, pods), load_factor)
+        scenario = scenario.model_copy(update={"nodes": [group.model_copy(update={"count": count})]})
+        info["loadRequested"] = load
+    if len(models) == 1:
+        gpus_total = sum(g.count * g.gpus for g in scenario.nodes)
+        info["offeredLoad"] = round(offered_load(pods, gpu_model, gpus_total, run_end(scenario, pods)), 3)
+    return scenario, pods, info
+
+
+def _trace_pods(
+    trace: str, model: GpuModel, sample: int | None, time_scale: str, seed: int, info: dict[str, Any]
+) -> list[PodSpec]:
+    with contextlib.ExitStack() as stack:
+        path = stack.enter_context(shipped_trace()) if trace == SHIPPED else Path(trace)
+        tasks = read_trace(path)
     auto = time_scale == "auto"
     scale = 1.0 if auto else float(time_scale)
-    pods = trace_pods(tasks, gpu_model, sample, scale, scenario.seed)
+    pods = trace_pods(tasks, model, sample, scale, seed)
     if auto:  # the sample's own arrival span, compressed into AUTO_ARRIVAL_SPAN_S
         scale = (max(p.arrival_s for p in pods) or 1.0) / AUTO_ARRIVAL_SPAN_S
         pods = [p.model_copy(update={"arrival_s": round(p.arrival_s / scale, 3)}) for p in pods]
-    info.update({"trace": str(path), "tasks": len(pods), "timeScale": round(scale, 3)})
-    return scenario, pods, info
+    source = f"shipped sample of the Alibaba openb trace ({SHIPPED_TRACE})" if trace == SHIPPED else str(path)
+    info.update({"trace": source, "tasks": len(pods), "timeScale": round(scale, 3)})
+    return pods
 
 
 @click.command("simulate", cls=Command)
@@ -129,14 +160,26 @@ def _build(
 @click.option(
     "--trace",
     is_flag=False,
-    flag_value="default",
+    flag_value=SHIPPED,
     default=None,
     metavar="[CSV]",
-    help="Replay an Alibaba openb pod list (default: ../shared/traces/alibaba-openb-2023/"
-    "openb_pod_list_gpushare40.csv from the repository).",
+    help="Replay an Alibaba openb pod list; without CSV the 7,002 single-GPU tasks shipped with nos "
+    "(openb_pod_list_gpushare40, CC BY 4.0).",
 )
-@click.option("--sample", type=click.IntRange(1), default=None, help="Trace: replay N tasks drawn at random (seeded).")
-@click.option("--nodes", type=click.IntRange(1), default=None, help="Cluster: N nodes (one group; trace default 4).")
+@click.option(
+    "--sample",
+    default=None,
+    metavar="N|all",
+    help=f"Trace: replay N tasks drawn at random (seeded), or all [default: {DEFAULT_SAMPLE}].",
+)
+@click.option(
+    "--load",
+    default=None,
+    metavar="NAME|X",
+    help="Size the cluster so the workload's offered load is X (light=0.5, busy=0.8, overloaded=1.2; "
+    "docs/simulate.md) [trace default: busy].",
+)
+@click.option("--nodes", type=click.IntRange(1), default=None, help="Cluster: N nodes (one group) instead of --load.")
 @click.option(
     "--gpus-per-node", "gpus", type=click.IntRange(1, 16), default=None, help="GPUs per node (trace default 8)."
 )
@@ -164,7 +207,7 @@ def _build(
 def simulate(
     scenario_file: Path | None,
     trace: str | None,
-    sample: int | None,
+    sample: str | None,
     nodes: int | None,
     gpus: int | None,
     model: str | None,
@@ -175,6 +218,7 @@ def simulate(
     duration: str | None,
     as_json: bool,
     plot_file: Path | None,
+    load: str | None,
 ) -> None:
     """Replay a workload on a simulated cluster with the real partitioner and MIG agent, once per
     policy (ideal, best-static, whole-gpu, greedy, nos), and compare pending times and GPU allocation."""
@@ -195,7 +239,18 @@ def simulate(
             raise click.BadParameter("expected a positive number or 'auto'", param_hint="--time-scale") from None
     try:
         scenario, pods, info = _build(
-            scenario_file, trace, sample, nodes, gpus, model, time_scale, policies, static_layout, seed, duration
+            scenario_file,
+            trace,
+            _sample(sample, trace is not None),
+            nodes,
+            gpus,
+            model,
+            time_scale,
+            policies,
+            static_layout,
+            seed,
+            duration,
+            load,
         )
     except ValidationError as e:
         raise BadInput(one_line(e)) from e
@@ -206,20 +261,33 @@ def simulate(
     end = run_end(scenario, pods)
     results: list[PolicyResult] = []
     err = Console(stderr=True)
-    columns = (TextColumn("{task.description:>7}"), BarColumn(), TextColumn("{task.fields[t]}"), TimeElapsedColumn())
-    with Progress(*columns, console=err, transient=as_json) as progress:
-        for policy in scenario.policies:
-            task = progress.add_task(policy, total=end, t="")
+    for index, policy in enumerate(scenario.policies, 1):
+        try:
+            if err.is_terminal:
+                columns = (
+                    TextColumn("{task.description:>11}"),
+                    BarColumn(),
+                    TextColumn("{task.fields[t]}"),
+                    TimeElapsedColumn(),
+                    TextColumn("left"),
+                    TimeRemainingColumn(),
+                )
+                with Progress(*columns, console=err, transient=as_json) as bar:
+                    task = bar.add_task(policy, total=end, t="")
 
-            def update(t: float, task: Any = task) -> None:
-                progress.update(task, completed=t, t=f"{t / 3600:5.2f}h virtual")
+                    def update(t: float, task: Any = task, bar: Progress = bar) -> None:
+                        bar.update(task, completed=t, t=f"{t / 3600:5.2f}h virtual")
 
-            try:
-                results.append(simulate_policy(scenario, pods, policy, progress=update))
-            except InvariantViolation as e:
-                raise CliError(f"policy {policy}: invariant violated: {e}") from e
-            except ValueError as e:
-                raise CliError(f"policy {policy}: {e}") from e
+                    results.append(simulate_policy(scenario, pods, policy, progress=update))
+            else:
+                lines = LineProgress(sys.stderr)
+                lines.start(policy, index, len(scenario.policies), end)
+                results.append(simulate_policy(scenario, pods, policy, progress=lines.update))
+                lines.finish()
+        except InvariantViolation as e:
+            raise CliError(f"policy {policy}: invariant violated: {e}") from e
+        except ValueError as e:
+            raise CliError(f"policy {policy}: {e}") from e
     gpus_total = sum(g.count * g.gpus for g in scenario.nodes)
     info.update(
         {

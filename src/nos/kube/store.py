@@ -235,6 +235,13 @@ class ObjectStore:
             raise NotFound(f'{resource} "{name}" not found')
         return copy.deepcopy(obj)
 
+    def shared(self, resource: str) -> list[Obj]:
+        """Every stored object of ``resource``, in ``list`` order, *not copied*: for a reader that
+        only reads (a controller's watch cache does the same), e.g. the simulator's partitioner. A
+        write replaces the stored dict, so an object handed out here never changes under its reader."""
+        plural = self.info(resource).plural
+        return [obj for _, obj in sorted((key, obj) for key, obj in self._objects.items() if key[0] == plural)]
+
     def list(
         self, resource: str, namespace: str | None = None, selector: Selector | None = None
     ) -> tuple[list[Obj], str]:

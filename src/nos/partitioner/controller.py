@@ -9,7 +9,7 @@ partitioner simply resumes.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,9 +19,12 @@ from nos.contract.annotations import SPEC_PLAN, STATUS_PLAN, merge_patch
 from nos.kube.port import Conflict, Event, Kube, KubeError, Obj, ObjectRef
 from nos.mig.catalog import Catalog, default_catalog
 from nos.mig.packing import Geometry
+from nos.partitioner import fairness
 from nos.partitioner.batch import Batcher
+from nos.partitioner.fairness import Fairness
 from nos.planner.checker import isolate_failures
 from nos.planner.cluster import ClusterState, build_cluster
+from nos.planner.incremental import BuildCache
 from nos.planner.plan import Plan
 from nos.planner.planner import plan_state
 
@@ -61,6 +64,8 @@ class PartitionerConfig(BaseModel):
     fill_spare: bool = False
     """Fill spare slots of reconfigured GPUs (see ``nos.planner.planner.plan``)."""
     patch_attempts: int = Field(default=5, ge=1)
+    fairness: Fairness = Field(default_factory=Fairness)
+    """Aging and reservation of a draining GPU, so large pods are not starved (``nos.partitioner.fairness``)."""
 
 
 @dataclass
@@ -118,6 +123,13 @@ class Partitioner:
         self._frozen_told: dict[str, str] = {}
         self.frozen = (0, 0)
         """(nodes, GPUs of the other nodes) left as they are by the last plan."""
+        self.cache = BuildCache()
+        """Parsed objects kept between cycles (``nos.planner.incremental``)."""
+        self._unchanged_since_idle_plan = False
+        """No input changed since a plan that wrote nothing: planning again would give the same plan."""
+        self.skipped = 0
+        """Plans skipped because of that."""
+        self._aging: Hashable = None
 
     def _plan_id(self, now: float) -> str:
         """Unix seconds, as the original; strictly increasing even within one second."""
@@ -130,7 +142,9 @@ class Partitioner:
         """Observe the cluster; plan and write when a batch has closed and agents have caught up."""
         now = self.clock()
         nodes, pods = await self.source()
-        state: ClusterState = await self.offload(build_cluster, nodes, pods, self.catalog)
+        state: ClusterState = await self.offload(build_cluster, nodes, pods, self.catalog, self.cache)
+        if self.cache.changed:
+            self._unchanged_since_idle_plan = False
         self.batcher.observe((p.key for p in state.candidates), now)
         result = CycleResult()
         if not self.batcher.ready(now):
@@ -150,6 +164,13 @@ class Partitioner:
                 " planning without it",
                 "Warning",
             )
+        state = fairness.apply(state, now, self.config.fairness)
+        aging = fairness.signature(state)
+        if self._unchanged_since_idle_plan and aging == self._aging:
+            self.skipped += 1
+            self.batcher.reset()
+            return result
+        self._aging = aging
         for problem in state.problems:
             log.warning("%s", problem)
         plan, errors = await self.offload(self._plan_checked, state, self._plan_id(now))
@@ -174,6 +195,7 @@ class Partitioner:
                 break
         if result.written:
             self.last_plan_at, self.last_plan_id = now, plan.plan_id
+        self._unchanged_since_idle_plan = not result.written and not result.failed
         log.info(
             "plan %s: %d/%d candidate(s) placed, %d node(s) reconfigured, %d written",
             plan.plan_id,

@@ -9,9 +9,9 @@ inferred with the slots any in-use instance could occupy blocked.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from nos.contract.annotations import (
     COUNT_LABEL,
@@ -26,6 +26,9 @@ from nos.contract.annotations import (
 from nos.kube.objects import POD_COUNT, NodeInfo, ObjectError, PodInfo, node_from_dict, pod_from_dict
 from nos.mig.catalog import MIG_RESOURCE_PREFIX, Catalog, GpuModel, default_catalog
 from nos.mig.layout import Instance, layout_errors, occupied_mask
+from nos.planner.incremental import BuildCache, version_key
+
+T = TypeVar("T")
 
 DEFAULT_POD_CAPACITY = 110
 _MAX_INFERRED = 20000
@@ -244,24 +247,51 @@ def spec_error(model: GpuModel, gpu: GpuAnnotations) -> str | None:
     return None
 
 
+def _parsed(cache: BuildCache | None, kind: str, obj: Mapping[str, Any], parse: Callable[[Any], T]) -> T | str:
+    """``parse(obj)``, or the ``ObjectError`` text; reused from ``cache`` while the object is unchanged."""
+
+    def make() -> T | str:
+        try:
+            return parse(obj)
+        except ObjectError as e:
+            return str(e)
+
+    if cache is None:
+        return make()
+    key = version_key(obj)
+    return cache.get(None if key is None else (kind, *key), make)
+
+
 def build_cluster(
-    nodes: Iterable[Mapping[str, Any]], pods: Iterable[Mapping[str, Any]], catalog: Catalog | None = None
+    nodes: Iterable[Mapping[str, Any]],
+    pods: Iterable[Mapping[str, Any]],
+    catalog: Catalog | None = None,
+    cache: BuildCache | None = None,
 ) -> ClusterState:
-    """Managed nodes and candidate pods from Node and Pod objects (dicts)."""
+    """Managed nodes and candidate pods from Node and Pod objects (dicts). With ``cache`` (kept by
+    a controller between cycles), unchanged objects are not parsed again (``nos.planner.incremental``)."""
     catalog = catalog or default_catalog()
+    if cache is not None:
+        cache.start()
     problems: list[str] = []
     infos: list[NodeInfo] = []
+    versions: dict[int, tuple[str, str] | None] = {}
+    """id(parsed object) -> its (uid, resourceVersion), while cached."""
     for obj in nodes:
-        try:
-            infos.append(node_from_dict(obj))
-        except ObjectError as e:
-            problems.append(str(e))
+        node = _parsed(cache, "node", obj, node_from_dict)
+        if isinstance(node, str):
+            problems.append(node)
+        else:
+            infos.append(node)
+            versions[id(node)] = version_key(obj)
     pod_infos: list[PodInfo] = []
     for obj in pods:
-        try:
-            pod_infos.append(pod_from_dict(obj))
-        except ObjectError as e:
-            problems.append(str(e))
+        pod = _parsed(cache, "pod", obj, pod_from_dict)
+        if isinstance(pod, str):
+            problems.append(pod)
+        else:
+            pod_infos.append(pod)
+            versions[id(pod)] = version_key(obj)
     bound: dict[str, list[PodInfo]] = {}
     for pod in pod_infos:
         if pod.node_name and not pod.terminated:
@@ -272,10 +302,17 @@ def build_cluster(
         if not is_mig_partitioned(info.labels):
             others += 1
             continue
-        state = _node_state(info, catalog, bound.get(info.name, ()))
+        here = bound.get(info.name, ())
+        keys = [versions[id(info)], *(versions[id(p)] for p in here)]
+        if cache is None or None in keys:
+            state = _node_state(info, catalog, here)
+        else:  # the same node object with the same pods bound: the same state
+            state = cache.get(("state", *keys), lambda info=info, here=here: _node_state(info, catalog, here))  # type: ignore[misc]
         managed[info.name] = state
         problems.extend(state.problems)
         if state.frozen:
             problems.append(state.frozen)
     candidates = [p for p in pod_infos if p.is_candidate]
+    if cache is not None:
+        cache.finish()
     return ClusterState(managed, others, candidates, problems)

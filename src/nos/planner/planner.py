@@ -136,6 +136,9 @@ class _Planning:
         self.soft_index: dict[str, dict[int, None]] = {}
         self.classes: dict[Placement, set[int]] = {}
         self.failed: set[tuple[Any, ...]] = set()
+        self.reasons: dict[tuple[Any, ...], str] = {}
+        """Why pods of a failed signature found no place, worked out once per pass (thousands of
+        pending pods share few signatures)."""
         self.placed: list[Placed] = []
         self.unplaced: list[Unplaced] = []
         self.offered: dict[str, set[str]] = {}
@@ -240,7 +243,20 @@ class _Planning:
                 self._commit(pod, gpu.node, [(gpu, resource, existing)], requests)
                 return
             self.failed.add(signature)
-        self.unplaced.append(Unplaced(pod.key, self._reason(devices, pod.placement, eligible, requests)))
+        self._unplaced(pod, signature, devices, eligible, requests)
+
+    def _unplaced(
+        self,
+        pod: PodInfo,
+        signature: tuple[Any, ...],
+        devices: tuple[str, ...],
+        eligible: set[int],
+        requests: Sequence[tuple[str, int]],
+    ) -> None:
+        reason = self.reasons.get(signature)
+        if reason is None:
+            reason = self.reasons[signature] = self._reason(devices, pod.placement, eligible, requests)
+        self.unplaced.append(Unplaced(pod.key, reason))
 
     def _place_several(
         self, pod: PodInfo, devices: tuple[str, ...], eligible: set[int], requests: Sequence[tuple[str, int]]
@@ -253,7 +269,7 @@ class _Planning:
                 self._commit(pod, fit.node, fit.devices, requests)
                 return
             self.failed.add(signature)
-        self.unplaced.append(Unplaced(pod.key, self._reason(devices, pod.placement, eligible, requests)))
+        self._unplaced(pod, signature, devices, eligible, requests)
 
     def _find_node(self, devices: list[str], eligible: set[int], requests: Sequence[tuple[str, int]]) -> _Fit | None:
         """The node for a pod with several devices: one where all are existing free instances if

@@ -3,7 +3,9 @@ plugin models, all in a ``MemoryKube`` that the partitioner and the agents use l
 
 from __future__ import annotations
 
+import bisect
 import logging
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
@@ -49,6 +51,11 @@ class SimCluster:
         self.running: dict[str, SimPod] = {}
         self.admission_failures = 0
         self._pass_queued = False
+        self._queue: list[tuple[tuple[int, float, str], SimPod]] = []
+        """Pending pods in the scheduler's order (priority, then oldest)."""
+        self._pending_by_resource: Counter[str] = Counter()
+        self._unmarked: list[SimPod] = []
+        """Arrived since the last pass: marked Unschedulable if that pass cannot bind them."""
         self.on_candidates: Callable[[], None] = lambda: None
         """Called when pods newly became Unschedulable (the partitioner's pod watch)."""
         timings = scenario.timings
@@ -101,6 +108,9 @@ class SimCluster:
     def arrive(self, pod: SimPod) -> None:
         self.kube.add_pod(pod.manifest())
         self.pending[pod.key] = pod
+        bisect.insort(self._queue, (queue_order(pod), pod), key=lambda entry: entry[0])
+        self._pending_by_resource[pod.resource] += 1
+        self._unmarked.append(pod)
         self.request_pass()
 
     def request_pass(self) -> None:
@@ -110,14 +120,31 @@ class SimCluster:
             self.clock.after(0, self.schedule)
 
     def schedule(self) -> None:
+        """One pass in queue order. It stops early once no node has GPU room for any resource a
+        pending pod asks for (binds only take room), which keeps passes short under a backlog."""
         self._pass_queued = False
-        newly_unschedulable = False
-        for pod in sorted(self.pending.values(), key=queue_order):
-            node = choose_node(pod, self.nodes.values())
-            if node is not None and self._bind(pod, node):
+        no_room: set[str] = set()
+        """Resources no node has GPU room for: binds only take room, so it stays so for this pass."""
+        nodes = list(self.nodes.values())
+        asked = sum(1 for n in self._pending_by_resource.values() if n > 0)
+        bound = False
+        for _, pod in self._queue:
+            if len(no_room) >= asked:
+                break
+            if pod.state != "pending" or pod.resource in no_room:
                 continue
-            if not pod.marked_unschedulable:
-                pod.marked_unschedulable = newly_unschedulable = True
+            node = choose_node(pod, nodes)
+            if node is None and not any(n.gpu_room(pod.resource) for n in nodes):
+                no_room.add(pod.resource)
+            if node is not None and self._bind(pod, node):
+                bound = True
+        if bound:
+            self._queue = [entry for entry in self._queue if entry[1].state == "pending"]
+        newly_unschedulable = False
+        for pod in self._unmarked:  # pods this pass could not bind are Unschedulable (once)
+            if pod.state == "pending":
+                newly_unschedulable = True
+                pod.marked_unschedulable = True
                 self._set_status(
                     pod,
                     {
@@ -132,6 +159,7 @@ class SimCluster:
                         ],
                     },
                 )
+        self._unmarked = []
         if newly_unschedulable:
             self.on_candidates()
 
@@ -155,6 +183,7 @@ class SimCluster:
         node.used_pods += 1
         node.used_mig[pod.resource] += 1
         del self.pending[pod.key]
+        self._pending_by_resource[pod.resource] -= 1
         self.running[pod.key] = pod
         self.kube.store.merge_patch("pods", pod.name, {"spec": {"nodeName": node.name}}, NAMESPACE)
         self._set_status(pod, {"phase": "Running", "conditions": [{"type": "PodScheduled", "status": "True"}]})

@@ -97,6 +97,8 @@ class PolicyResult:
     makespan_s: float | None
     wall_s: float
     samples: list[Sample] = field(default_factory=list)
+    by_profile: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Profile -> pods, meanPendingSeconds, neverScheduled of its pods."""
     layouts: dict[str, int] = field(default_factory=dict)
     """Static policies: layout (profile counts, ``1g.10gb=2,...``) -> number of GPUs with it."""
 
@@ -120,6 +122,7 @@ class PolicyResult:
             "endSeconds": round(self.end_s, 3),
             "makespanSeconds": None if self.makespan_s is None else round(self.makespan_s, 3),
             "layouts": dict(self.layouts),
+            "byProfile": {p: dict(v) for p, v in sorted(self.by_profile.items())},
         }
 
 
@@ -136,6 +139,22 @@ def versus(result: PolicyResult, ideal: PolicyResult) -> dict[str, float | None]
         "allocationRatio": ratio(result.allocation, ideal.allocation),
         "neverScheduledDelta": result.never_scheduled - ideal.never_scheduled,
     }
+
+
+def by_profile(pods: list[SimPod], t_end: float) -> dict[str, dict[str, float]]:
+    """Per requested profile: pod count, mean pending time (censored as above), never scheduled."""
+    groups: dict[str, list[SimPod]] = {}
+    for p in pods:
+        groups.setdefault(p.spec.profile, []).append(p)
+    out: dict[str, dict[str, float]] = {}
+    for profile, members in groups.items():
+        waits = pending_times(members, t_end)
+        out[profile] = {
+            "pods": len(members),
+            "meanPendingSeconds": round(sum(waits) / len(waits), 3) if waits else 0.0,
+            "neverScheduled": sum(1 for p in members if p.bound_at is None),
+        }
+    return out
 
 
 def device_waits(pods: list[SimPod]) -> list[float]:

@@ -99,15 +99,17 @@ class SimNode:
         out.update({r: str(n) for r, n in sorted(self.advertised.items())})
         return out
 
-    def fits(self, cpu_m: int, memory_b: int, resource: str) -> bool:
-        """kube-scheduler's NodeResourcesFit for the resources a simulated pod requests (a GPU pool's
-        room for the pod's profile under the pool policies)."""
+    def gpu_room(self, resource: str) -> bool:
+        """Allocatable ``resource`` (as the device plugin published it) minus the pods' requests is at
+        least 1; under the pool policies, a GPU has room for the profile."""
         if self.pool is not None:
-            gpu_ok = self.pool.fits(resource.removeprefix(MIG_RESOURCE_PREFIX))
-        else:
-            gpu_ok = self.advertised.get(resource, 0) - self.used_mig[resource] >= 1
+            return self.pool.fits(resource.removeprefix(MIG_RESOURCE_PREFIX))
+        return self.advertised.get(resource, 0) - self.used_mig[resource] >= 1
+
+    def fits(self, cpu_m: int, memory_b: int, resource: str) -> bool:
+        """kube-scheduler's NodeResourcesFit for the resources a simulated pod requests."""
         return (
-            gpu_ok
+            self.gpu_room(resource)
             and self.cpu_m - self.used_cpu_m >= cpu_m
             and self.memory_b - self.used_memory_b >= memory_b
             and self.used_pods < POD_CAPACITY

@@ -30,7 +30,7 @@ from nos.planner.checker import check_plan
 from nos.planner.cluster import ClusterState
 from nos.planner.greedy import plan_greedy_state, reachable_gpus
 from nos.planner.plan import GpuPlan, NodePlan, Plan, Unplaced
-from nos.sim.scenario import PodSpec, Scenario
+from nos.sim.scenario import PodSpec, Scenario, run_end
 from nos.sim.static_mix import best_static
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def static_layouts(scenario: Scenario, pods: Sequence[PodSpec]) -> dict[str, lis
     """``best-static``'s layouts: node group -> one layout per GPU (see ``nos.sim.static_mix``)."""
     catalog = default_catalog()
     models = {g.name: catalog.model(g.model) for g in scenario.nodes}
-    return best_static(scenario.nodes, models, pods)
+    return best_static(scenario.nodes, models, pods, run_end(scenario, pods))
 
 
 @dataclass

@@ -19,23 +19,25 @@ from functools import partial
 
 from nos.agent.agent import AgentConfig, MigAgent
 from nos.agent.device_plugin import DevicePluginConfig
+from nos.kube.port import Obj
 from nos.partitioner.controller import Partitioner, PartitionerConfig
+from nos.partitioner.fairness import Fairness
 from nos.sim import nodes as sim_nodes
 from nos.sim.clock import VirtualClock
 from nos.sim.cluster import SimCluster
 from nos.sim.device_plugin import SimPodResources
 from nos.sim.invariants import check_bound_devices_exist, check_in_use_kept, check_layouts
-from nos.sim.metrics import PolicyResult, device_waits, pending_times, percentile
+from nos.sim.metrics import PolicyResult, by_profile, device_waits, pending_times, percentile
 from nos.sim.nodes import NvmlFactory, SimNode
 from nos.sim.policies import POOL_POLICIES, STATIC_POLICIES, greedy_planner, static_layouts
-from nos.sim.scenario import POLICIES, PodSpec, Scenario
+from nos.sim.scenario import DRAIN_S, POLICIES, PodSpec, Scenario, run_end
+
+__all__ = ["DRAIN_S", "run_end", "simulate_policy"]
 
 log = logging.getLogger(__name__)
 
 PARTITIONER = "partitioner"
-DRAIN_S = 6 * 3600
-"""Without an explicit duration a run stops when every pod is done, at most this long after the last arrival."""
-
+EVENT_TTL_S = 3600
 Progress = Callable[[float], None]
 
 
@@ -44,11 +46,6 @@ class _Counters:
     reconfigurations: int = 0
     plans: int = 0
     agent_errors: int = 0
-
-
-def run_end(scenario: Scenario, pods: Sequence[PodSpec]) -> float:
-    last = max((p.arrival_s for p in pods), default=0.0)
-    return scenario.duration_s if scenario.duration_s is not None else last + DRAIN_S
 
 
 def simulate_policy(
@@ -92,7 +89,8 @@ async def _simulate(
     counters = _Counters()
 
     agents: list[MigAgent] = []
-    for node in cluster.nodes.values() if policy not in POOL_POLICIES else ():
+    # agents only where a partitioner writes plans: with fixed layouts they would have nothing to do
+    for node in cluster.nodes.values() if policy not in (*POOL_POLICIES, *STATIC_POLICIES) else ():
         agent = MigAgent(
             node.name,
             node.nvml,
@@ -100,6 +98,7 @@ async def _simulate(
             SimPodResources(node, cluster.resource_of),
             AgentConfig(
                 report_interval_s=timings.agent_interval_s,
+                nvml_call_timeout_s=None,  # a wall-clock deadline means nothing on simulated GPUs
                 device_plugin=DevicePluginConfig(poll_s=timings.device_plugin_poll_s),
             ),
             cluster.catalog,
@@ -115,10 +114,30 @@ async def _simulate(
             batch_window_idle_seconds=timings.batch_window_idle_s,
             batch_window_timeout_seconds=timings.batch_window_timeout_s,
             report_timeout_seconds=timings.report_timeout_s,
+            fairness=scenario.fairness
+            if policy == "nos"
+            else Fairness(aging_step_seconds=None, reserve_after_seconds=None),
         )
-        partitioner = Partitioner(cluster.kube, clock.now, config, cluster.catalog, planner=planner)
+        store = cluster.kube.store
+
+        async def snapshot() -> tuple[list[Obj], list[Obj]]:  # what a watch cache hands out: shared dicts
+            return store.shared("nodes"), store.shared("pods")
+
+        partitioner = Partitioner(cluster.kube, clock.now, config, cluster.catalog, planner=planner, source=snapshot)
         cluster.on_candidates = lambda: clock.kick(PARTITIONER)
         clock.spawn(PARTITIONER, lambda: _partitioner_loop(partitioner, clock, scenario, counters))
+
+    old_events: list[tuple[str, str]] = []
+
+    def expire_events() -> None:  # the API server's --event-ttl (1 h): events from an hour ago go
+        nonlocal old_events
+        store = cluster.kube.store
+        for namespace, name in old_events:
+            store.delete("events", name, namespace)
+        old_events = [(e["metadata"]["namespace"], e["metadata"]["name"]) for e in store.shared("events")]
+        clock.after(EVENT_TTL_S, expire_events)
+
+    clock.after(EVENT_TTL_S, expire_events)
 
     def retry() -> None:  # kube-scheduler's periodic flush of unschedulable pods
         if cluster.pending:
@@ -180,6 +199,7 @@ async def _simulate(
         wall_s=time.perf_counter() - started,
         samples=cluster.metrics.samples,
         layouts=layouts,
+        by_profile=by_profile(all_pods, t_end),
     )
 
 

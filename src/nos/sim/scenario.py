@@ -8,6 +8,7 @@ every key.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -16,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from nos import yaml_errors
 from nos.mig.catalog import default_catalog
+from nos.partitioner.fairness import Fairness
 
 POLICIES = ("ideal", "best-static", "whole-gpu", "greedy", "nos", "static")
 Policy = Literal["ideal", "best-static", "whole-gpu", "greedy", "nos", "static"]
@@ -165,6 +167,8 @@ class Scenario(_Strict):
     static_layout: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_STATIC_LAYOUT))
     """The layout of every GPU under the ``static`` policy (the fixed-layout baseline)."""
     timings: Timings = Field(default_factory=Timings)
+    fairness: Fairness = Field(default_factory=Fairness)
+    """nos' aging and reservation settings (``PartitionerConfig.fairness``); the greedy has neither."""
 
     @model_validator(mode="after")
     def _profiles_exist(self) -> Scenario:
@@ -211,6 +215,16 @@ def one_line(e: ValidationError) -> str:
     msg = str(first["msg"]).removeprefix("Value error, ")
     more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
     return f"{where}: {msg}{more}"
+
+
+DRAIN_S = 6 * 3600
+"""Without an explicit duration a run stops when every pod is done, at most this long after the last arrival."""
+
+
+def run_end(scenario: Scenario, pods: Sequence[PodSpec]) -> float:
+    """The run's horizon: ``duration_s``, or the last arrival + ``DRAIN_S``."""
+    last = max((p.arrival_s for p in pods), default=0.0)
+    return scenario.duration_s if scenario.duration_s is not None else last + DRAIN_S
 
 
 def load_scenario(path: Path) -> Scenario:

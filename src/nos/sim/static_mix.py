@@ -3,8 +3,8 @@ NVIDIA's MIG manager) for a workload's profile mix, chosen by optimization.
 
 Each GPU gets one *maximal* layout of its model (no instance can be added; no ``+me`` profiles),
 and GPUs of a node group may get different layouts. Demand: a profile's time-averaged number of
-running pods if every pod ran at once on arrival (sum of its pods' run times over the arrival
-span). The mixed-integer program (HiGHS) maximises the share ``t`` of every profile's demand that
+running pods within the run's horizon if every pod ran at once on arrival (run times cut at the
+horizon). The mixed-integer program (HiGHS) maximises the share ``t`` of every profile's demand that
 the layouts can serve at the same time (each profile gets at least ``t`` times its demand in
 devices), then, with a small weight, the compute slices offered where there is demand. Serving
 every profile in proportion is what keeps the largest share of the queue moving; a layout that
@@ -41,16 +41,13 @@ def maximal_layouts(model: GpuModel) -> tuple[Layout, ...]:
     return tuple(sorted(out))
 
 
-def demand(pods: Sequence[PodSpec]) -> dict[str, float]:
-    """Profile -> sum of run times over the arrival span (mean concurrent pods with no queueing)."""
-    if not pods:
-        return {}
-    first = min(p.arrival_s for p in pods)
-    last = max(p.arrival_s + p.duration_s for p in pods)
-    span = max(last - first, 1.0)
+def demand(pods: Sequence[PodSpec], horizon_s: float) -> dict[str, float]:
+    """Profile -> mean number of its pods running within [0, horizon_s] if each ran on arrival
+    (run time cut at the horizon: work past it does not count)."""
+    span = max(horizon_s, 1.0)
     out: dict[str, float] = {}
     for p in pods:
-        out[p.profile] = out.get(p.profile, 0.0) + p.duration_s / span
+        out[p.profile] = out.get(p.profile, 0.0) + max(0.0, min(p.duration_s, span - p.arrival_s)) / span
     return out
 
 
@@ -74,7 +71,11 @@ class StaticMixError(RuntimeError):
 
 
 def best_static(
-    groups: Sequence[NodeGroup], models: Mapping[str, GpuModel], pods: Sequence[PodSpec], time_limit_s: float = 20
+    groups: Sequence[NodeGroup],
+    models: Mapping[str, GpuModel],
+    pods: Sequence[PodSpec],
+    horizon_s: float,
+    time_limit_s: float = 20,
 ) -> dict[str, list[dict[str, int]]]:
     """Node group name -> one layout (profile counts) per GPU of the group, node after node (GPU
     ``j`` of node ``i`` is entry ``i * gpus + j``); layouts are dealt across the nodes so each
@@ -84,7 +85,7 @@ def best_static(
         from highspy.highs import highs_linear_expression, highs_var
     except ImportError as e:  # pragma: no cover - highspy is a dependency
         raise StaticMixError("best-static needs HiGHS: pip install highspy") from e
-    want = demand(pods)
+    want = demand(pods, horizon_s)
     with _quiet_stdout():
         h = highspy.Highs()  # type: ignore[no-untyped-call]
         h.setOptionValue("output_flag", False)

@@ -19,17 +19,32 @@ that matter here (batch windows, device plugin restarts) are fixed. Host request
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import gzip
+import io
 import math
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 from nos.mig.catalog import GpuModel, Profile
 from nos.sim.scenario import PodSpec
 
-DEFAULT_TRACE = Path("../shared/traces/alibaba-openb-2023/openb_pod_list_gpushare40.csv")
-"""Relative to the repository root (the shared folder sits beside it)."""
+SHIPPED_TRACE = "openb_pod_list_gpushare40_single_gpu.csv.gz"
+"""Package data (``nos/sim/data``): the 7,002 single-GPU tasks of ``openb_pod_list_gpushare40.csv``,
+CC BY 4.0, attribution in ``nos/sim/data/README.md``."""
+DEFAULT_SAMPLE = 600
+"""Tasks ``nos simulate --trace`` replays unless ``--sample`` says otherwise (about a minute)."""
+
+
+@contextlib.contextmanager
+def shipped_trace() -> Iterator[Path]:
+    """The shipped trace as a file path (wherever and however the package is installed)."""
+    with resources.as_file(resources.files("nos.sim") / "data" / SHIPPED_TRACE) as path:
+        yield path
 
 
 class TraceError(ValueError):
@@ -61,10 +76,12 @@ def profile_for_share(model: GpuModel, gpu_milli: int) -> Profile:
 def read_trace(path: Path) -> list[TraceTask]:
     """Single-GPU tasks of an openb pod list, in creation order."""
     try:
-        with path.open(newline="") as f:
-            rows = list(csv.DictReader(f))
-    except OSError as e:
-        raise TraceError(f"cannot read trace {path}: {e}") from e
+        raw = path.read_bytes()
+        if path.suffix == ".gz":
+            raw = gzip.decompress(raw)
+        rows = list(csv.DictReader(io.StringIO(raw.decode("utf-8"), newline="")))
+    except (OSError, EOFError, UnicodeDecodeError) as e:
+        raise TraceError(f"cannot read trace {path}: {getattr(e, 'strerror', None) or e}") from e
     tasks = []
     try:
         for r in rows:

@@ -1,0 +1,59 @@
+"""Planning input kept between cycles: parsed objects by (uid, resourceVersion).
+
+A controller builds the cluster state every cycle from thousands of Pods and Nodes of which few
+changed. An object's parse is a function of its content, and its (uid, resourceVersion) names that
+content (the API server bumps the version on every write; a re-created object gets a new uid), so
+parses are reused until the version moves. A node's state also depends on the pods bound to it, so
+it is reused only while the same pods are bound. Objects without both fields (hand-written dicts)
+are parsed every time.
+
+``changed`` tells whether anything the state depends on differs from the previous build (an
+object added, removed or modified), so a controller can skip a re-plan of an unchanged cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Mapping
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def version_key(obj: Mapping[str, Any]) -> tuple[str, str] | None:
+    meta = obj.get("metadata") or {}
+    uid, rv = meta.get("uid"), meta.get("resourceVersion")
+    return (str(uid), str(rv)) if uid and rv else None
+
+
+class BuildCache:
+    def __init__(self) -> None:
+        self._old: dict[Hashable, Any] = {}
+        self._new: dict[Hashable, Any] = {}
+        self.changed = True
+        """Whether the last build saw anything new or missed anything of the one before."""
+
+    def get(self, key: Hashable | None, make: Callable[[], T]) -> T:
+        """The value cached under ``key`` (from the previous build or this one), else ``make()``."""
+        if key is None:
+            self.changed = True
+            return make()
+        if key in self._new:
+            value: T = self._new[key]
+            return value
+        if key in self._old:
+            value = self._old.pop(key)
+        else:
+            self.changed = True
+            value = make()
+        self._new[key] = value
+        return value
+
+    def start(self) -> None:
+        """Begin a build: entries not used by it are dropped at ``finish``."""
+        self._new = {}
+        self.changed = False
+
+    def finish(self) -> None:
+        if self._old:  # something of the previous build is gone
+            self.changed = True
+        self._old, self._new = self._new, {}

@@ -1,0 +1,100 @@
+"""Planning input kept between cycles: parses reused by (uid, resourceVersion), re-plans skipped
+when nothing changed (``nos.planner.incremental``, ``Partitioner.cycle``)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from nos.kube.memory import MemoryKube
+from nos.mig.layout import Instance as I
+from nos.partitioner.controller import Partitioner, PartitionerConfig
+from nos.partitioner.fairness import Fairness
+from nos.planner.cluster import ClusterState, build_cluster
+from nos.planner.incremental import BuildCache
+from nos.planner.plan import Plan
+from nos.planner.planner import plan_state
+from tests.partitioner.test_controller import Clock
+from tests.planner.factories import node, pod
+
+
+def _kube(clock: Clock | None = None) -> MemoryKube:
+    at = clock or Clock()
+    kube = MemoryKube(clock=lambda: datetime.fromtimestamp(at.now, UTC))  # creationTimestamps on the clock
+    kube.add_node(node("a", status={0: [I(0, "3g.40gb", True), I(4, "3g.40gb", True)]}))
+    kube.add_pod(pod("waits", "7g.80gb"))  # fits nowhere: every plan leaves it pending, writes nothing
+    return kube
+
+
+def test_cached_build_equals_a_fresh_one_and_tracks_changes() -> None:
+    kube = _kube()
+    cache = BuildCache()
+    nodes, pods = kube.store.shared("nodes"), kube.store.shared("pods")
+    first = build_cluster(nodes, pods, cache=cache)
+    assert cache.changed and first == build_cluster(nodes, pods)
+    again = build_cluster(kube.store.shared("nodes"), kube.store.shared("pods"), cache=cache)
+    assert not cache.changed and again == first
+    assert again.candidates[0] is first.candidates[0]  # reused, not parsed again
+    kube.add_pod(pod("new", "1g.10gb"))
+    grown = build_cluster(kube.store.shared("nodes"), kube.store.shared("pods"), cache=cache)
+    assert cache.changed and {p.name for p in grown.candidates} == {"waits", "new"}
+    kube.remove_pod("default", "new")
+    build_cluster(kube.store.shared("nodes"), kube.store.shared("pods"), cache=cache)
+    assert cache.changed  # a removal is a change too
+    # hand-written dicts (no uid, no resourceVersion) are parsed every time and always count as changed
+    build_cluster([node("x")], [], cache=cache)
+    build_cluster([node("x")], [], cache=cache)
+    assert cache.changed
+
+
+def test_shared_objects_are_not_copied_and_writes_replace_them() -> None:
+    kube = _kube()
+    before = kube.store.shared("nodes")[0]
+    assert kube.store.shared("nodes")[0] is before
+    kube.store.merge_patch("nodes", "a", {"metadata": {"annotations": {"x": "1"}}})
+    after = kube.store.shared("nodes")[0]
+    assert after is not before and "x" not in before["metadata"]["annotations"]
+
+
+async def test_unchanged_cluster_is_not_planned_again() -> None:
+    kube, clock = _kube(), Clock()
+    calls: list[int] = []
+
+    def planner(state: ClusterState, plan_id: str) -> Plan:
+        calls.append(len(state.candidates))
+        return plan_state(state, plan_id=plan_id)
+
+    part = Partitioner(
+        kube,
+        clock,
+        PartitionerConfig(batch_window_idle_seconds=0, fairness=Fairness(aging_step_seconds=None)),
+        planner=planner,
+    )
+
+    async def cycles(n: int) -> None:
+        for _ in range(n):
+            clock.now += 30
+            await part.cycle()
+
+    await cycles(4)
+    assert calls == [1] and part.skipped == 3  # the same input gives the same plan: skipped
+    kube.add_pod(pod("other", "4g.40gb"))
+    await cycles(2)
+    assert calls == [1, 2] and part.skipped == 4
+
+
+async def test_aging_counts_as_a_change() -> None:
+    clock = Clock()
+    kube = _kube(clock)
+    plans: list[Any] = []
+
+    def planner(state: ClusterState, plan_id: str) -> Plan:
+        plans.append(state.candidates[0].priority)
+        return plan_state(state, plan_id=plan_id)
+
+    config = PartitionerConfig(batch_window_idle_seconds=0, fairness=Fairness(aging_step_seconds=600))
+    part = Partitioner(kube, clock, config, planner=planner)
+    for _ in range(6):  # 6 x 300 s: the pod's age level moves at 600 s and 1200 s
+        clock.now += 300
+        await part.cycle()
+    assert plans == [0, 1, 2, 3]  # waited 300 s ... 1800 s: re-planned only when the level moved
