@@ -71,9 +71,9 @@ def test_reservation_drains_the_gpu_closest_to_fitting() -> None:
         )
     ]
     old = pod("whole", "7g.80gb", created=_at(2))
-    young = [pod(f"y{i}", "1g.10gb", created=_at(0)) for i in range(3)]
+    young = [pod(f"y{i}", "2g.20gb", created=_at(0)) for i in range(3)]
     state = build_cluster(nodes, [old, *young])
-    # without reservation the young 1g.10gb pods take the free instances of GPU 1, which never drains
+    # without reservation the young 2g.20gb pods go to GPU 1's free space, which never drains
     free_plan = plan_state(apply(state, NOW, Fairness(reserve_after_seconds=None)))
     assert any(p.gpu == 1 for p in free_plan.placed)
     reserved = apply(state, NOW, Fairness())
@@ -87,6 +87,10 @@ def test_reservation_drains_the_gpu_closest_to_fitting() -> None:
     assert decode_spec(plan.nodes["n"].annotations).gpus[1].profile_counts() == {"1g.10gb": 1}
     # a young pod never gets a reservation, and nothing is reserved once the old pod fits
     assert apply(build_cluster(nodes, young), NOW, Fairness()).nodes["n"].gpus[1].blocked != 0xFF
+    # a region whose in-use instance serves a profile other pods wait for cannot drain (kube-scheduler
+    # binds the freed device to one of them at once): no reservation there
+    backlogged = apply(build_cluster(nodes, [old, *young, pod("one", "1g.10gb")]), NOW, Fairness())
+    assert all(g.blocked != 0xFF for g in backlogged.nodes["n"].gpus)
     drained = [node("n", gpus=2, status={0: (Instance(0, "3g.40gb", True),), 1: (Instance(0, "7g.80gb"),)})]
     fits = apply(build_cluster(drained, [old, *young]), NOW, Fairness())
     assert next(p.pod for p in plan_state(fits).placed) == "default/whole"

@@ -40,7 +40,10 @@ from nos.sim.scenario import (
 )
 from nos.sim.trace import DEFAULT_SAMPLE, SHIPPED_TRACE, TraceError, read_trace, shipped_trace, trace_pods
 
-
+DEFAULT_MAX_RUN = "6h"
+"""Trace tasks' run times are cut here: the trace's tasks that run for days are long-lived services;
+under compressed arrivals they would pile up and fill any cluster, and the replay would measure that
+pile-up instead of partitioning."""
 SHIPPED = "shipped"
 """``--trace`` without a file: the trace shipped as package data."""
 AUTO_ARRIVAL_SPAN_S = 4 * 3600
@@ -48,10 +51,10 @@ AUTO_ARRIVAL_SPAN_S = 4 * 3600
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smh]?)$")
 
 
-def _seconds(text: str) -> float:
+def _seconds(text: str, option: str = "--duration") -> float:
     m = _DURATION.match(text.strip())
     if m is None:
-        raise click.BadParameter(f"{text!r} is not a duration such as 3600, 90m or 4h", param_hint="--duration")
+        raise click.BadParameter(f"{text!r} is not a duration such as 3600, 90m or 4h", param_hint=option)
     return float(m[1]) * {"": 1, "s": 1, "m": 60, "h": 3600}[m[2]]
 
 
@@ -79,6 +82,7 @@ def _build(
     seed: int | None,
     duration: str | None,
     load: str | None,
+    max_run: str = DEFAULT_MAX_RUN,
 ) -> tuple[Scenario, list[PodSpec], dict[str, Any]]:
     scenario = load_scenario(scenario_file) if scenario_file else default_scenario()
     info: dict[str, Any] = {"source": str(scenario_file) if scenario_file else "default"}
@@ -126,7 +130,8 @@ def _build(
     if trace is None:
         pods = scenario.all_pods()
     else:
-        pods = _trace_pods(trace, gpu_model, sample, time_scale, scenario.seed, info)
+        max_run_s = None if max_run in ("none", "") else _seconds(max_run, "--max-run")
+        pods = _trace_pods(trace, gpu_model, sample, time_scale, scenario.seed, max_run_s, info)
     group = scenario.nodes[0]
     if load_factor is not None:
         count = nodes_for_load(pods, gpu_model, group.gpus, run_end(scenario, pods), load_factor)
@@ -139,19 +144,25 @@ def _build(
 
 
 def _trace_pods(
-    trace: str, model: GpuModel, sample: int | None, time_scale: str, seed: int, info: dict[str, Any]
+    trace: str,
+    model: GpuModel,
+    sample: int | None,
+    time_scale: str,
+    seed: int,
+    max_run_s: float | None,
+    info: dict[str, Any],
 ) -> list[PodSpec]:
     with contextlib.ExitStack() as stack:
         path = stack.enter_context(shipped_trace()) if trace == SHIPPED else Path(trace)
         tasks = read_trace(path)
     auto = time_scale == "auto"
     scale = 1.0 if auto else float(time_scale)
-    pods = trace_pods(tasks, model, sample, scale, seed)
+    pods = trace_pods(tasks, model, sample, scale, seed, max_run_s)
     if auto:  # the sample's own arrival span, compressed into AUTO_ARRIVAL_SPAN_S
         scale = (max(p.arrival_s for p in pods) or 1.0) / AUTO_ARRIVAL_SPAN_S
         pods = [p.model_copy(update={"arrival_s": round(p.arrival_s / scale, 3)}) for p in pods]
     source = f"shipped sample of the Alibaba openb trace ({SHIPPED_TRACE})" if trace == SHIPPED else str(path)
-    info.update({"trace": source, "tasks": len(pods), "timeScale": round(scale, 3)})
+    info.update({"trace": source, "tasks": len(pods), "timeScale": round(scale, 3), "maxRunSeconds": max_run_s})
     return pods
 
 
@@ -178,6 +189,12 @@ def _trace_pods(
     metavar="NAME|X",
     help="Size the cluster so the workload's offered load is X (light=0.5, busy=0.8, overloaded=1.2; "
     "docs/simulate.md) [trace default: busy].",
+)
+@click.option(
+    "--max-run",
+    default=DEFAULT_MAX_RUN,
+    show_default=True,
+    help="Trace: cut task run times to this (e.g. 6h, 90m), or 'none'.",
 )
 @click.option("--nodes", type=click.IntRange(1), default=None, help="Cluster: N nodes (one group) instead of --load.")
 @click.option(
@@ -219,6 +236,7 @@ def simulate(
     as_json: bool,
     plot_file: Path | None,
     load: str | None,
+    max_run: str,
 ) -> None:
     """Replay a workload on a simulated cluster with the real partitioner and MIG agent, once per
     policy (ideal, best-static, whole-gpu, greedy, nos), and compare pending times and GPU allocation."""
@@ -251,6 +269,7 @@ def simulate(
             seed,
             duration,
             load,
+            max_run,
         )
     except ValidationError as e:
         raise BadInput(one_line(e)) from e

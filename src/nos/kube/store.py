@@ -247,12 +247,12 @@ class ObjectStore:
     ) -> tuple[list[Obj], str]:
         info = self.info(resource)
         sel = selector or Selector()
-        items = [
-            copy.deepcopy(obj)
-            for (plural, ns, _), obj in sorted(self._objects.items())
-            if plural == info.plural and (not namespace or ns == namespace) and sel.matches(obj)
-        ]
-        return items, self.resource_version
+        matching = sorted(
+            (key, obj)
+            for key, obj in self._objects.items()
+            if key[0] == info.plural and (not namespace or key[1] == namespace)
+        )
+        return [copy.deepcopy(obj) for _, obj in matching if sel.matches(obj)], self.resource_version
 
     # -- writes ------------------------------------------------------------------------------------
     def create(self, resource: str, obj: Obj, namespace: str | None = None) -> Obj:

@@ -15,7 +15,9 @@ cluster state and the time, so a restarted partitioner resumes them:
   order) are untouched.
 * **Reservation**: a candidate that has waited ``reserve_after_s`` and fits on no GPU next to the
   in-use instances gets one GPU drained for it: the one where the fewest in-use memory slots overlap
-  the best placement of its profile. That region is taken out of planning (no new instance there;
+  the best placement of its profile, among regions that can drain at all (a region holding an
+  in-use instance of a profile other pods wait for cannot: kube-scheduler binds a freed device to
+  such a pod at once, before any agent could remove it). That region is taken out of planning (no new instance there;
   free instances in it are dropped from the GPU's spec, so the agent destroys them and nothing new
   lands there), until the in-use instances in it finish and the pod fits. The choice is stable: a
   drained region only gets emptier. At most ``max_reserved_share`` of the GPUs are reserved.
@@ -101,11 +103,12 @@ def reserve(state: ClusterState, waits: dict[str, float], fairness: Fairness, pa
     )
     taken: set[tuple[str, int]] = set()
     fits_somewhere: dict[tuple[str, tuple[str, ...]], bool] = {}
+    backlog = {p.mig_resource for p in state.candidates if p.mig_resource}
     out: list[Reservation] = []
     for pod in waiting:
         if len(out) >= limit:
             break
-        found = _best_region(pod, gpus, taken, fits_somewhere, packer)
+        found = _best_region(pod, gpus, taken, fits_somewhere, packer, backlog)
         if found is not None:
             out.append(found)
             taken.add((found.node, found.gpu))
@@ -118,6 +121,7 @@ def _best_region(
     taken: set[tuple[str, int]],
     fits_somewhere: dict[tuple[str, tuple[str, ...]], bool],
     packer: Packer,
+    backlog: set[str],
 ) -> Reservation | None:
     resource = pod.mig_resource
     assert resource is not None
@@ -138,6 +142,14 @@ def _best_region(
             continue
         for start in profile.starts:
             mask = profile.mask(start)
+            overlapping = [i for i in gs.used if gs.model.profile(i.profile).mask(i.start) & mask]
+            # an in-use instance whose profile other pods wait for is taken again the moment it is
+            # freed (kube-scheduler binds it at once): a region holding one would never drain
+            if any(
+                gs.model.profile(i.profile).resource in backlog and gs.model.profile(i.profile).resource != resource
+                for i in overlapping
+            ):
+                continue
             overlap = (mask & gs.blocked).bit_count()
             rank = (overlap, len(gs.used), name, gs.index, start)
             if best is None or rank < best[0]:

@@ -249,17 +249,15 @@ def spec_error(model: GpuModel, gpu: GpuAnnotations) -> str | None:
 
 def _parsed(cache: BuildCache | None, kind: str, obj: Mapping[str, Any], parse: Callable[[Any], T]) -> T | str:
     """``parse(obj)``, or the ``ObjectError`` text; reused from ``cache`` while the object is unchanged."""
-
-    def make() -> T | str:
-        try:
-            return parse(obj)
-        except ObjectError as e:
-            return str(e)
-
-    if cache is None:
-        return make()
-    key = version_key(obj)
-    return cache.get(None if key is None else (kind, *key), make)
+    if cache is not None:
+        key = version_key(obj)
+        if key is not None:
+            return cache.get((kind, *key), lambda: _parsed(None, kind, obj, parse))
+        cache.changed = True
+    try:
+        return parse(obj)
+    except ObjectError as e:
+        return str(e)
 
 
 def build_cluster(

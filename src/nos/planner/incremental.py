@@ -20,9 +20,11 @@ T = TypeVar("T")
 
 
 def version_key(obj: Mapping[str, Any]) -> tuple[str, str] | None:
-    meta = obj.get("metadata") or {}
+    meta = obj.get("metadata")
+    if not meta:
+        return None
     uid, rv = meta.get("uid"), meta.get("resourceVersion")
-    return (str(uid), str(rv)) if uid and rv else None
+    return (uid, rv) if uid and rv else None
 
 
 class BuildCache:
@@ -37,12 +39,11 @@ class BuildCache:
         if key is None:
             self.changed = True
             return make()
-        if key in self._new:
-            value: T = self._new[key]
-            return value
-        if key in self._old:
-            value = self._old.pop(key)
-        else:
+        value: T | None = self._old.pop(key, None)
+        if value is None:
+            value = self._new.get(key)
+            if value is not None:
+                return value  # type: ignore[no-any-return]
             self.changed = True
             value = make()
         self._new[key] = value

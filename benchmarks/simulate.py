@@ -1,0 +1,104 @@
+"""Benchmark of ``nos simulate``: its speed, and nos against the baselines at three loads.
+
+    python benchmarks/simulate.py speed [--repeat 3]   # wall times, best of --repeat, against the targets
+    python benchmarks/simulate.py loads                # light, busy, overloaded replays of the shipped trace
+
+Every run is the installed ``nos simulate`` command in a subprocess, as a user runs it, with
+``--json``; wall time is measured around the whole command. Targets (docs/simulate.md): the default
+scenario < 60 s, 600 sampled trace tasks <= 30 s, the full shipped trace (7,002 tasks) <= 600 s, each
+for every default policy. ``loads`` prints, per load, each policy's mean/p95 pending time, never
+scheduled pods and allocation, and nos' distance to the ideal; it checks nos' mean pending time
+against the greedy's and best-static's and its never-scheduled count against the ideal's, and exits
+1 when one does not hold (the numbers are printed either way).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+NOS = str(Path(sys.executable).parent / "nos")
+SPEED = {
+    "default scenario": ([], 60.0),
+    "600 sampled trace tasks": (["--trace"], 30.0),
+    "full shipped trace (7,002 tasks)": (["--trace", "--sample", "all"], 600.0),
+}
+LOADS = ("light", "busy", "overloaded")
+
+
+def run(args: list[str]) -> tuple[float, dict[str, Any]]:
+    started = time.perf_counter()
+    out = subprocess.run([NOS, "simulate", *args, "--json"], check=True, capture_output=True, text=True)
+    return time.perf_counter() - started, json.loads(out.stdout)
+
+
+def speed(repeat: int, only: str | None) -> int:
+    failed = 0
+    for name, (args, target) in SPEED.items():
+        if only and only not in name:
+            continue
+        times = []
+        for _ in range(repeat):
+            wall, doc = run(args)
+            times.append(wall)
+        best = min(times)
+        per_policy = ", ".join(f"{p} {s:.1f}s" for p, s in doc["wallSeconds"].items())
+        ok = best <= target
+        failed += not ok
+        print(
+            f"{name}: best of {repeat} {best:.1f}s (all: {', '.join(f'{t:.1f}' for t in times)}; target {target:g}s)"
+            f" {'ok' if ok else 'MISSED'} [{per_policy}]"
+        )
+    return 1 if failed else 0
+
+
+def _h(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.2f} h"
+
+
+def loads(sample: str) -> int:
+    failed = 0
+    print("| load | offered | policy | mean pending | p95 pending | never scheduled | allocation | vs ideal |")
+    print("|---|---|---|---|---|---|---|---|")
+    for load in LOADS:
+        _, doc = run(["--trace", "--sample", sample, "--load", load])
+        pol = doc["policies"]
+        nodes = doc["scenario"]["nodes"][0]["count"]
+        for name, r in pol.items():
+            v = r.get("vsIdeal") or {}
+            ratios = ", ".join(str(v.get(k)) for k in ("meanPendingRatio", "p95PendingRatio", "allocationRatio"))
+            print(
+                f"| {load} ({nodes} nodes) | {doc['scenario']['offeredLoad']} | {name} | {_h(r['meanPendingSeconds'])}"
+                f" | {_h(r['p95PendingSeconds'])} | {r['neverScheduled']} | {r['allocationPercent']:.1f}% | {ratios} |"
+            )
+        nos = pol["nos"]
+        checks = {
+            "mean <= greedy": nos["meanPendingSeconds"] <= pol["greedy"]["meanPendingSeconds"],
+            "mean <= best-static": nos["meanPendingSeconds"] <= pol["best-static"]["meanPendingSeconds"],
+            "never scheduled == ideal": nos["neverScheduled"] == pol["ideal"]["neverScheduled"],
+        }
+        missed = [k for k, ok in checks.items() if not ok]
+        failed += bool(missed)
+        print(f"<!-- {load}: {'all targets met' if not missed else 'MISSED: ' + ', '.join(missed)} -->")
+    return 1 if failed else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    s = sub.add_parser("speed")
+    s.add_argument("--repeat", type=int, default=3)
+    s.add_argument("--only", default=None, help="run the cases whose name contains this")
+    ld = sub.add_parser("loads")
+    ld.add_argument("--sample", default="600")
+    args = parser.parse_args()
+    return speed(args.repeat, args.only) if args.what == "speed" else loads(args.sample)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
