@@ -16,6 +16,8 @@ from nos.planner.cluster import build_cluster
 from nos.planner.planner import plan_state
 from tests.planner.factories import node, pod
 
+ON = Fairness(aging_step_seconds=600, reserve_after_seconds=1800)
+AGING = Fairness(aging_step_seconds=600)
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC).timestamp()
 
 
@@ -47,12 +49,12 @@ def test_aged_pod_is_planned_before_younger_small_ones() -> None:
     state = build_cluster(nodes, pods)
     contract = plan_state(state)
     assert {p.pod for p in contract.placed} == {"default/s0", "default/s1", "default/s2"}
-    aged = apply(state, NOW, Fairness(reserve_after_seconds=None))
+    aged = apply(state, NOW, AGING)
     plan = plan_state(aged)
     assert [p.pod for p in plan.placed] == ["default/big"] and not check_plan(aged, plan)
     # real priorities still rule: a younger pod of a higher class goes first
     urgent = build_cluster(nodes, [*pods, pod("vip", "4g.40gb", priority=5, created=_at(0))])
-    placed = plan_state(apply(urgent, NOW, Fairness(reserve_after_seconds=None))).placed
+    placed = plan_state(apply(urgent, NOW, AGING)).placed
     assert placed[0].pod == "default/vip"
 
 
@@ -74,9 +76,9 @@ def test_reservation_drains_the_gpu_closest_to_fitting() -> None:
     young = [pod(f"y{i}", "2g.20gb", created=_at(0)) for i in range(3)]
     state = build_cluster(nodes, [old, *young])
     # without reservation the young 2g.20gb pods go to GPU 1's free space, which never drains
-    free_plan = plan_state(apply(state, NOW, Fairness(reserve_after_seconds=None)))
+    free_plan = plan_state(apply(state, NOW, AGING))
     assert any(p.gpu == 1 for p in free_plan.placed)
-    reserved = apply(state, NOW, Fairness())
+    reserved = apply(state, NOW, ON)
     gpu1 = reserved.nodes["n"].gpus[1]
     assert gpu1.instances == (used_1g,) and gpu1.blocked == 0xFF  # free ones dropped, no new instance
     plan = plan_state(reserved)
@@ -86,17 +88,17 @@ def test_reservation_drains_the_gpu_closest_to_fitting() -> None:
     assert plan.nodes["n"].gpus[1].planned == (used_1g,) and plan.nodes["n"].write
     assert decode_spec(plan.nodes["n"].annotations).gpus[1].profile_counts() == {"1g.10gb": 1}
     # a young pod never gets a reservation, and nothing is reserved once the old pod fits
-    assert apply(build_cluster(nodes, young), NOW, Fairness()).nodes["n"].gpus[1].blocked != 0xFF
+    assert apply(build_cluster(nodes, young), NOW, ON).nodes["n"].gpus[1].blocked != 0xFF
     # a region whose in-use instance serves a profile other pods wait for cannot drain (kube-scheduler
     # binds the freed device to one of them at once): no reservation there
-    backlogged = apply(build_cluster(nodes, [old, *young, pod("one", "1g.10gb")]), NOW, Fairness())
+    backlogged = apply(build_cluster(nodes, [old, *young, pod("one", "1g.10gb")]), NOW, ON)
     assert all(g.blocked != 0xFF for g in backlogged.nodes["n"].gpus)
     drained = [node("n", gpus=2, status={0: (Instance(0, "3g.40gb", True),), 1: (Instance(0, "7g.80gb"),)})]
-    fits = apply(build_cluster(drained, [old, *young]), NOW, Fairness())
+    fits = apply(build_cluster(drained, [old, *young]), NOW, ON)
     assert next(p.pod for p in plan_state(fits).placed) == "default/whole"
     assert Packer().feasible(fits.nodes["n"].gpus[1].model, (), ("7g.80gb",))
 
 
-def test_off_means_the_same_state() -> None:
+def test_off_by_default_means_the_same_state() -> None:
     state = build_cluster([node("n", status={0: ()})], [pod("p", created=_at(5))])
-    assert apply(state, NOW, Fairness(aging_step_seconds=None, reserve_after_seconds=None)) is state
+    assert apply(state, NOW, Fairness()) is state

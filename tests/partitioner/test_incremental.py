@@ -67,7 +67,7 @@ async def test_unchanged_cluster_is_not_planned_again() -> None:
     part = Partitioner(
         kube,
         clock,
-        PartitionerConfig(batch_window_idle_seconds=0, fairness=Fairness(aging_step_seconds=None)),
+        PartitionerConfig(batch_window_idle_seconds=0),
         planner=planner,
     )
 

@@ -7,7 +7,9 @@ back to pods of the same size, and a pod needing a block nobody frees (a 4g.40gb
 slot 0 of an A100, or a whole GPU) waits for ever (measured in ``nos simulate``, docs/simulate.md).
 
 Two changes to the planner's *input* (the planner itself is unchanged), both pure functions of the
-cluster state and the time, so a restarted partitioner resumes them:
+cluster state and the time, so a restarted partitioner resumes them. Both are **off by default**:
+on the shipped trace they did not lower the never-scheduled count and raised mean pending time at
+busy and overloaded loads, because of the limit below (figures in docs/simulate.md):
 
 * **Aging**: each candidate's priority becomes the pair (priority, waited // ``step_s``), encoded
   as one integer. Priority classes keep their order; within a class a pod that has waited longer is
@@ -43,10 +45,12 @@ LEVELS = 1000
 
 class Fairness(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    aging_step_seconds: float | None = Field(default=600.0, gt=0)
-    """Each such wait moves a pending pod one level ahead of younger pods of its priority; None: off."""
-    reserve_after_seconds: float | None = Field(default=1800.0, gt=0)
-    """A pod that waited this long and fits nowhere gets a GPU drained for it; None: off."""
+    aging_step_seconds: float | None = Field(default=None, gt=0)
+    """Each such wait moves a pending pod one level ahead of younger pods of its priority; None
+    (the default): off. 600 was measured (docs/simulate.md)."""
+    reserve_after_seconds: float | None = Field(default=None, gt=0)
+    """A pod that waited this long and fits nowhere gets a GPU drained for it; None (the default):
+    off. 1800 was measured (docs/simulate.md)."""
     max_reserved_share: float = Field(default=0.25, ge=0, le=1)
     """At most this share of the GPUs is reserved at once (at least one when reservation is on)."""
 
