@@ -160,7 +160,7 @@ def plot(results: Sequence[PolicyResult], path: Path, title: str) -> None:
     count.set_ylabel("pending pods")
     wait.set_ylabel("wait of pending pods (min)\nmean; faint: longest")
     wait.set_xlabel("virtual time (hours)")
-    alloc.legend(loc="upper right", ncol=3, fontsize="small")
+    alloc.legend(loc="lower center", ncol=3, fontsize="small")
     alloc.set_title(title)
     for ax in (alloc, count, wait):
         ax.grid(alpha=0.3)
