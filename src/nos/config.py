@@ -76,6 +76,7 @@ class PartitionerSettings(_Section):
     )
     report_timeout_seconds: float = Field(default=_default(PartitionerConfig, "report_timeout_seconds"), gt=0)
     fill_spare: bool = _default(PartitionerConfig, "fill_spare")
+    plan_budget_seconds: float = Field(default=_default(PartitionerConfig, "plan_budget_seconds"), gt=0)
     known_geometries_file: Path | None = None
     """The original's ``knownMigGeometries`` list, mounted from a ConfigMap; None = every layout allowed."""
     leader_election: LeaderElectionSettings = Field(default_factory=LeaderElectionSettings)
@@ -86,6 +87,7 @@ class PartitionerSettings(_Section):
             batch_window_timeout_seconds=self.batch_window_timeout_seconds,
             report_timeout_seconds=self.report_timeout_seconds,
             fill_spare=self.fill_spare,
+            plan_budget_seconds=self.plan_budget_seconds,
         )
 
 

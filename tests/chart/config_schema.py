@@ -30,6 +30,7 @@ class Partitioner(_Strict):
     batchWindowTimeoutSeconds: int = Field(gt=0)
     reportTimeoutSeconds: int = Field(gt=0)
     fillSpare: bool
+    planBudgetSeconds: float = Field(gt=0)
     knownGeometriesFile: str
     leaderElection: LeaderElection
 

@@ -30,6 +30,7 @@ CUSTOM: dict[str, Any] = {
         "replicas": 2,
         "batchWindowIdleSeconds": 5,
         "fillSpare": True,
+        "planBudgetSeconds": 0.5,
         "leaderElection": {"leaseName": "custom-lease"},
         "priorityClassName": "system-cluster-critical",
         "serviceAccount": {"name": "planner"},
@@ -445,6 +446,7 @@ def test_default_config_matches_the_runtime_contract(default: list[Manifest]) ->
             "batchWindowTimeoutSeconds": 60,
             "reportTimeoutSeconds": 300,
             "fillSpare": False,
+            "planBudgetSeconds": 2,
             "knownGeometriesFile": "/etc/nos/known-mig-geometries.yaml",
             "leaderElection": {
                 "enabled": True,
@@ -474,6 +476,7 @@ def test_custom_values_reach_the_config(custom: list[Manifest]) -> None:
     validate_config(config)
     assert config["partitioner"]["batchWindowIdleSeconds"] == 5
     assert config["partitioner"]["fillSpare"] is True
+    assert config["partitioner"]["planBudgetSeconds"] == 0.5
     assert config["partitioner"]["leaderElection"]["leaseName"] == "custom-lease"
     assert config["partitioner"]["leaderElection"]["namespace"] == "mig"
     assert config["agent"]["devicePlugin"]["namespace"] == "nvidia-device-plugin"

@@ -92,3 +92,33 @@ def test_unreadable_files(tmp_path: Path) -> None:
     binary.write_bytes(b"\xff\xfe\x00\x81")
     with pytest.raises(SnapshotError, match="is not a text file"):
         load_snapshot(str(binary))
+
+
+def test_json_snapshots_and_the_c_loader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    import yaml
+
+    from nos.kube import snapshot
+
+    listed = {
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": [{"kind": "Node", "metadata": {"name": "n1"}}, {"kind": "Pod", "metadata": {"name": "p1"}}],
+    }
+    path = tmp_path / "snap.json"
+    path.write_text(json.dumps(listed, indent=2))
+    snap = load_snapshot(str(path))
+    assert [n["metadata"]["name"] for n in snap.nodes] == ["n1"] and len(snap.pods) == 1
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n  " + json.dumps(listed)))
+    assert load_snapshot("-").nodes[0]["metadata"]["name"] == "n1"
+    # broken JSON is not guessed at: the YAML reading of it reports the line
+    path.write_text('{"kind": "List",\n "items": [\n')
+    with pytest.raises(SnapshotError, match=r"snap\.json is not valid YAML at line"):
+        load_snapshot(str(path))
+    if yaml.__with_libyaml__:
+        assert snapshot.SafeLoader is yaml.CSafeLoader
+    # a YAML file is streamed through the same loader: the first character read is put back
+    path = tmp_path / "snap.yaml"
+    path.write_text(f"kind: List\nitems:\n- {NODE % 'streamed'}\n")
+    assert load_snapshot(str(path)).nodes[0]["metadata"]["name"] == "streamed"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import sys
+import time
 from pathlib import Path
 
 import click
@@ -17,7 +20,7 @@ from nos.planner.checker import isolate_failures
 from nos.planner.cluster import build_cluster
 from nos.planner.ignored import Ignored, not_considered
 from nos.planner.plan import Plan
-from nos.planner.planner import plan_state
+from nos.planner.planner import DEFAULT_BUDGET_S, plan_state
 
 
 def _layout(instances: tuple[Instance, ...]) -> str:
@@ -35,6 +38,7 @@ def render_text(plan: Plan, ignored: list[Ignored] | None = None) -> str:
         f"Plan {plan.plan_id}: {len(plan.placed)} of {candidates} candidate pod(s) placed, "
         f"{len(plan.changed_nodes)} node(s) reconfigured, "
         f"{sum(n.write for n in plan.nodes.values())} node(s) to annotate",
+        f"Search: {_search(plan)}",
         "",
     ]
     for name, node in sorted(plan.nodes.items()):
@@ -60,6 +64,15 @@ def render_text(plan: Plan, ignored: list[Ignored] | None = None) -> str:
     return "\n".join(lines)
 
 
+def _search(plan: Plan) -> str:
+    """How the plan was found, in one phrase."""
+    if plan.search is None:
+        return "unknown"
+    what = "optimizing stage" if plan.search.stage == "optimized" else "greedy passes"
+    proven = "proven optimal" if plan.search.optimal else "not proven optimal"
+    return f"{what}, {proven}" + (f" ({plan.search.note})" if plan.search.note else "")
+
+
 @click.command(cls=Command)
 @click.argument("snapshot", metavar="SNAPSHOT")
 @click.option("--json", "as_json", is_flag=True, help="Print the machine-readable plan (see docs/plan-format.md).")
@@ -71,6 +84,18 @@ def render_text(plan: Plan, ignored: list[Ignored] | None = None) -> str:
 )
 @click.option("--plan-id", help="Plan id to write (default: a digest of the plan).")
 @click.option("--fill", is_flag=True, help="Fill spare slots of reconfigured GPUs with the largest instances.")
+@click.option(
+    "--budget",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_BUDGET_S,
+    show_default=True,
+    help="Seconds planning may take (greedy passes, then the optimizing stage).",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Report each stage and its time on standard error (default: when it is a terminal).",
+)
 def plan(
     snapshot: str,
     as_json: bool,
@@ -78,12 +103,23 @@ def plan(
     catalog: Path | None,
     plan_id: str | None,
     fill: bool,
+    budget: float,
+    progress: bool | None,
 ) -> None:
     """Plan MIG layouts for SNAPSHOT, offline.
 
     SNAPSHOT is what `kubectl get nodes,pods -A -o yaml` prints, a multi-document YAML of Nodes and
     Pods, or - for standard input. Nothing is written to any cluster.
     """
+    show = sys.stderr.isatty() if progress is None else progress
+    clock = time.perf_counter()
+
+    def step(message: str) -> None:
+        nonlocal clock
+        if show:
+            click.echo(f"nos plan: {message} ({time.perf_counter() - clock:.2f} s)", err=True)
+        clock = time.perf_counter()
+
     try:
         cat = load_catalog(catalog)
         allowed = None
@@ -91,10 +127,17 @@ def plan(
             allowed, warnings = load_known_geometries(geometries, cat)
             for w in warnings:
                 click.echo(f"warning: {w}", err=True)
+        if show:
+            click.echo(f"nos plan: reading {snapshot} ...", err=True)
         snap = load_snapshot(snapshot)
     except (SnapshotError, CatalogError, GeometryConfigError) as e:
         raise BadInput(str(e)) from e
+    step(f"read {len(snap.nodes)} node(s) and {len(snap.pods)} pod(s)")
     state = build_cluster(snap.nodes, snap.pods, cat)
+    ignored = not_considered(snap.nodes, snap.pods)
+    del snap  # the raw objects: the cluster state holds what planning needs
+    gc.freeze()  # the state lives to the end: later collections need not walk it again
+    step(f"cluster: {len(state.nodes)} managed node(s), {len(state.candidates)} candidate pod(s); planning ...")
     unknown = [n.frozen for n in state.nodes.values() if n.model is None and n.frozen]
     if unknown:
         more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
@@ -104,11 +147,12 @@ def plan(
             "warning: no node is labelled nos.nebuly.ai/gpu-partitioning=mig (or nos.nebuly.com/...); nothing to plan",
             err=True,
         )
-    result = plan_state(state, geometries=allowed, plan_id=plan_id, fill=fill)
+    result = plan_state(state, geometries=allowed, plan_id=plan_id, fill=fill, budget=budget)
+    step(f"planned: {len(result.placed)} placed, {_search(result)}")
     errors = isolate_failures(state, result)  # a node whose part fails is left out, under Problems
     if errors:  # a planner bug: never print a plan that fails the independent check
         raise CliError(f"internal error, the plan failed its check: {errors[0]}")
-    ignored = not_considered(snap.nodes, snap.pods)
+    step("checked")
     if as_json:
         doc = result.to_json()
         doc["notConsidered"] = [{"object": i.what, "reason": i.reason} for i in ignored]

@@ -98,6 +98,7 @@ class Packer:
         self._geometries = {k: [dict(g) for g in v] for k, v in (geometries or {}).items()}
         self._allowed: dict[str, list[Counter[str]]] = {}
         self._quality_cache: dict[tuple[object, ...], int | None] = {}
+        self._additions_cache: dict[tuple[object, ...], dict[str, int]] = {}
 
     def restricted(self, model: GpuModel) -> bool:
         return model.name in self._geometries
@@ -114,6 +115,12 @@ class Packer:
             ]
         have = _plain_counts(model, profiles)
         return any(not have - g for g in allowed)
+
+    def allowed(self, model: GpuModel) -> tuple[tuple[tuple[str, int], ...], ...] | None:
+        """The allowed geometries of ``model`` as sorted (profile, count) tuples; None when unrestricted."""
+        if model.name not in self._geometries:
+            return None
+        return tuple(tuple(sorted((p, n) for p, n in g.items() if n)) for g in self._geometries[model.name])
 
     def quality(
         self, model: GpuModel, fixed: tuple[Instance, ...], wanted: tuple[str, ...], blocked: int = 0
@@ -138,6 +145,26 @@ class Packer:
                     break
         self._quality_cache[key] = best
         return best
+
+    def additions(
+        self, model: GpuModel, fixed: tuple[Instance, ...], wanted: tuple[str, ...], blocked: int = 0
+    ) -> dict[str, int]:
+        """For each MIG resource of ``model``, the quality left after adding one new instance serving
+        it to ``wanted`` (``quality``); resources that do not fit are absent. Cached: the planner
+        asks this for every GPU state it indexes."""
+        key = (model, fixed, wanted, blocked)
+        out = self._additions_cache.get(key)
+        if out is None:
+            out = {}
+            for resource in model.by_resource:
+                profile = model.profile_for_resource(resource)
+                if profile is None:
+                    continue
+                q = self.quality(model, fixed, tuple(sorted((*wanted, profile.name))), blocked)
+                if q is not None:
+                    out[resource] = q
+            self._additions_cache[key] = out
+        return out
 
     def feasible(self, model: GpuModel, fixed: tuple[Instance, ...], wanted: tuple[str, ...], blocked: int = 0) -> bool:
         return self.quality(model, fixed, wanted, blocked) is not None

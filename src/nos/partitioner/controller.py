@@ -26,7 +26,7 @@ from nos.planner.checker import isolate_failures
 from nos.planner.cluster import ClusterState, build_cluster
 from nos.planner.incremental import BuildCache
 from nos.planner.plan import Plan
-from nos.planner.planner import plan_state
+from nos.planner.planner import DEFAULT_BUDGET_S, plan_state
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,8 @@ class PartitionerConfig(BaseModel):
     """How long to wait for every agent to report the previous plan before planning anyway."""
     fill_spare: bool = False
     """Fill spare slots of reconfigured GPUs (see ``nos.planner.planner.plan``)."""
+    plan_budget_seconds: float = Field(default=DEFAULT_BUDGET_S, gt=0)
+    """Time a planning round may take (greedy passes and optimizing stage; ``nos plan --budget``)."""
     patch_attempts: int = Field(default=5, ge=1)
     fairness: Fairness = Field(default_factory=Fairness)
     """Aging and reservation of a draining GPU, so large pods are not starved (``nos.partitioner.fairness``)."""
@@ -240,7 +242,13 @@ class Partitioner:
             raise FencedOut("the Lease is not held")
 
     def _plan(self, state: ClusterState, plan_id: str) -> Plan:
-        return plan_state(state, geometries=self.geometries, plan_id=plan_id, fill=self.config.fill_spare)
+        return plan_state(
+            state,
+            geometries=self.geometries,
+            plan_id=plan_id,
+            fill=self.config.fill_spare,
+            budget=self.config.plan_budget_seconds,
+        )
 
     async def _write(self, name: str, annotations: Mapping[str, str]) -> None:
         """Merge-patch the complete spec set (stale keys nulled), retrying on conflicts."""

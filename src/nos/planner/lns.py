@@ -21,10 +21,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from nos.kube.objects import Placement, PodInfo
-from nos.kube.scheduling import placement_refusal
 from nos.mig.layout import Instance
+from nos.mig.packing import Packer
 from nos.planner import optimize
 from nos.planner.cluster import ClusterState, NodeState
+from nos.planner.eligibility import Eligibility
 
 Placements = dict[str, tuple[str, list[tuple[int, str, Instance | None]]]]
 """Pod key -> (node, per device: (GPU index, MIG resource, existing free instance claimed or None))."""
@@ -62,12 +63,17 @@ def improve(
     placements: Placements,
     deadline: float,
     whole_cluster_mip: bool,
+    eligibility: Eligibility | None = None,
+    packer: Packer | None = None,
 ) -> Outcome:
     """Better placements of ``pods`` (the servable candidates) than ``placements`` (the greedy's),
-    found before ``deadline`` (a ``time.perf_counter`` value)."""
-    nodes = {n.name: n for n in state.nodes.values() if not n.frozen and n.model is not None}
-    current: Placements = {k: v for k, v in placements.items() if k in {p.key for p in pods}}
-    accepted: dict[Placement, list[str]] = {}
+    found before ``deadline`` (a ``time.perf_counter`` value). ``eligibility`` is over the nodes of
+    ``state`` in their order (the greedy's, reused)."""
+    every = list(state.nodes.values())
+    eligibility = eligibility or Eligibility([n.info for n in every])
+    nodes = {n.name: n for n in every if not n.frozen and n.model is not None}
+    keys = {p.key for p in pods}
+    current: Placements = {k: v for k, v in placements.items() if k in keys}
     eligible_of: dict[tuple[Placement, tuple[str, ...]], list[str]] = {}
     class_of = {p.key: optimize.pod_class(p) for p in pods}
     by_key = {p.key: p for p in pods}
@@ -76,13 +82,9 @@ def improve(
         key = (pod.placement, pod.mig_devices)
         names = eligible_of.get(key)
         if names is None:
-            by_placement = accepted.get(pod.placement)
-            if by_placement is None:
-                by_placement = accepted[pod.placement] = [
-                    n.name for n in nodes.values() if placement_refusal(pod.placement, n.info) is None
-                ]
+            accepted = (every[i].name for i in eligibility.of(pod.placement))
             names = eligible_of[key] = [
-                n for n in by_placement if all(r in _resources(nodes[n]) for r in pod.mig_devices)
+                n for n in accepted if n in nodes and all(r in _resources(nodes[n]) for r in pod.mig_devices)
             ]
         return names
 
@@ -127,6 +129,7 @@ def improve(
             min(left, MOVE_SECONDS),
             start,
             disruption=False,
+            packer=packer,
         )
         moves += 1
         if solution.found and _levels(sub, list(solution.pods)) > _levels(sub, list(start)):
@@ -139,7 +142,7 @@ def improve(
         left = deadline - time.perf_counter()
         if left > 0.05:
             solution = optimize.solve(
-                state, pods, list(nodes.values()), {n: s.free for n, s in nodes.items()}, left, current
+                state, pods, list(nodes.values()), {n: s.free for n, s in nodes.items()}, left, current, packer=packer
             )
             if solution.found and _levels(pods, list(solution.pods)) >= _levels(pods, list(current)):
                 current = solution.pods
@@ -147,7 +150,7 @@ def improve(
                 return Outcome(current, True, "", moves, improved)
             note = f"{note}; " if note else ""
             return Outcome(current, False, f"{note}whole-cluster MIP: {solution.status or 'not run'}", moves, improved)
-    return Outcome(current, False, note or "no move possible", moves, improved)
+    return Outcome(current, False, note or "local search: no pending pod has a node it may use", moves, improved)
 
 
 def _resources(node: NodeState) -> Mapping[str, object]:

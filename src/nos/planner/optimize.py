@@ -31,6 +31,7 @@ from typing import Any
 from nos.kube.objects import POD_COUNT, Placement, PodInfo, is_mig_resource
 from nos.kube.scheduling import placement_refusal
 from nos.mig.layout import Instance
+from nos.mig.packing import Packer
 from nos.planner.cluster import ClusterState, GpuState, NodeState
 from nos.planner.mip import Mip, lexicographic
 from nos.planner.patterns import Pattern, gpu_patterns
@@ -74,11 +75,13 @@ def solve(
     time_limit: float,
     start: dict[str, tuple[str, list[tuple[int, str, Instance | None]]]] | None = None,
     disruption: bool = True,
+    packer: Packer | None = None,
 ) -> Solution:
     """The best placement of ``pods`` on ``nodes`` (each with the ``free`` node resources given),
     every objective level optimised in turn within ``time_limit`` seconds. ``start``, a feasible
     placement of some of these pods on these nodes (the greedy's), is the warm start. Without
-    ``disruption`` only the pods placed count (no last level for reconfigured nodes)."""
+    ``disruption`` only the pods placed count (no last level for reconfigured nodes). ``packer``
+    brings the allowed geometries, if any."""
     started = time.perf_counter()
     m = Mip()
     classes: dict[PodClass, list[PodInfo]] = {}
@@ -108,7 +111,8 @@ def solve(
         always_changed = any(not gs.instances for gs in ns.gpus if not gs.frozen)
         node_classes = []
         for (instances, blocked), members in groups.items():
-            gc = _GpuClass(members, gpu_patterns(model, instances, blocked))
+            allowed = packer.allowed(model) if packer is not None else None
+            gc = _GpuClass(members, gpu_patterns(model, instances, blocked, allowed))
             node_classes.append(gc)
             count = float(len(members))
             if len(gc.patterns) == 1:

@@ -32,10 +32,16 @@ class Pattern:
 
 
 @lru_cache(maxsize=4096)
-def gpu_patterns(model: GpuModel, instances: tuple[Instance, ...], blocked: int) -> tuple[Pattern, ...]:
+def gpu_patterns(
+    model: GpuModel,
+    instances: tuple[Instance, ...],
+    blocked: int,
+    allowed: tuple[tuple[tuple[str, int], ...], ...] | None = None,
+) -> tuple[Pattern, ...]:
     """The non-dominated patterns of a GPU with these current ``instances`` (``used`` set on the
     ones in use) and ``blocked`` slots (where in-use instances may sit); the unchanged layout is
-    always one of them."""
+    always one of them. With ``allowed`` geometries (``Packer.allowed``) a changed layout must be
+    exactly one of them, as the planner materialises it."""
     profiles = list(model.profiles.values())
     index = {p.name: k for k, p in enumerate(profiles)}
     resources = sorted({p.resource for p in profiles})
@@ -69,9 +75,19 @@ def gpu_patterns(model: GpuModel, instances: tuple[Instance, ...], blocked: int)
     found: dict[tuple[tuple[int, ...], int, bool], tuple[int, ...]] = {}
     n_free = len(free)
 
+    geometries = None
+    if allowed is not None:
+        geometries = {
+            tuple(sorted(index[p] for p, n in g for _ in range(n))) for g in allowed if all(p in index for p, _ in g)
+        }
+
     def rec(k: int, mask: int, compute: int, media: int, kept: int, new: int) -> None:
         if k == len(options):
             key = (tuple(offers), n_free - kept, new > 0 or kept < n_free)
+            if key[2] and geometries is not None:
+                layout = tuple(sorted(pk for pk, n in enumerate(counts) for _ in range(n)))
+                if layout not in geometries:
+                    return
             if key not in found:
                 found[key] = tuple(chosen)
             return

@@ -38,6 +38,7 @@ from nos.mig.layout import Instance
 from nos.mig.packing import Geometry, Packer
 from nos.planner import lns
 from nos.planner.cluster import ClusterState, GpuState, NodeState, build_cluster
+from nos.planner.eligibility import Eligibility
 from nos.planner.plan import Device, GpuPlan, NodePlan, Placed, Plan, Search, Unplaced
 
 _SIZE = re.compile(r"mig-(\d+)g\.(\d+)gb")
@@ -82,6 +83,9 @@ class _Gpu:
     key: tuple[Any, ...] | None = None
     claimable: dict[str, list[Instance]] = field(default_factory=dict)
     """Unclaimed free instances by the resource they serve, plain before ``+me``, by start."""
+    added: dict[str, int] | None = None
+    """Free-space quality after adding one new instance per resource that fits (``Packer.additions``);
+    None until asked, and again whenever the GPU changes."""
 
     @property
     def model(self) -> GpuModel:
@@ -95,6 +99,8 @@ class _Node:
     free: dict[str, int]
     gpus: list[_Gpu] = field(default_factory=list)
     changed: bool = False
+    full: bool = False
+    """No candidate of this round fits its free cpu/memory/pods any more: out of every index."""
 
 
 @dataclass(frozen=True)
@@ -115,19 +121,27 @@ class Strategy:
         return key
 
 
-STRATEGIES = (Strategy(), Strategy(large_first=True), Strategy(large_first=True, claim_by_fit=True))
-"""Tried in this order; an earlier one wins ties. Small-first follows the original nos; large-first
-packs better when capacity is short; claiming by fit stops small pods from taking the free instances
-of the only GPU a large pod could use (see docs/benchmarks.md)."""
+STRATEGIES = (Strategy(large_first=True), Strategy(large_first=True, claim_by_fit=True), Strategy())
+"""Tried in this order while the time budget allows (a large cluster may get only the first); an
+earlier one wins ties. Large-first packs better when capacity is short and is the fastest pass;
+claiming by fit stops small pods from taking the free instances of the only GPU a large pod could
+use; small-first follows the original nos (see docs/benchmarks.md)."""
 
 
 class _Planning:
     """One planning run: mutable working state over an immutable ClusterState."""
 
-    def __init__(self, state: ClusterState, packer: Packer, strategy: Strategy = STRATEGIES[0]) -> None:
+    def __init__(
+        self,
+        state: ClusterState,
+        packer: Packer,
+        strategy: Strategy = STRATEGIES[0],
+        eligibility: Eligibility | None = None,
+    ) -> None:
         self.state = state
         self.packer = packer
         self.strategy = strategy
+        self.eligibility = eligibility or Eligibility([ns.info for ns in state.nodes.values()])
         self.nodes: list[_Node] = []
         self.gpus: list[_Gpu] = []
         self.buckets: dict[tuple[Any, ...], dict[int, None]] = {}
@@ -142,6 +156,12 @@ class _Planning:
         self.placed: list[Placed] = []
         self.unplaced: list[Unplaced] = []
         self.offered: dict[str, set[str]] = {}
+        self.least: dict[str, int] = {}
+        """The smallest request of any candidate per node resource (pods: 1)."""
+        for pod in state.candidates:
+            for r in (POD_COUNT, *self.least, *pod.requests):
+                if not is_mig_resource(r):
+                    self.least[r] = min(self.least.get(r, 1 << 62), 1 if r == POD_COUNT else pod.requests.get(r, 0))
         self.devices_of: dict[str, tuple[str, list[tuple[int, str, Instance | None]]]] = {}
         """Placed pods' devices: (GPU index, MIG resource, existing free instance claimed or None)."""
         for ns in state.nodes.values():
@@ -168,25 +188,24 @@ class _Planning:
     # ------------------------------------------------------------------ buckets
 
     def _index(self, gpu: _Gpu) -> None:
+        if gpu.node.full:
+            return
         key = (gpu.model.name, gpu.fixed, gpu.state.blocked, gpu.wanted, gpu.node.changed)
         gpu.key = key
+        gpu.added = None
         bucket = self.buckets.get(key)
         if bucket is None:
             bucket = self.buckets[key] = {}
             bid = self.bucket_ids[key] = len(self.bucket_ids)
             tier = 1 if gpu.node.changed else 2
-            for resource in gpu.model.by_resource:
-                profile = gpu.model.profile_for_resource(resource)
-                if profile is None:
-                    continue
-                wanted = tuple(sorted((*gpu.wanted, profile.name)))
-                q = self.packer.quality(gpu.model, gpu.fixed, wanted, gpu.state.blocked)
-                if q is not None:  # lowest quality left first: best fit, large free blocks stay elsewhere
-                    heapq.heappush(self.heaps.setdefault(resource, []), (tier, q, bid, key))
+            for resource, q in self._additions(gpu).items():
+                # lowest quality left first: best fit, large free blocks stay elsewhere
+                heapq.heappush(self.heaps.setdefault(resource, []), (tier, q, bid, key))
         bucket[gpu.id] = None
 
     def _unindex(self, gpu: _Gpu) -> None:
-        assert gpu.key is not None
+        if gpu.key is None or gpu.id not in self.buckets.get(gpu.key, {}):
+            return
         bucket = self.buckets[gpu.key]
         del bucket[gpu.id]
         if not bucket:
@@ -199,12 +218,9 @@ class _Planning:
         """Nodes a pod of this scheduling class may go to (cached: classes are few)."""
         eligible = self.classes.get(placement)
         if eligible is None:
+            nodes = self.nodes
             eligible = self.classes[placement] = {
-                n.id
-                for n in self.nodes
-                if not n.state.frozen
-                and n.state.model is not None
-                and placement_refusal(placement, n.state.info) is None
+                i for i in self.eligibility.of(placement) if not nodes[i].state.frozen and nodes[i].state.model
             }
         return eligible
 
@@ -414,17 +430,21 @@ class _Planning:
             if not self._fits(node, requests):
                 continue
             for gpu in node.gpus:
-                profile = gpu.model.profile_for_resource(resource)
-                if profile is None:
-                    continue
-                wanted = tuple(sorted((*gpu.wanted, profile.name)))
-                q = self.packer.quality(gpu.model, gpu.fixed, wanted, gpu.state.blocked)
+                q = self._added_quality(gpu, resource)
                 if q is None:
                     continue
                 rank = (1 if node.changed else 2, q, gpu.id)
                 if best is None or rank < best:
                     best, found = rank, (gpu, q)
         return found
+
+    def _additions(self, gpu: _Gpu) -> dict[str, int]:
+        if gpu.added is None:
+            gpu.added = self.packer.additions(gpu.model, gpu.fixed, gpu.wanted, gpu.state.blocked)
+        return gpu.added
+
+    def _added_quality(self, gpu: _Gpu, resource: str) -> int | None:
+        return self._additions(gpu).get(resource)
 
     def _commit(
         self,
@@ -440,6 +460,13 @@ class _Planning:
         self.devices_of[pod.key] = (node.state.name, [(g.state.index, r, e) for g, r, e in devices])
         first = got[0]
         self.placed.append(Placed(pod.key, node.state.name, first.gpu, first.profile, first.existing, tuple(got[1:])))
+        if any(node.free.get(r, 0) < n for r, n in self.least.items()):
+            # free resources only shrink: no candidate fits this node again; stop looking at it
+            node.full = True
+            for gpu in node.gpus:
+                self._unindex(gpu)
+                for index in self.soft_index.values():
+                    index.pop(gpu.id, None)
 
     def _add_device(self, node: _Node, gpu: _Gpu, resource: str, existing: Instance | None) -> Device:
         self._unindex(gpu)
@@ -618,9 +645,9 @@ class _Planning:
         return NodePlan(ns.name, gpu_plans, annotations, write)
 
 
-DEFAULT_BUDGET_S = 1.0
-"""Seconds a planning round may take (greedy passes and optimizing stage together): see
-docs/benchmarks.md for the measurements behind it."""
+DEFAULT_BUDGET_S = 2.0
+"""Seconds a planning round may take (greedy passes, optimizing stage and writing the plan): the
+measurements behind it are in docs/benchmarks.md."""
 WHOLE_CLUSTER_NODES = 60
 """Up to this many managed nodes the optimizing stage ends with a MIP over the whole cluster
 (above, only the local moves around pending pods run)."""
@@ -634,7 +661,7 @@ def plan_state(
     fill: bool = False,
     strategies: Sequence[Strategy] = STRATEGIES,
     budget: float = DEFAULT_BUDGET_S,
-    optimize: bool = False,
+    optimize: bool = True,
 ) -> Plan:
     """Plan on an already built cluster state (see ``plan``): run each strategy's greedy pass, keep
     the one with the best objective, then let the optimizing stage improve it within what is left
@@ -642,16 +669,23 @@ def plan_state(
     started = time.perf_counter()
     packer = Packer(geometries)  # shared: the passes ask the same placement questions
     best: _Planning | None = None
+    passes = 1
+    eligibility = Eligibility([ns.info for ns in state.nodes.values()])
+    deadline = started + budget
     for strategy in strategies:
-        work = _Planning(state, packer, strategy).run()
+        now = time.perf_counter()
+        if best is not None and now + 1.25 * (now - started) / passes > deadline:
+            break  # the first pass always runs; the others only when one more (and writing) fits
+        work = _Planning(state, packer, strategy, eligibility).run()
+        passes = passes + 1 if best is not None else 1
         if best is None or work.score() > best.score():
             best = work
     assert best is not None, "at least one strategy is needed"
     search = Search("greedy", False, "optimizing stage off")
-    if optimize and geometries is None:
-        best, search = _optimize(state, packer, best, started + budget)
-    elif optimize:
-        search = Search("greedy", False, "allowed geometries: the optimizing stage is off")
+    if optimize:
+        # keep a quarter of a pass for writing the plan (materialising the layouts)
+        reserve = 0.25 * (time.perf_counter() - started) / passes
+        best, search = _optimize(state, packer, best, deadline - reserve)
     result = best.finish(plan_id, fill)
     result.search = search
     return result
@@ -666,8 +700,10 @@ def _optimize(state: ClusterState, packer: Packer, greedy: _Planning, deadline: 
         return greedy, Search("greedy", False, "every candidate placed; fewer reconfigured nodes not searched")
     if deadline - time.perf_counter() <= 0.05:
         return greedy, Search("greedy", False, "time budget spent by the greedy passes")
-    outcome = lns.improve(state, servable, greedy.devices_of, deadline, whole)
-    work = _Planning(state, packer).apply(outcome.placements)
+    outcome = lns.improve(state, servable, greedy.devices_of, deadline, whole, greedy.eligibility, packer)
+    if not outcome.improved and not outcome.optimal and not whole:
+        return greedy, Search("greedy", False, outcome.note)
+    work = _Planning(state, packer, STRATEGIES[0], greedy.eligibility).apply(outcome.placements)
     if work is None:  # cannot happen: patterns are reachable layouts
         return greedy, Search("greedy", False, "the optimizing stage's plan did not fit; greedy plan kept")
     if work.score() >= greedy.score():

@@ -1,0 +1,54 @@
+"""Which nodes a scheduling class may go to, computed once per class of alike nodes.
+
+``placement_refusal`` reads a node's labels (only the keys the pod's selector and affinity name),
+its name (only for ``matchFields``), its taints and whether it is cordoned. Nodes that agree on
+those answer alike, so each distinct placement is checked against one node per group instead of
+every node: thousands of placements x thousands of nodes stay cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from nos.kube.objects import NodeInfo, Placement
+from nos.kube.scheduling import placement_refusal
+
+
+def _referenced(placement: Placement) -> tuple[tuple[str, ...], bool]:
+    """Label keys the placement reads, and whether it reads node names."""
+    keys = {k for k, _ in placement.node_selector}
+    fields = False
+    for term in placement.affinity or ():
+        keys.update(r.key for r in term.expressions)
+        fields = fields or bool(term.fields)
+    return tuple(sorted(keys)), fields
+
+
+class Eligibility:
+    """Eligible node indices per placement over a fixed list of nodes, cached."""
+
+    def __init__(self, nodes: Sequence[NodeInfo]) -> None:
+        self.nodes = list(nodes)
+        self._groups: dict[tuple[tuple[str, ...], bool], list[list[int]]] = {}
+        self._eligible: dict[Placement, list[int]] = {}
+
+    def _group(self, keys: tuple[str, ...], fields: bool) -> list[list[int]]:
+        groups = self._groups.get((keys, fields))
+        if groups is None:
+            by: dict[tuple[object, ...], list[int]] = {}
+            for i, n in enumerate(self.nodes):
+                labels = tuple(n.labels.get(k) for k in keys)
+                by.setdefault((labels, n.taints, n.unschedulable, n.name if fields else None), []).append(i)
+            groups = self._groups[(keys, fields)] = list(by.values())
+        return groups
+
+    def of(self, placement: Placement) -> list[int]:
+        """Indices (ascending) of the nodes that accept pods of this placement."""
+        eligible = self._eligible.get(placement)
+        if eligible is None:
+            out: list[int] = []
+            for members in self._group(*_referenced(placement)):
+                if placement_refusal(placement, self.nodes[members[0]]) is None:
+                    out.extend(members)
+            eligible = self._eligible[placement] = sorted(out)
+        return eligible
