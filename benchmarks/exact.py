@@ -34,7 +34,7 @@ from nos.kube.scheduling import placement_refusal
 from nos.mig.catalog import GpuModel
 from nos.mig.layout import Instance
 from nos.planner.cluster import ClusterState, GpuState
-from nos.planner.mip import Mip, lexicographic
+from nos.planner.mip import Mip, capacity_row, lexicographic
 from nos.planner.plan import Device, GpuPlan, NodePlan, Placed, Plan, Unplaced
 
 _Class = tuple[tuple[str, ...], tuple[tuple[str, int], ...], Placement, int]
@@ -134,7 +134,7 @@ def solve(state: ClusterState, time_limit: float = 60.0) -> ExactResult:
             gpu = _GpuRows(m, gs, model, capacity)
             gpu_vars[(ns.name, gs.index)] = gpu.chosen
             gpu.build()
-        node_terms: dict[str, list[tuple[int, float]]] = {}
+        node_terms: dict[str, list[tuple[int, int]]] = {}
         by_resource: dict[str, list[tuple[int, float]]] = {}
         for cls, n in classes.items():
             devices, requests, placement, priority = cls
@@ -147,12 +147,12 @@ def solve(state: ClusterState, time_limit: float = 60.0) -> ExactResult:
             for resource, k in Counter(devices).items():
                 by_resource.setdefault(resource, []).append((y, float(k)))
             for r, amount in requests:
-                node_terms.setdefault(r, []).append((y, float(amount)))
-            node_terms.setdefault(POD_COUNT, []).append((y, 1.0))
+                node_terms.setdefault(r, []).append((y, amount))
+            node_terms.setdefault(POD_COUNT, []).append((y, 1))
         for resource, terms in by_resource.items():
             m.row(terms + [(v, -c) for v, c in capacity[resource]], 0.0)
-        for r, terms in node_terms.items():
-            m.row(terms, float(max(0, ns.free.get(r, 0))))
+        for r, amounts in node_terms.items():
+            m.row(*capacity_row(amounts, ns.free.get(r, 0)))
     for cls, ys in placed_vars.items():
         if len(ys) > 1:
             m.row([(y, 1.0) for y in ys], float(classes[cls]))

@@ -6,8 +6,9 @@
 The snapshots are the heterogeneous timing instances (``benchmarks.hetero``: 1,000 nodes x 8 GPUs
 of mixed models, 5,000 and 27,000 candidates) written as ``kubectl get nodes,pods -A -o yaml``
 would print them: every object carries what the API adds (uid, resourceVersion, labels, owner
-references, managedFields, volumes, environment, status conditions; nodes their images,
-conditions and node info), so the files weigh what real ones do (the 27,000-pod one about 50 MB).
+references, volumes, an environment variable, status conditions; nodes their images, conditions and node
+info; no managedFields, which kubectl hides), so the files weigh what real ones do (the
+27,000-pod one about 50 MB).
 Each run is a fresh ``nos plan --json --progress FILE`` process; its peak resident memory is read
 from ``getrusage`` of a wrapper that waits for it, its planning time from the progress line.
 """
@@ -43,31 +44,6 @@ _WRAPPER = (
 )
 
 
-def _managed_fields(manager: str) -> list[dict[str, Any]]:
-    return [
-        {
-            "apiVersion": "v1",
-            "fieldsType": "FieldsV1",
-            "fieldsV1": {
-                "f:metadata": {"f:labels": {".": {}, "f:app": {}, "f:pod-template-hash": {}}},
-                "f:spec": {"f:containers": {'k:{"name":"c0"}': {".": {}, "f:image": {}, "f:resources": {}}}},
-            },
-            "manager": manager,
-            "operation": "Update",
-            "time": "2024-01-01T00:00:00Z",
-        },
-        {
-            "apiVersion": "v1",
-            "fieldsType": "FieldsV1",
-            "fieldsV1": {"f:status": {"f:conditions": {'k:{"type":"PodScheduled"}': {".": {}, "f:message": {}}}}},
-            "manager": "kube-scheduler",
-            "operation": "Update",
-            "subresource": "status",
-            "time": "2024-01-01T00:00:01Z",
-        },
-    ]
-
-
 def decorate_pod(pod: dict[str, Any], i: int) -> dict[str, Any]:
     """What the API adds to a pod (and what a real workload spec carries)."""
     meta = pod["metadata"]
@@ -89,7 +65,6 @@ def decorate_pod(pod: dict[str, Any], i: int) -> dict[str, Any]:
                     "blockOwnerDeletion": True,
                 }
             ],
-            "managedFields": _managed_fields("kube-controller-manager"),
         }
     )
     spec = pod["spec"]
@@ -97,8 +72,7 @@ def decorate_pod(pod: dict[str, Any], i: int) -> dict[str, Any]:
         c.update(
             {
                 "image": "nvcr.io/nvidia/pytorch:24.01-py3",
-                "command": ["python", "-m", "train", "--config", "/etc/job/config.yaml"],
-                "env": [{"name": f"VAR_{k}", "value": f"value-{k}-{i}"} for k in range(4)],
+                "env": [{"name": "JOB_ID", "value": str(i)}],
                 "volumeMounts": [
                     {"name": "config", "mountPath": "/etc/job"},
                     {"name": "kube-api-access", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"},
@@ -142,7 +116,6 @@ def decorate_node(node: dict[str, Any], i: int) -> dict[str, Any]:
         {
             "uid": f"22222222-0000-4000-8000-{i:012d}",
             "resourceVersion": str(200000 + i),
-            "managedFields": _managed_fields("kubelet"),
         }
     )
     meta["labels"].update({"kubernetes.io/hostname": meta["name"], "kubernetes.io/os": "linux"})

@@ -251,3 +251,23 @@ def test_fresh_node_gets_whole_gpu_instances() -> None:
     gpus = doc["nodes"]["fresh"]["gpus"]
     assert [g["instances"] for g in gpus] == [[{"profile": "7g.141gb", "start": 0, "used": False}]]
     assert doc["nodes"]["fresh"]["annotations"]["nos.nebuly.com/spec-gpu-0-7g.141gb"] == "1"
+
+
+def test_budget_progress_and_search_status() -> None:
+    result = run("--progress", "--budget", "0.5", str(EXAMPLE))
+    assert result.exit_code == 0, result.output
+    for stage in ("reading", "read 5 node(s)", "managed node(s)", "planned:", "checked"):
+        assert stage in result.stderr, stage
+    assert "Search: " in result.stdout
+    doc = plan_json("--no-progress", str(EXAMPLE))
+    assert set(doc["search"]) == {"stage", "optimal", "note"} and isinstance(doc["search"]["optimal"], bool)
+    assert all(p["devices"][0]["gpu"] == p["gpu"] for p in doc["placed"])
+    bad = run("--budget", "0", str(EXAMPLE))
+    assert bad.exit_code == 2 and "budget" in bad.stderr
+
+
+def test_json_snapshot(tmp_path: Path) -> None:
+    listed = yaml.safe_load(EXAMPLE.read_text())
+    path = tmp_path / "snapshot.json"
+    path.write_text(json.dumps(listed))
+    assert plan_json(str(path))["placed"] == plan_json(str(EXAMPLE))["placed"]

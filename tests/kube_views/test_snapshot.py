@@ -122,3 +122,35 @@ def test_json_snapshots_and_the_c_loader(tmp_path: Path, monkeypatch: pytest.Mon
     path = tmp_path / "snap.yaml"
     path.write_text(f"kind: List\nitems:\n- {NODE % 'streamed'}\n")
     assert load_snapshot(str(path)).nodes[0]["metadata"]["name"] == "streamed"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a: 1\nb: [true, null, 2.5, '3', 0x10, 2024-01-01]\nc: {d: e}\n",
+        "---\nkind: Node\n---\n- 1\n- [2, 3]\n...\n",
+        "base: &b {x: 1, y: 2}\nother:\n  <<: *b\n  y: 3\nlist: &l [1, 2]\nagain: *l\n",
+        "kind: List\nitems:\n- {kind: Node, metadata: {name: n}}\n- kind: Pod\n  spec: {priority: 5}\nmetadata: {}\n",
+        "empty:\n'quoted': \"x\"\nmulti: |\n  line 1\n  line 2\n? !!str 7\n: seven\n",
+    ],
+)
+def test_streamed_yaml_gives_what_safe_load_gives(text: str) -> None:
+    import yaml
+
+    from nos.kube.yaml_stream import documents
+
+    items: list[object] = []
+    docs = list(documents(text, items.append))
+    expected = list(yaml.safe_load_all(text))
+    for doc, want in zip(docs, expected, strict=True):
+        if isinstance(doc, dict) and "items" in doc and isinstance(want, dict):
+            assert doc["items"] == [] and items == want["items"]  # handed over one by one
+            want = {**want, "items": []}
+        assert doc == want
+
+
+def test_streamed_yaml_reports_errors_with_the_line() -> None:
+    with pytest.raises(SnapshotError, match="at line 2"):
+        parse_snapshot("kind: List\nitems: *nowhere\n")
+    with pytest.raises(SnapshotError, match="at line 3"):
+        parse_snapshot("kind: List\nitems:\n- {a: [}\n")

@@ -2,14 +2,16 @@
 prints (a ``kind: List``), or a multi-document YAML of Nodes and Pods (Lists allowed inside).
 
 Large snapshots are the point of ``nos plan`` on real clusters (a 50 MB List of 27,000 pods), so
-JSON is parsed by the standard library's C parser and YAML by libyaml's C loader when PyYAML has
-it (``yaml.CSafeLoader``; same safe subset as ``safe_load``), read from the file as a stream so the
-text is never held besides the objects. The in-cluster partitioner never gets here: it plans on the
-objects its watches hold.
+JSON is parsed by the standard library's C parser and YAML by libyaml's C parser when PyYAML has
+it (``yaml.CSafeLoader``; same safe subset and values as ``safe_load``), read from the file as a
+stream, objects built from its events with a List's items taken one by one
+(``nos.kube.yaml_stream``), so neither the text nor a node graph is held besides the objects.
+The in-cluster partitioner never gets here: it plans on the objects its watches hold.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 from collections.abc import Iterator
@@ -20,8 +22,9 @@ from typing import IO, Any
 import yaml
 
 from nos import yaml_errors
+from nos.kube import yaml_stream
 
-SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+SafeLoader = yaml_stream.Loader
 """libyaml's loader when PyYAML was built with it (the wheels are), else the pure-Python one."""
 
 
@@ -61,7 +64,7 @@ def _collect(doc: Any, snap: Snapshot, where: str) -> None:
         snap.ignored += 1
 
 
-def _documents(stream: IO[str] | str, source: str) -> Iterator[Any]:
+def _documents(stream: IO[str] | str, source: str, snap: Snapshot) -> Iterator[Any]:
     """The snapshot's documents: JSON when it parses as JSON (``kubectl -o json``; a YAML flow
     mapping also starts with ``{``, so anything else is YAML), else YAML, streamed."""
     source_stream: IO[str] | _Prefixed | str
@@ -84,7 +87,7 @@ def _documents(stream: IO[str] | str, source: str) -> Iterator[Any]:
         except json.JSONDecodeError:
             pass  # YAML then (flow style); its error message is the one to give
     try:
-        yield from yaml.load_all(source_stream, Loader=SafeLoader)
+        yield from yaml_stream.documents(source_stream, lambda item: _collect(item, snap, source))
     except yaml.YAMLError as e:
         raise SnapshotError(f"{source} is not valid YAML{yaml_errors.where(e)}") from None
 
@@ -103,26 +106,35 @@ class _Prefixed:
         return head + self._stream.read(max(0, size - len(head)))
 
 
-def _snapshot(docs: Iterator[Any], source: str) -> Snapshot:
+def _read(stream: IO[str] | str, source: str) -> Snapshot:
     snap = Snapshot()
-    for doc in docs:
-        _collect(doc, snap, source)
+    docs = _documents(stream, source, snap)
+    # parsing makes millions of small acyclic containers: the cyclic collector would walk them over
+    # and over as they pile up (measured: half of the YAML loading time) and can free none of them
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        for doc in docs:
+            _collect(doc, snap, source)
+    finally:
+        if collecting:
+            gc.enable()
     if not snap.nodes:
         raise SnapshotError(f"{source} holds no Node objects (use: kubectl get nodes,pods -A -o yaml)")
     return snap
 
 
 def parse_snapshot(text: str, source: str = "snapshot") -> Snapshot:
-    return _snapshot(_documents(text, source), source)
+    return _read(text, source)
 
 
 def load_snapshot(path: str) -> Snapshot:
     """Read a snapshot file, or standard input for ``-``."""
     if path == "-":
-        return _snapshot(_documents(sys.stdin, "standard input"), "standard input")
+        return _read(sys.stdin, "standard input")
     try:
         with Path(path).open(encoding="utf-8") as f:
-            return _snapshot(_documents(f, path), path)
+            return _read(f, path)
     except OSError as e:
         raise SnapshotError(f"cannot read {path}: {e.strerror}") from None
     except UnicodeDecodeError:

@@ -33,7 +33,7 @@ from nos.kube.scheduling import placement_refusal
 from nos.mig.layout import Instance
 from nos.mig.packing import Packer
 from nos.planner.cluster import ClusterState, GpuState, NodeState
-from nos.planner.mip import Mip, lexicographic
+from nos.planner.mip import Mip, capacity_row, lexicographic
 from nos.planner.patterns import Pattern, gpu_patterns
 
 PodClass = tuple[tuple[str, ...], tuple[tuple[str, int], ...], Placement, int]
@@ -145,7 +145,7 @@ def solve(
             m.row([*changing, (z, -float(n_gpus))], 0.0)
         resources = set(offers) | set(const_offers)
         demand: dict[str, list[tuple[int, float]]] = {}
-        node_terms: dict[str, list[tuple[int, float]]] = {}
+        node_terms: dict[str, list[tuple[int, int]]] = {}
         for cls, pods_of in classes.items():
             devices, requests, placement, priority = cls
             if any(r not in resources for r in devices):
@@ -162,13 +162,13 @@ def solve(
             for r, k in Counter(devices).items():
                 demand.setdefault(r, []).append((y, float(k)))
             for r, amount in requests:
-                node_terms.setdefault(r, []).append((y, float(amount)))
-            node_terms.setdefault(POD_COUNT, []).append((y, 1.0))
+                node_terms.setdefault(r, []).append((y, amount))
+            node_terms.setdefault(POD_COUNT, []).append((y, 1))
         for r, terms in demand.items():
             m.row([*terms, *((x, -n) for x, n in offers.get(r, ()))], float(const_offers[r]))
         node_free = free[ns.name]
-        for r, terms in node_terms.items():
-            m.row(terms, float(max(0, node_free.get(r, 0))))
+        for r, amounts in node_terms.items():
+            m.row(*capacity_row(amounts, node_free.get(r, 0)))
     by_class: dict[PodClass, list[tuple[int, float]]] = {}
     for (c, _), y in y_vars.items():
         by_class.setdefault(c, []).append((y, 1.0))

@@ -101,6 +101,9 @@ class _Node:
     changed: bool = False
     full: bool = False
     """No candidate of this round fits its free cpu/memory/pods any more: out of every index."""
+    best: dict[str, tuple[int, _Gpu] | None] | None = None
+    """Per resource, (quality, GPU) of its best-fitting GPU for one more instance, or None; reset
+    whenever one of its GPUs changes."""
 
 
 @dataclass(frozen=True)
@@ -121,11 +124,12 @@ class Strategy:
         return key
 
 
-STRATEGIES = (Strategy(large_first=True), Strategy(large_first=True, claim_by_fit=True), Strategy())
-"""Tried in this order while the time budget allows (a large cluster may get only the first); an
-earlier one wins ties. Large-first packs better when capacity is short and is the fastest pass;
-claiming by fit stops small pods from taking the free instances of the only GPU a large pod could
-use; small-first follows the original nos (see docs/benchmarks.md)."""
+STRATEGIES = (Strategy(large_first=True, claim_by_fit=True), Strategy(large_first=True), Strategy())
+"""Tried in this order while the time budget allows (a 1,000-node cluster may get only the first);
+an earlier one wins ties. Large-first packs better when capacity is short; claiming an existing
+free instance only when no new instance fits more tightly stops small pods from taking the free
+instances of the only GPU a large pod could use (together the best single pass at 1,000 nodes);
+small-first follows the original nos (see docs/benchmarks.md)."""
 
 
 class _Planning:
@@ -153,6 +157,7 @@ class _Planning:
         self.reasons: dict[tuple[Any, ...], str] = {}
         """Why pods of a failed signature found no place, worked out once per pass (thousands of
         pending pods share few signatures)."""
+        self.offering: dict[tuple[str, ...], list[_Node]] = {}
         self.placed: list[Placed] = []
         self.unplaced: list[Unplaced] = []
         self.offered: dict[str, set[str]] = {}
@@ -193,6 +198,7 @@ class _Planning:
         key = (gpu.model.name, gpu.fixed, gpu.state.blocked, gpu.wanted, gpu.node.changed)
         gpu.key = key
         gpu.added = None
+        gpu.node.best = None
         bucket = self.buckets.get(key)
         if bucket is None:
             bucket = self.buckets[key] = {}
@@ -427,15 +433,22 @@ class _Planning:
         found: tuple[_Gpu | None, int] = (None, 0)
         for nid in sorted(eligible):
             node = self.nodes[nid]
-            if not self._fits(node, requests):
+            if node.best is None:
+                node.best = {}
+            if resource in node.best:
+                hit = node.best[resource]
+            else:  # the node's best-fitting GPU for one more instance of this resource
+                hit = None
+                for gpu in node.gpus:
+                    q = self._added_quality(gpu, resource)
+                    if q is not None and (hit is None or (q, gpu.id) < (hit[0], hit[1].id)):
+                        hit = (q, gpu)
+                node.best[resource] = hit
+            if hit is None or not self._fits(node, requests):
                 continue
-            for gpu in node.gpus:
-                q = self._added_quality(gpu, resource)
-                if q is None:
-                    continue
-                rank = (1 if node.changed else 2, q, gpu.id)
-                if best is None or rank < best:
-                    best, found = rank, (gpu, q)
+            rank = (1 if node.changed else 2, hit[0], hit[1].id)
+            if best is None or rank < best:
+                best, found = rank, (hit[1], hit[0])
         return found
 
     def _additions(self, gpu: _Gpu) -> dict[str, int]:
@@ -463,6 +476,8 @@ class _Planning:
         if any(node.free.get(r, 0) < n for r, n in self.least.items()):
             # free resources only shrink: no candidate fits this node again; stop looking at it
             node.full = True
+            for eligible in self.classes.values():
+                eligible.discard(node.id)
             for gpu in node.gpus:
                 self._unindex(gpu)
                 for index in self.soft_index.values():
@@ -500,9 +515,13 @@ class _Planning:
     ) -> str:
         """Why a pod found no place, in the scheduler's terms where it can."""
         resource = devices[0] if len(set(devices)) == 1 else " + ".join(devices)
-        offering = [
-            n for n in self.nodes if n.state.model is not None and all(r in n.state.model.by_resource for r in devices)
-        ]
+        offering = self.offering.get(devices)
+        if offering is None:
+            offering = self.offering[devices] = [
+                n
+                for n in self.nodes
+                if n.state.model is not None and all(r in n.state.model.by_resource for r in devices)
+            ]
         eligible = [n for n in offering if n.id in eligible_ids]
         if not eligible:
             refusals = Counter(placement_refusal(placement, n.state.info) for n in offering)
