@@ -23,7 +23,7 @@ from lightkube.resources.events_v1 import Event
 from nos.agent.agent import AgentConfig, MigAgent
 from nos.agent.device_plugin import DevicePluginConfig
 from nos.agent.runner import AgentRunner
-from nos.config import load_config
+from nos.config import NosConfig, load_config
 from nos.gpu.simulated import SimulatedNvml
 from nos.kube.client import LightkubeKube, RetryPolicy
 from nos.partitioner.runner import PartitionerRunner
@@ -36,6 +36,22 @@ T = TypeVar("T")
 A100_80GB = "NVIDIA-A100-SXM4-80GB"
 SCOPE_KEY = "nos-e2e"
 QUICK_RETRY = RetryPolicy(attempts=4, base_delay=0.05, max_delay=0.5)
+
+
+def partitioner_config(batch_timeout_s: float = 5, **partitioner: Any) -> NosConfig:
+    """The e2e tiers' partitioner settings: a 1 s idle / ``batch_timeout_s`` batch window, plus
+    ``partitioner`` keys (config file spelling, e.g. ``leaderElection``)."""
+    return load_config(
+        None,
+        env={},
+        overrides={
+            "partitioner": {
+                "batchWindowIdleSeconds": 1,
+                "batchWindowTimeoutSeconds": batch_timeout_s,
+                **partitioner,
+            }
+        },
+    )
 
 
 @dataclass
@@ -121,18 +137,7 @@ class E2ECluster:
         return await self.start_agent(node)
 
     async def start_partitioner(self) -> PartitionerRunner:
-        config = load_config(
-            None,
-            env={},
-            overrides={
-                "partitioner": {
-                    "batchWindowIdleSeconds": 1,
-                    "batchWindowTimeoutSeconds": 5,
-                    "reportTimeoutSeconds": 60,
-                    "leaderElection": {"enabled": False},
-                }
-            },
-        )
+        config = partitioner_config(reportTimeoutSeconds=60, leaderElection={"enabled": False})
         self.partitioner_kube = LightkubeKube(
             self.cp.client(), component="partitioner", instance="partitioner-e2e", retry=QUICK_RETRY
         )

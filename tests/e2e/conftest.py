@@ -8,18 +8,30 @@ failure, as in tests/realkube. The control-plane fixtures are tests/realkube's, 
 from __future__ import annotations
 
 import os
-from collections.abc import Generator
+from collections.abc import AsyncIterator, Generator
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 
+from tests.e2e.cluster import E2ECluster
 from tests.realkube.conftest import control_plane, realkube_binaries, scheduler, unique
-from tests.realkube.control_plane import attach_logs, find_binaries
+from tests.realkube.control_plane import ControlPlane, Process, attach_logs, find_binaries
 
 __all__ = ["control_plane", "realkube_binaries", "scheduler", "unique"]
 
 HERE = Path(__file__).parent
 DEFAULT_TIMEOUT_S = 150
+
+
+@pytest_asyncio.fixture
+async def cluster(control_plane: ControlPlane, scheduler: Process, unique: str) -> AsyncIterator[E2ECluster]:
+    """One test's e2e cluster (its own labelled, tainted nodes), closed after the test."""
+    c = await E2ECluster.create(control_plane, unique)
+    try:
+        yield c
+    finally:
+        await c.close()
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -12,26 +12,15 @@ pod and the kubelet gives it a specific MIG device.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator
 
 import pytest
-import pytest_asyncio
 
 from nos.contract.annotations import SPEC_PLAN, STATUS_PLAN, decode_spec, decode_status
 from nos.gpu.simulated import SimulatedCrash
 from tests.e2e.cluster import E2ECluster
-from tests.realkube.control_plane import ControlPlane, Process, eventually
+from tests.realkube.control_plane import eventually
 
 pytestmark = [pytest.mark.timeout(150)]
-
-
-@pytest_asyncio.fixture
-async def cluster(control_plane: ControlPlane, scheduler: Process, unique: str) -> AsyncIterator[E2ECluster]:
-    c = await E2ECluster.create(control_plane, unique)
-    try:
-        yield c
-    finally:
-        await c.close()
 
 
 async def unschedulable_message(cluster: E2ECluster, pod: str) -> str | None:

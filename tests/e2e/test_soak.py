@@ -36,7 +36,7 @@ from lightkube.resources.core_v1 import Node, Pod
 from nos.agent.agent import AgentConfig, MigAgent
 from nos.agent.device_plugin import DevicePluginConfig
 from nos.agent.runner import AgentRunner
-from nos.config import NosConfig, load_config
+from nos.config import NosConfig
 from nos.contract.annotations import decode_status
 from nos.gpu.port import NvmlError, NvmlInsufficientResources
 from nos.kube.client import LightkubeKube
@@ -44,7 +44,7 @@ from nos.kube.port import Conflict, Event, KubeError, Obj, WatchEvent
 from nos.partitioner.runner import PartitionerRunner
 from nos.planner.cluster import build_cluster
 from nos.planner.planner import plan_state
-from tests.e2e.cluster import QUICK_RETRY, AgentHandle, E2ECluster
+from tests.e2e.cluster import QUICK_RETRY, AgentHandle, E2ECluster, partitioner_config
 from tests.realkube.control_plane import ControlPlane, Process
 
 log = logging.getLogger(__name__)
@@ -159,23 +159,16 @@ class Soak(E2ECluster):
         return handle
 
     # -- partitioner replicas ------------------------------------------------------------------------
-    def partitioner_config(self) -> NosConfig:
-        return load_config(
-            None,
-            env={},
-            overrides={
-                "partitioner": {
-                    "batchWindowIdleSeconds": 1,
-                    "batchWindowTimeoutSeconds": 4,
-                    "reportTimeoutSeconds": 20,
-                    "leaderElection": {
-                        "leaseName": LEASE,
-                        "namespace": self.namespace,
-                        "leaseDurationSeconds": 4,
-                        "renewDeadlineSeconds": 3,
-                        "retryPeriodSeconds": 0.5,
-                    },
-                }
+    def replica_config(self) -> NosConfig:
+        return partitioner_config(
+            batch_timeout_s=4,
+            reportTimeoutSeconds=20,
+            leaderElection={
+                "leaseName": LEASE,
+                "namespace": self.namespace,
+                "leaseDurationSeconds": 4,
+                "renewDeadlineSeconds": 3,
+                "retryPeriodSeconds": 0.5,
             },
         )
 
@@ -192,7 +185,7 @@ class Soak(E2ECluster):
             soak=self,
         )
         runner = PartitionerRunner(
-            kube, self.partitioner_config(), identity, watch_timeout_s=30, min_interval_s=0.2, resync_s=3
+            kube, self.replica_config(), identity, watch_timeout_s=30, min_interval_s=0.2, resync_s=3
         )
         stop = asyncio.Event()
         replica = Replica(runner, kube, stop, asyncio.create_task(runner.run(stop), name=identity))

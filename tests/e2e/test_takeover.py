@@ -11,13 +11,11 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
-from nos.config import NosConfig, load_config
+from nos.config import NosConfig
 from nos.kube.client import LightkubeKube
 from nos.kube.leader import LeadershipLost
 from nos.kube.port import Event, KubeError, Obj
@@ -25,8 +23,8 @@ from nos.partitioner.runner import PartitionerRunner
 from nos.planner.cluster import ClusterState
 from nos.planner.plan import Plan
 from nos.planner.planner import plan_state
-from tests.e2e.cluster import QUICK_RETRY, E2ECluster
-from tests.realkube.control_plane import ControlPlane, Process, eventually
+from tests.e2e.cluster import QUICK_RETRY, E2ECluster, partitioner_config
+from tests.realkube.control_plane import eventually
 
 pytestmark = [pytest.mark.timeout(150)]
 
@@ -60,32 +58,15 @@ class RecordingKube(LightkubeKube):
         return await super().replace_lease(lease)
 
 
-@pytest_asyncio.fixture
-async def cluster(control_plane: ControlPlane, scheduler: Process, unique: str) -> AsyncIterator[E2ECluster]:
-    c = await E2ECluster.create(control_plane, unique)
-    try:
-        yield c
-    finally:
-        await c.close()
-
-
 def election_config(namespace: str) -> NosConfig:
-    return load_config(
-        None,
-        env={},
-        overrides={
-            "partitioner": {
-                "batchWindowIdleSeconds": 1,
-                "batchWindowTimeoutSeconds": 5,
-                "reportTimeoutSeconds": 60,
-                "leaderElection": {
-                    "leaseName": "nos-takeover",
-                    "namespace": namespace,
-                    "leaseDurationSeconds": 4,
-                    "renewDeadlineSeconds": 3,
-                    "retryPeriodSeconds": 0.5,
-                },
-            }
+    return partitioner_config(
+        reportTimeoutSeconds=60,
+        leaderElection={
+            "leaseName": "nos-takeover",
+            "namespace": namespace,
+            "leaseDurationSeconds": 4,
+            "renewDeadlineSeconds": 3,
+            "retryPeriodSeconds": 0.5,
         },
     )
 
