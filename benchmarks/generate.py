@@ -127,6 +127,11 @@ def pending_pod(
     }
     if node_selector:
         spec["nodeSelector"] = dict(node_selector)
+    return pending_pod_object(name, spec, created)
+
+
+def pending_pod_object(name: str, spec: dict[str, Any], created: str) -> dict[str, Any]:
+    """A Pod of namespace ``bench`` as the API returns it after kube-scheduler found no node for it."""
     return {
         "apiVersion": "v1",
         "kind": "Pod",

@@ -26,7 +26,7 @@ import random
 from dataclasses import dataclass, replace
 from typing import Any
 
-from benchmarks.generate import KIND_WEIGHTS, PRODUCTS, full_layouts, node_object
+from benchmarks.generate import KIND_WEIGHTS, PRODUCTS, full_layouts, node_object, pending_pod_object
 from nos.mig.catalog import GpuModel, default_catalog
 from nos.mig.layout import Instance
 
@@ -191,16 +191,7 @@ def hetero_pod(
         spec["initContainers"] = [
             {"name": "init", "image": "busybox", "resources": {"limits": {f"nvidia.com/mig-{init_device}": 1}}}
         ]
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": "bench", "creationTimestamp": created},
-        "spec": spec,
-        "status": {
-            "phase": "Pending",
-            "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}],
-        },
-    }
+    return pending_pod_object(name, spec, created)
 
 
 def generate_hetero(spec: HeteroSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
