@@ -4,6 +4,8 @@ best solution HiGHS reported so far is used."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -77,3 +79,16 @@ def test_the_round_ends_within_its_budget_on_a_cluster_where_highs_overran() -> 
     assert took < 2.0 + 0.6, f"budget 2 s, took {took:.2f} s"  # tolerance: a loaded 2-core machine
     assert check_plan(state, result) == []
     assert len(result.placed) >= len(plan_state(state, optimize=False).placed)
+
+
+
+def test_highs_prints_nothing_on_stdout_where_json_goes() -> None:
+    """HiGHS' banner comes from C on the process's first instance, whatever its options; with stdout
+    a pipe (``nos plan --json | jq``) it must not reach it. Before: the banner preceded the JSON."""
+    code = (
+        "from nos.planner.mip import Mip\n"
+        "m = Mip(); x = m.var(1.0)\n"
+        "r = m.solve([{x: 1.0}], 5.0, [0.0]); print('value', r.values[x])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out == "value 1.0\n"

@@ -19,7 +19,10 @@ limit, and the interpreter waits for it at exit (a non-daemon thread).
 
 from __future__ import annotations
 
+import ctypes
 import math
+import os
+import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -65,6 +68,36 @@ def _wait_for_abandoned(seconds: float) -> bool:
             return False
         _abandoned.pop(0)
     return True
+
+
+_first_highs = threading.Lock()
+_banner_gone = False
+
+
+def new_highs() -> Any:
+    """A HiGHS instance that prints nothing. HiGHS writes its banner to the C stdout when a process
+    builds its first instance, before any option can be set (HiGHS issue #2749), and stdout carries
+    ``--json`` output; so the first instance is built with file descriptor 1 on /dev/null."""
+    import highspy
+
+    global _banner_gone
+    with _first_highs:
+        if _banner_gone:
+            h = highspy.Highs()  # type: ignore[no-untyped-call]
+        else:
+            sys.stdout.flush()
+            saved = os.dup(1)
+            try:
+                with open(os.devnull, "w") as null:
+                    os.dup2(null.fileno(), 1)
+                    h = highspy.Highs()  # type: ignore[no-untyped-call]
+                    ctypes.CDLL(None).fflush(None)  # the banner may still sit in C's stdout buffer
+            finally:
+                os.dup2(saved, 1)
+                os.close(saved)
+            _banner_gone = True
+    h.setOptionValue("output_flag", False)
+    return h
 
 
 def lexicographic(levels: Sequence[Mapping[int, float]], bounds: Sequence[float]) -> list[dict[int, float]]:
@@ -193,8 +226,7 @@ class Mip:
         n = self.columns
         if not _wait_for_abandoned(deadline - time.perf_counter()) or deadline - time.perf_counter() <= 0.01:
             return "time limit", np.zeros(n), 0.0, False
-        h = highspy.Highs()  # type: ignore[no-untyped-call]
-        h.setOptionValue("output_flag", False)
+        h = new_highs()
         h.setOptionValue("time_limit", float(max(0.01, deadline - time.perf_counter())))
         h.setOptionValue("mip_rel_gap", 0.0)
         h.setOptionValue("mip_abs_gap", 0.5)

@@ -13,14 +13,12 @@ serves only the most common profile leaves the others waiting forever.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from functools import cache
 
 from nos.mig.catalog import GpuModel
 from nos.mig.layout import Instance, counts, enumerate_layouts, layout_errors
+from nos.planner.mip import new_highs
 from nos.sim.scenario import NodeGroup, PodSpec
 
 Layout = tuple[tuple[str, int], ...]
@@ -51,21 +49,6 @@ def demand(pods: Sequence[PodSpec], horizon_s: float) -> dict[str, float]:
     return out
 
 
-@contextlib.contextmanager
-def _quiet_stdout() -> Iterator[None]:
-    """HiGHS prints its banner from C on construction; keep it off stdout (``--json`` goes there)."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 1)
-            yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
 class StaticMixError(RuntimeError):
     pass
 
@@ -86,9 +69,7 @@ def best_static(
     except ImportError as e:  # pragma: no cover - highspy is a dependency
         raise StaticMixError("best-static needs HiGHS: pip install highspy") from e
     want = demand(pods, horizon_s)
-    with _quiet_stdout():
-        h = highspy.Highs()  # type: ignore[no-untyped-call]
-        h.setOptionValue("output_flag", False)
+    h = new_highs()
     h.setOptionValue("time_limit", float(time_limit_s))
     h.setOptionValue("threads", 1)
     choice: dict[tuple[str, Layout], highs_var] = {}
