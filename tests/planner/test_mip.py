@@ -81,7 +81,6 @@ def test_the_round_ends_within_its_budget_on_a_cluster_where_highs_overran() -> 
     assert len(result.placed) >= len(plan_state(state, optimize=False).placed)
 
 
-
 def test_highs_prints_nothing_on_stdout_where_json_goes() -> None:
     """HiGHS' banner comes from C on the process's first instance, whatever its options; with stdout
     a pipe (``nos plan --json | jq``) it must not reach it. Before: the banner preceded the JSON."""
