@@ -111,14 +111,21 @@ class E2ECluster:
         await self.start_agent(name)
         return name
 
-    async def start_agent(self, node: str) -> AgentHandle:
-        kube = LightkubeKube(self.cp.client(), component="agent", instance=f"agent-{node}", retry=QUICK_RETRY)
-        config = AgentConfig(
+    agent_watch_timeout_s = 60.0
+
+    def agent_kube(self, node: str) -> LightkubeKube:
+        return LightkubeKube(self.cp.client(), component="agent", instance=f"agent-{node}", retry=QUICK_RETRY)
+
+    def agent_config(self) -> AgentConfig:
+        return AgentConfig(
             report_interval_s=3.0,
             device_plugin=DevicePluginConfig(timeout_s=30, poll_s=0.1, allocatable_timeout_s=30),
         )
-        agent = MigAgent(node, self.nvml[node], kube, self.kubelets[node].podresources(), config)
-        runner = AgentRunner(agent, watch_timeout_s=60, min_interval_s=0.1)
+
+    async def start_agent(self, node: str) -> AgentHandle:
+        kube = self.agent_kube(node)
+        agent = MigAgent(node, self.nvml[node], kube, self.kubelets[node].podresources(), self.agent_config())
+        runner = AgentRunner(agent, watch_timeout_s=self.agent_watch_timeout_s, min_interval_s=0.1)
         stop = asyncio.Event()
         task = asyncio.create_task(runner.run(stop), name=f"agent-{node}")
         handle = AgentHandle(agent, runner, kube, stop, task)

@@ -33,9 +33,8 @@ import pytest
 import pytest_asyncio
 from lightkube.resources.core_v1 import Node, Pod
 
-from nos.agent.agent import AgentConfig, MigAgent
+from nos.agent.agent import AgentConfig
 from nos.agent.device_plugin import DevicePluginConfig
-from nos.agent.runner import AgentRunner
 from nos.config import NosConfig
 from nos.contract.annotations import decode_status
 from nos.gpu.port import NvmlError, NvmlInsufficientResources
@@ -44,7 +43,7 @@ from nos.kube.port import Conflict, Event, KubeError, Obj, WatchEvent
 from nos.partitioner.runner import PartitionerRunner
 from nos.planner.cluster import build_cluster
 from nos.planner.planner import plan_state
-from tests.e2e.cluster import QUICK_RETRY, AgentHandle, E2ECluster, partitioner_config
+from tests.e2e.cluster import QUICK_RETRY, E2ECluster, partitioner_config
 from tests.realkube.control_plane import ControlPlane, Process
 
 log = logging.getLogger(__name__)
@@ -141,22 +140,19 @@ class Soak(E2ECluster):
         self.observer = LightkubeKube(self.cp.client(), component="observer", retry=QUICK_RETRY)
         self.violations, self.figures, self.replicas, self.closing = [], Counter(), [], []
 
-    async def start_agent(self, node: str) -> AgentHandle:
-        kube = FaultyKube(
+    agent_watch_timeout_s = 30.0
+
+    def agent_kube(self, node: str) -> LightkubeKube:
+        return FaultyKube(
             self.cp.client(), component="agent", instance=f"agent-{node}", retry=QUICK_RETRY, faults=self.faults
         )
-        config = AgentConfig(
+
+    def agent_config(self) -> AgentConfig:
+        return AgentConfig(
             report_interval_s=2.0,
             nvml_call_timeout_s=10.0,
             device_plugin=DevicePluginConfig(timeout_s=30, poll_s=0.1, allocatable_timeout_s=30),
         )
-        agent = MigAgent(node, self.nvml[node], kube, self.kubelets[node].podresources(), config)
-        runner = AgentRunner(agent, watch_timeout_s=30, min_interval_s=0.1)
-        stop = asyncio.Event()
-        task = asyncio.create_task(runner.run(stop), name=f"agent-{node}")
-        handle = AgentHandle(agent, runner, kube, stop, task)
-        self.agents[node] = handle
-        return handle
 
     # -- partitioner replicas ------------------------------------------------------------------------
     def replica_config(self) -> NosConfig:
