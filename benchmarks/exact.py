@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 
 from nos.contract.annotations import encode_spec
-from nos.kube.objects import POD_COUNT, Placement, is_mig_resource
-from nos.kube.scheduling import placement_refusal
+from nos.kube.views.objects import POD_COUNT, Placement, is_mig_resource
+from nos.kube.views.scheduling import placement_refusal
 from nos.mig.catalog import GpuModel
 from nos.mig.layout import Instance
 from nos.planner.cluster import ClusterState, GpuState

@@ -1,5 +1,5 @@
 """Small builders for the agent tests. The GPUs are ``nos.gpu.simulated.SimulatedNvml`` and the cluster
-is ``nos.kube.memory.MemoryKube``: no test-only implementation of either."""
+is ``nos.kube.fake.memory.MemoryKube``: no test-only implementation of either."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from nos.gpu.port import GpuInstanceInfo
 from nos.gpu.simulated import SimulatedNvml
-from nos.kube.memory import MemoryKube, recreate_after
+from nos.kube.fake.memory import MemoryKube, recreate_after
 from nos.kube.port import Obj
 
 PLUGIN_NAMESPACE = "gpu-operator"

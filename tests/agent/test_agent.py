@@ -11,7 +11,7 @@ from nos.agent.reconcile import Op
 from nos.contract.annotations import decode_status, encode_spec
 from nos.gpu.port import NvmlInsufficientResources
 from nos.gpu.simulated import SimulatedNvml
-from nos.kube.memory import MemoryKube
+from nos.kube.fake.memory import MemoryKube
 from nos.mig.layout import Instance
 from tests.agent.fake_kubelet import FakeKubelet
 from tests.agent.helpers import annotations_of, daemonset, node, plugin_pod, provision

@@ -5,7 +5,7 @@ import asyncio
 import pytest
 
 from nos.agent.device_plugin import DevicePluginConfig, DevicePluginRestarter
-from nos.kube.memory import MemoryKube
+from nos.kube.fake.memory import MemoryKube
 from nos.kube.port import NotFound
 from tests.agent.helpers import daemonset, node, plugin_pod
 

@@ -17,7 +17,7 @@ from nos.agent.runner import AgentRunner
 from nos.contract.annotations import decode_status, encode_spec, encode_status
 from nos.gpu.port import GpuInstanceInfo, NvmlError
 from nos.gpu.simulated import SimulatedNvml
-from nos.kube.memory import MemoryKube
+from nos.kube.fake.memory import MemoryKube
 from nos.mig.layout import Instance
 from nos.obs.health import ObservabilityServer
 from nos.obs.metrics import Metrics

@@ -15,7 +15,7 @@ from nos.agent.apply import Applier
 from nos.agent.reconcile import Desired, plan_gpu
 from nos.contract.annotations import decode_status, encode_spec
 from nos.gpu.simulated import SimulatedCrash, SimulatedNvml
-from nos.kube.memory import MemoryKube
+from nos.kube.fake.memory import MemoryKube
 from nos.mig.catalog import GpuModel, default_catalog
 from nos.mig.layout import Instance, layout_errors
 from tests.agent.helpers import annotations_of, node, provision

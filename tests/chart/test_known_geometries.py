@@ -13,8 +13,8 @@ import yaml
 from click.testing import CliRunner
 
 from nos.cli.main import cli
-from nos.kube.memory import MemoryKube
-from nos.kube.snapshot import load_snapshot
+from nos.kube.fake.memory import MemoryKube
+from nos.kube.views.snapshot import load_snapshot
 from nos.mig.catalog import default_catalog
 from nos.mig.geometries import default_known_geometries, load_known_geometries, parse_known_geometries
 from nos.partitioner.controller import Partitioner, PartitionerConfig

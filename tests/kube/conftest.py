@@ -16,9 +16,9 @@ import pytest_asyncio
 from lightkube import AsyncClient, KubeConfig
 
 from nos.kube.client import LightkubeKube, RetryPolicy
-from nos.kube.memory import MemoryKube
+from nos.kube.fake.memory import MemoryKube
+from nos.kube.fake.store import ObjectStore
 from nos.kube.port import Kube
-from nos.kube.store import ObjectStore
 from tests.kube.fake_apiserver import FakeApiServer
 
 DEFAULT_TIMEOUT_S = 10

@@ -2,7 +2,7 @@
 
 The real lightkube client talks to it, so URL building, query encoding, patch content types, JSON
 (de)serialisation and error bodies are all exercised. Object semantics come from
-``nos.kube.store.ObjectStore`` (shared with ``MemoryKube``); this module adds the REST mapping, the
+``nos.kube.fake.store.ObjectStore`` (shared with ``MemoryKube``); this module adds the REST mapping, the
 watch stream (chunked JSON lines, ``timeoutSeconds``, in-stream 410 ERROR), bearer-token auth, and
 fault hooks (next N requests fail with a status, are delayed, or watches are dropped).
 
@@ -22,11 +22,9 @@ from typing import Any
 
 from aiohttp import web
 
-from nos.kube.port import KubeError
-from nos.kube.selectors import Selector, SelectorError
-from nos.kube.store import AlreadyExists, BadRequest, Gone, ObjectStore, ResourceInfo
-
-Obj = dict[str, Any]
+from nos.kube.fake.selectors import Selector, SelectorError
+from nos.kube.fake.store import AlreadyExists, BadRequest, Gone, ObjectStore, ResourceInfo
+from nos.kube.port import KubeError, Obj
 
 _REASONS = {
     400: "BadRequest",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from nos.contract.annotations import SPEC_PLAN, STATUS_PLAN, decode_spec
-from nos.kube.memory import MemoryKube
+from nos.kube.fake.memory import MemoryKube
 from nos.kube.port import Conflict
 from nos.mig.layout import Instance as I
 from nos.partitioner.batch import Batcher

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from nos.kube.memory import MemoryKube
+from nos.kube.fake.memory import MemoryKube
 from nos.mig.layout import Instance as I
 from nos.partitioner.controller import Partitioner, PartitionerConfig
 from nos.partitioner.fairness import Fairness

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from nos.cli.main import cli
 from nos.contract.annotations import SPEC_PLAN, decode_spec
-from nos.kube.memory import MemoryKube
+from nos.kube.fake.memory import MemoryKube
 from nos.mig.layout import Instance as I
 from nos.partitioner.controller import Partitioner, PartitionerConfig
 from nos.planner.checker import ANNOTATIONS_LIMIT_BYTES, check_plan, isolate_failures, node_errors

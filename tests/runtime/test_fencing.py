@@ -7,8 +7,8 @@ import asyncio
 import time
 from typing import Any
 
+from nos.kube.fake.memory import MemoryKube
 from nos.kube.leader import ElectionConfig, LeaderElector
-from nos.kube.memory import MemoryKube
 from nos.mig.layout import Instance as I
 from nos.partitioner.controller import Partitioner, PartitionerConfig
 from nos.partitioner.runner import PartitionerRunner

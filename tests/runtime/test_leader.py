@@ -7,8 +7,8 @@ import asyncio
 import pytest
 
 from nos.kube.client import LightkubeKube
+from nos.kube.fake.memory import MemoryKube
 from nos.kube.leader import ElectionConfig, LeaderElector, LeadershipLost
-from nos.kube.memory import MemoryKube
 from nos.kube.port import Conflict, Kube, KubeError
 from tests.kube.fake_apiserver import FakeApiServer
 from tests.runtime.helpers import eventually

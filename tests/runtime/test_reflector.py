@@ -10,10 +10,10 @@ import pytest
 import pytest_asyncio
 
 from nos.kube.client import LightkubeKube
-from nos.kube.memory import MemoryKube
+from nos.kube.fake.memory import MemoryKube
+from nos.kube.fake.store import ObjectStore
 from nos.kube.port import Gone, Kube, KubeError, Obj
 from nos.kube.reflector import Reflector, object_key
-from nos.kube.store import ObjectStore
 from tests.kube.conftest import FAST_RETRY, lightkube_client, node, pod
 from tests.kube.fake_apiserver import FakeApiServer
 from tests.runtime.helpers import eventually

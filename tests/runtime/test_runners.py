@@ -17,7 +17,7 @@ from nos.cli.partitioner import serve
 from nos.config import NosConfig, load_config
 from nos.contract.annotations import SPEC_PLAN, STATUS_PLAN, encode_spec
 from nos.gpu.simulated import SimulatedNvml
-from nos.kube.memory import MemoryKube
+from nos.kube.fake.memory import MemoryKube
 from nos.kube.port import Conflict
 from nos.mig.layout import Instance as I
 from nos.partitioner.runner import PartitionerRunner

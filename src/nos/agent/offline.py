@@ -1,5 +1,5 @@
 """The Node of ``nos agent --spec FILE`` (no cluster): read from a file, then served by the in-memory
-API (``nos.kube.memory.MemoryKube``); the CLI prints the status the agent patches. There is no device
+API (``nos.kube.fake.memory.MemoryKube``); the CLI prints the status the agent patches. There is no device
 plugin to restart."""
 
 from __future__ import annotations

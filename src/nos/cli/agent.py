@@ -22,7 +22,7 @@ from nos.cli.options import chosen_log_level, config_option, kubeconfig_option, 
 from nos.cli.partitioner import load_or_exit
 from nos.config import NosConfig
 from nos.gpu.port import Nvml, NvmlError
-from nos.kube.memory import MemoryKube
+from nos.kube.fake.memory import MemoryKube
 from nos.kube.port import Kube
 from nos.obs.health import ObservabilityServer
 from nos.obs.lifecycle import stop_on_signals

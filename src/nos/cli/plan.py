@@ -12,7 +12,7 @@ import click
 
 from nos.cli.errors import BadInput, CliError, Command
 from nos.cli.options import geometries_option
-from nos.kube.snapshot import SnapshotError, load_snapshot
+from nos.kube.views.snapshot import SnapshotError, load_snapshot
 from nos.mig.catalog import CatalogError, load_catalog
 from nos.mig.geometries import GeometryConfigError, load_known_geometries
 from nos.mig.layout import Instance

@@ -24,11 +24,10 @@ from nos.contract.annotations import (
 )
 from nos.doctor.collect import ClusterFacts
 from nos.doctor.report import Finding, Report, Status
-from nos.kube.objects import is_mig_resource
-from nos.kube.quantity import parse_quantity
+from nos.kube.port import Obj
+from nos.kube.views.objects import is_mig_resource
+from nos.kube.views.quantity import parse_quantity
 from nos.mig.catalog import Catalog, default_catalog
-
-Obj = Mapping[str, Any]
 
 MIG_CONFIG_LABEL = "nvidia.com/mig.config"
 MIG_STRATEGY_LABEL = "nvidia.com/mig.strategy"

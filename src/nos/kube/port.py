@@ -1,6 +1,6 @@
 """The Kubernetes API surface nos' processes use, as a small async interface.
 
-Implemented by ``nos.kube.client`` (lightkube over HTTP) and ``nos.kube.memory`` (in-memory, for
+Implemented by ``nos.kube.client`` (lightkube over HTTP) and ``nos.kube.fake.memory`` (in-memory, for
 tests and ``nos simulate``). Objects travel as plain dicts in the API's JSON shape.
 """
 

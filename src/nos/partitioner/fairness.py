@@ -34,8 +34,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from nos.kube.objects import PodInfo
-from nos.kube.scheduling import placement_refusal
+from nos.kube.views.objects import PodInfo
+from nos.kube.views.scheduling import placement_refusal
 from nos.mig.packing import Packer
 from nos.planner.cluster import ClusterState, GpuState, NodeState
 

@@ -16,8 +16,8 @@ from collections import Counter
 from dataclasses import replace
 
 from nos.contract.annotations import decode_spec, is_spec_key
-from nos.kube.objects import POD_COUNT, is_mig_resource
-from nos.kube.scheduling import placement_refusal
+from nos.kube.views.objects import POD_COUNT, is_mig_resource
+from nos.kube.views.scheduling import placement_refusal
 from nos.mig.layout import layout_errors, occupied_mask
 from nos.planner.cluster import ClusterState
 from nos.planner.plan import Plan, Unplaced

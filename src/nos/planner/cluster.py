@@ -23,7 +23,7 @@ from nos.contract.annotations import (
     is_mig_partitioned,
     is_spec_key,
 )
-from nos.kube.objects import POD_COUNT, NodeInfo, ObjectError, PodInfo, node_from_dict, pod_from_dict
+from nos.kube.views.objects import POD_COUNT, NodeInfo, ObjectError, PodInfo, node_from_dict, pod_from_dict
 from nos.mig.catalog import MIG_RESOURCE_PREFIX, Catalog, GpuModel, default_catalog
 from nos.mig.layout import Instance, layout_errors, occupied_mask
 from nos.planner.incremental import BuildCache, version_key

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from nos.kube.objects import NodeInfo, Placement
-from nos.kube.scheduling import placement_refusal
+from nos.kube.views.objects import NodeInfo, Placement
+from nos.kube.views.scheduling import placement_refusal
 
 
 def _referenced(placement: Placement) -> tuple[tuple[str, ...], bool]:

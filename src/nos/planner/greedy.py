@@ -54,8 +54,8 @@ from functools import cache
 from typing import Any, Literal
 
 from nos.contract.annotations import SPEC_PLAN, encode_spec
-from nos.kube.objects import POD_COUNT, PodInfo, is_mig_resource
-from nos.kube.scheduling import insufficient, placement_refusal
+from nos.kube.views.objects import POD_COUNT, PodInfo, is_mig_resource
+from nos.kube.views.scheduling import insufficient, placement_refusal
 from nos.mig.catalog import MIG_RESOURCE_PREFIX, Catalog, GpuModel, default_catalog
 from nos.mig.geometries import supported_geometries
 from nos.mig.layout import Instance, MigGpu, layout_errors

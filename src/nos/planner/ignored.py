@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nos.contract.annotations import DOMAIN, PARTITIONING_LABELS, PARTITIONING_MIG
-from nos.kube.objects import ObjectError, PodInfo, pod_from_dict
+from nos.kube.views.objects import ObjectError, PodInfo, pod_from_dict
 
 WHOLE_GPU = "nvidia.com/gpu"
 _LABEL_DOMAIN = PARTITIONING_LABELS[0].split("/", 1)[0] + "/"  # nos.nebuly.ai/

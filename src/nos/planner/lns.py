@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from nos.kube.objects import Placement, PodInfo
+from nos.kube.views.objects import Placement, PodInfo
 from nos.mig.layout import Instance
 from nos.mig.packing import Packer
 from nos.planner import optimize

@@ -28,8 +28,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from nos.kube.objects import POD_COUNT, Placement, PodInfo, is_mig_resource
-from nos.kube.scheduling import placement_refusal
+from nos.kube.views.objects import POD_COUNT, Placement, PodInfo, is_mig_resource
+from nos.kube.views.scheduling import placement_refusal
 from nos.mig.layout import Instance
 from nos.mig.packing import Packer
 from nos.planner.cluster import ClusterState, GpuState, NodeState

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nos.contract.annotations import SPEC_PLACEMENT_PREFIX, SPEC_PLAN, SPEC_PREFIX, encode_spec
-from nos.kube.objects import POD_COUNT, Placement, PodInfo, is_mig_resource
-from nos.kube.scheduling import insufficient, placement_refusal
+from nos.kube.views.objects import POD_COUNT, Placement, PodInfo, is_mig_resource
+from nos.kube.views.scheduling import insufficient, placement_refusal
 from nos.mig.catalog import Catalog, GpuModel, default_catalog
 from nos.mig.layout import Instance
 from nos.mig.packing import Geometry, Packer

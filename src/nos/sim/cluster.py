@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
 
-from nos.kube.memory import MemoryKube
+from nos.kube.fake.memory import MemoryKube
 from nos.mig.catalog import Catalog, default_catalog
 from nos.mig.layout import Instance
 from nos.sim.clock import VirtualClock

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from nos.agent.device_plugin import DevicePluginConfig
-from nos.kube.memory import MemoryKube
+from nos.kube.fake.memory import MemoryKube
 from nos.kube.port import Obj
 from nos.sim.clock import VirtualClock
 from nos.sim.nodes import SimNode

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-Obj = dict[str, Any]
+from nos.kube.port import Obj
 
 
 class SelectorError(ValueError):

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from nos.kube.objects import ObjectError, Taint, Toleration, node_from_dict, pod_from_dict
+from nos.kube.views.objects import ObjectError, Taint, Toleration, node_from_dict, pod_from_dict
 
 MIG = "nvidia.com/mig-1g.10gb"
 

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from nos.kube.quantity import parse_quantity, to_int
+from nos.kube.views.quantity import parse_quantity, to_int
 
 
 @pytest.mark.parametrize(

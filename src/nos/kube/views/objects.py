@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from nos.kube.quantity import parse_quantity, to_int
+from nos.kube.views.quantity import parse_quantity, to_int
 from nos.mig.catalog import MIG_RESOURCE_PREFIX
 
 # Resources the planner simulates per node; MIG resources are planned, not read from allocatable.

@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from nos.kube.events import EventSeries, event_body
+from nos.kube.fake.selectors import Selector
+from nos.kube.fake.store import ObjectStore, Watch
 from nos.kube.port import Event, KubeError, Obj
-from nos.kube.selectors import Selector
-from nos.kube.store import ObjectStore, Watch
 
 PodHook = Callable[[Obj], Awaitable[None] | None]
 

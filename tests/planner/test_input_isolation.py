@@ -5,7 +5,7 @@ from __future__ import annotations
 from nos.contract.annotations import encode_status
 from nos.mig.layout import Instance
 from nos.planner.cluster import build_cluster
-from tests.kube_views.test_cluster_state import node
+from tests.planner.test_cluster_state import node
 
 
 def test_gpu_the_agent_cannot_read_is_frozen() -> None:

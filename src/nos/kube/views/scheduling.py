@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from nos.kube.objects import POD_COUNT, NodeInfo, Placement, Requirement, SelectorTerm, Taint, Toleration
+from nos.kube.views.objects import POD_COUNT, NodeInfo, Placement, Requirement, SelectorTerm, Taint, Toleration
 
 UNSCHEDULABLE_TAINT = Taint("node.kubernetes.io/unschedulable", None, "NoSchedule")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nos.kube.snapshot import SnapshotError, load_snapshot, parse_snapshot
+from nos.kube.views.snapshot import SnapshotError, load_snapshot, parse_snapshot
 
 NODE = "{kind: Node, metadata: {name: %s}}"
 POD = "{kind: Pod, metadata: {name: %s}}"
@@ -45,7 +45,7 @@ def test_multi_document_and_nested_lists() -> None:
 
 
 def test_the_example_snapshot() -> None:
-    snap = load_snapshot(str(Path(__file__).parents[2] / "examples" / "snapshot.yaml"))
+    snap = load_snapshot(str(Path(__file__).parents[3] / "examples" / "snapshot.yaml"))
     assert len(snap.nodes) == 5 and len(snap.pods) > 10
 
 
@@ -99,7 +99,7 @@ def test_json_snapshots_and_the_c_loader(tmp_path: Path, monkeypatch: pytest.Mon
 
     import yaml
 
-    from nos.kube import snapshot
+    from nos.kube.views import snapshot
 
     listed = {
         "apiVersion": "v1",
@@ -137,7 +137,7 @@ def test_json_snapshots_and_the_c_loader(tmp_path: Path, monkeypatch: pytest.Mon
 def test_streamed_yaml_gives_what_safe_load_gives(text: str) -> None:
     import yaml
 
-    from nos.kube.yaml_stream import documents
+    from nos.kube.views.yaml_stream import documents
 
     items: list[object] = []
     docs = list(documents(text, items.append))

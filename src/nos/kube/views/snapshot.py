@@ -5,7 +5,7 @@ Large snapshots are the point of ``nos plan`` on real clusters (a 50 MB List of 
 JSON is parsed by the standard library's C parser and YAML by libyaml's C parser when PyYAML has
 it (``yaml.CSafeLoader``; same safe subset and values as ``safe_load``), read from the file as a
 stream, objects built from its events with a List's items taken one by one
-(``nos.kube.yaml_stream``), so neither the text nor a node graph is held besides the objects.
+(``nos.kube.views.yaml_stream``), so neither the text nor a node graph is held besides the objects.
 The in-cluster partitioner never gets here: it plans on the objects its watches hold.
 """
 
@@ -22,7 +22,7 @@ from typing import IO, Any
 import yaml
 
 from nos import yaml_errors
-from nos.kube import yaml_stream
+from nos.kube.views import yaml_stream
 
 SafeLoader = yaml_stream.Loader
 """libyaml's loader when PyYAML was built with it (the wheels are), else the pure-Python one."""

@@ -22,10 +22,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from nos.kube.port import Conflict, Gone, KubeError, NotFound
-from nos.kube.selectors import Selector
+from nos.kube.fake.selectors import Selector
+from nos.kube.port import Conflict, Gone, KubeError, NotFound, Obj
 
-Obj = dict[str, Any]
 Clock = Callable[[], datetime]
 DeleteHook = Callable[[Obj], object]
 

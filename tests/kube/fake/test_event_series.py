@@ -3,7 +3,7 @@ Over real HTTP against the fake API server, and on MemoryKube (same ``EventSerie
 
 from __future__ import annotations
 
-from nos.kube.memory import MemoryKube
+from nos.kube.fake.memory import MemoryKube
 from nos.kube.port import Event, ObjectRef
 from tests.kube.test_client import HttpKube
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from nos.kube.objects import NodeInfo, Placement, Taint, node_from_dict, pod_from_dict
-from nos.kube.scheduling import insufficient, placement_refusal
+from nos.kube.views.objects import NodeInfo, Placement, Taint, node_from_dict, pod_from_dict
+from nos.kube.views.scheduling import insufficient, placement_refusal
 
 
 def node(

@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from nos.kube.memory import MemoryKube, recreate_after
+from nos.kube.fake.memory import MemoryKube, recreate_after
+from nos.kube.fake.store import Gone, Invalid
 from nos.kube.port import Event, Kube, KubeError, NotFound, ObjectRef
-from nos.kube.store import Gone, Invalid
 from tests.kube.conftest import node, pod
 
 
