@@ -1,6 +1,6 @@
 """``nos.kube.client.LightkubeKube`` against the REAL kube-apiserver.
 
-Mirrors the essential cases of tests/kube/test_contract.py (run there against ``MemoryKube`` and the
+Mirrors the essential cases of tests/kube/test_port_contract.py (run there against ``MemoryKube`` and the
 fake API server) so the real server keeps both fakes honest. Fault-injection cases (429/5xx retries)
 stay fake-only. Differences of the real server that the fakes do not model are pinned here too
 (graceful deletion of bound pods, namespace admission, status reset on create).

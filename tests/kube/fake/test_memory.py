@@ -1,4 +1,4 @@
-"""MemoryKube's test/simulator helpers (port behaviour itself is in test_contract.py)."""
+"""MemoryKube's test/simulator helpers (port behaviour itself is in tests/kube/test_port_contract.py)."""
 
 from __future__ import annotations
 
