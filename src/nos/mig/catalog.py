@@ -29,6 +29,12 @@ class CatalogError(ValueError):
     """The catalog file is malformed."""
 
 
+def slot_mask(start: int, size: int) -> int:
+    """Bitmask of the memory slots an instance of ``size`` slots started at ``start`` occupies: the
+    one definition every placement rule, search and agent operation builds on."""
+    return ((1 << size) - 1) << start
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Profile:
     """A GPU-instance profile of one GPU model, e.g. ``1g.10gb`` on an A100-80GB.
@@ -78,7 +84,7 @@ class Profile:
 
     def mask(self, start: int) -> int:
         """Bitmask of the memory slots an instance started at ``start`` occupies."""
-        return ((1 << self.slots) - 1) << start
+        return slot_mask(start, self.slots)
 
     def __repr__(self) -> str:
         return f"Profile({self.name})"
@@ -109,6 +115,11 @@ class GpuModel:
             return self.profiles[name]
         except KeyError:
             raise KeyError(f"GPU model {self.name} has no MIG profile {name!r}") from None
+
+    @cached_property
+    def full_mask(self) -> int:
+        """Bitmask of every memory slot of the GPU."""
+        return slot_mask(0, self.memory_slots)
 
     @cached_property
     def full_profile(self) -> Profile:
@@ -185,6 +196,16 @@ class Catalog:
     def resources(self) -> frozenset[str]:
         """Every MIG extended resource some model offers."""
         return frozenset(r for m in self.models for r in m.by_resource)
+
+    @cached_property
+    def _sizes(self) -> dict[str, tuple[int, int]]:
+        return {p.resource: (p.compute, p.memory_gb) for m in self.models for p in m.profiles.values()}
+
+    def resource_size(self, resource: str) -> tuple[int, int] | None:
+        """(compute slices, memory GB) of the profile a MIG resource serves, None when no model
+        offers it. The same on every model offering it: both are in the profile's name, which the
+        catalog checks on load."""
+        return self._sizes.get(resource)
 
 
 # --------------------------------------------------------------------------- file schema
