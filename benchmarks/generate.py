@@ -20,7 +20,8 @@ from typing import Any
 
 from nos.contract.annotations import COUNT_LABEL, PARTITIONING_LABELS, PRODUCT_LABEL, encode_status
 from nos.mig.catalog import GpuModel, default_catalog
-from nos.mig.layout import Instance, enumerate_layouts, layout_errors
+from nos.mig.layout import Instance, layout_errors
+from nos.mig.placement import enumerate_layouts
 
 ZONE_LABEL = "topology.kubernetes.io/zone"
 PRODUCTS = {

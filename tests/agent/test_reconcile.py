@@ -3,7 +3,7 @@ from __future__ import annotations
 from collections import Counter
 
 from nos.agent.apply import Applier
-from nos.agent.reconcile import Desired, GpuPlan, in_use_gi_ids, plan_gpu
+from nos.agent.reconcile import Desired, GpuOps, in_use_gi_ids, plan_gpu
 from nos.gpu.port import GpuInstanceInfo
 from nos.gpu.simulated import SimulatedNvml
 from nos.mig.catalog import default_catalog
@@ -40,11 +40,11 @@ def gi_at(nvml: SimulatedNvml, start: int) -> int:
     return gi
 
 
-def plan(nvml: SimulatedNvml, desired: Desired, in_use: set[int]) -> GpuPlan:
+def plan(nvml: SimulatedNvml, desired: Desired, in_use: set[int]) -> GpuOps:
     return plan_gpu(A100, 0, desired, nvml.gpu_instances(0), in_use)
 
 
-def run(nvml: SimulatedNvml, p: GpuPlan) -> None:
+def run(nvml: SimulatedNvml, p: GpuOps) -> None:
     result = Applier(nvml).apply(p.ops)
     assert not result.failures, result.failures
 

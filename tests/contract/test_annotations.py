@@ -25,7 +25,8 @@ from nos.contract.annotations import (
     merge_patch,
 )
 from nos.mig.catalog import default_catalog
-from nos.mig.layout import Instance, enumerate_layouts
+from nos.mig.layout import Instance
+from nos.mig.placement import enumerate_layouts
 
 CAT = default_catalog()
 A100 = CAT.model("A100-80GB")

@@ -1,4 +1,5 @@
-"""``nos.mig.packing`` (the planner's fast search) checked against the plain rules of ``layout``."""
+"""``nos.mig.packing`` (the planner's memoised placement questions) checked against the brute-force
+oracle over the plain rules of ``layout`` (``tests.mig.reference``)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,15 @@ from hypothesis import strategies as st
 
 from nos.mig.catalog import GpuModel, default_catalog
 from nos.mig.geometries import supported_geometries
-from nos.mig.layout import Instance, MigGpu, enumerate_layouts, layout_errors, occupied_mask
-from nos.mig.packing import Packer, fill_spare, free_quality
+from nos.mig.layout import Instance, layout_errors, occupied_mask
+from nos.mig.packing import Packer, fill_spare
+from nos.mig.placement import free_quality
+from tests.mig.reference import every_layout, reference_layouts
 
 CAT = default_catalog()
 A100 = CAT.model("A100-80GB")
 A30 = CAT.model("A30-24GB")
-LAYOUTS = {m.name: tuple(enumerate_layouts(m)) for m in (A100, A30)}
+LAYOUTS = {m.name: every_layout(m) for m in (A100, A30)}
 FULL = {A100.name: 0xFF, A30.name: 0xF}
 
 # Allowed geometries for the restricted mode (all placeable on an A100-80GB).
@@ -40,7 +43,7 @@ def I(profile: str, start: int, used: bool = False) -> Instance:  # noqa: E743
 def _extensions(model: GpuModel, fixed: tuple[Instance, ...]) -> tuple[tuple[Counter[str], int, Counter[str]], ...]:
     """Every layout extending ``fixed``: (counts of the new instances, their mask, counts of all)."""
     out = []
-    for ext in enumerate_layouts(model, fixed):
+    for ext in reference_layouts(model, fixed):
         new = ext[len(fixed) :]
         out.append((Counter(i.profile for i in new), occupied_mask(model, new), Counter(i.profile for i in ext)))
     return tuple(out)
@@ -124,9 +127,9 @@ def test_materialize_agrees_with_feasible_and_brute_force(scenario: tuple, fill:
         return
     _check_result(model, fixed, soft, wanted, blocked, result)
     if fill:  # nothing more can be added off the blocked slots
-        gpu = MigGpu(model, result)
         for p in model.fill_order:
-            assert all(p.mask(s) & blocked for s in gpu.free_starts(p)), f"{p.name} still fits in {result}"
+            fits = [s for s in p.starts if not layout_errors(model, (*result, Instance(s, p.name)))]
+            assert all(p.mask(s) & blocked for s in fits), f"{p.name} still fits in {result}"
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -9,7 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nos.mig.catalog import default_catalog
-from nos.mig.layout import Instance, enumerate_layouts
+from nos.mig.layout import Instance
+from nos.mig.placement import enumerate_layouts
 from nos.planner.checker import check_plan
 from nos.planner.cluster import build_cluster
 from nos.planner.planner import plan

@@ -47,7 +47,7 @@ from nos.agent.nvml_deadline import DeadlineNvml
 from nos.agent.podresources import PodResourcesError, PodResourcesSource
 from nos.agent.reconcile import (
     Desired,
-    GpuPlan,
+    GpuOps,
     Op,
     Skipped,
     allocated_ids,
@@ -85,7 +85,7 @@ class AgentConfig(BaseModel):
 @dataclass
 class ReconcileResult:
     plan_id: str | None = None
-    plans: list[GpuPlan] = field(default_factory=list)
+    plans: list[GpuOps] = field(default_factory=list)
     applied: ApplyResult | None = None
     status: dict[str, str] = field(default_factory=dict)
     """The status annotations for the state after this reconcile."""

@@ -140,4 +140,9 @@ class Applier:
 
 def _depends(op: Op, failed: Op) -> bool:
     """A create/complete needs the slots that earlier failed destroys on the same GPU should free."""
-    return op.kind != "destroy" and failed.gpu == op.gpu and failed.kind == "destroy" and bool(op.slots & failed.slots)
+    return (
+        op.kind != "destroy"
+        and failed.gpu == op.gpu
+        and failed.kind == "destroy"
+        and bool(op.slot_mask & failed.slot_mask)
+    )

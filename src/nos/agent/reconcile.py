@@ -20,14 +20,13 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import combinations
 from typing import Literal
 
 from nos.contract.annotations import GpuAnnotations
 from nos.gpu.port import GpuInstanceInfo
-from nos.mig.catalog import MIG_RESOURCE_PREFIX, GpuModel, Profile
+from nos.mig.catalog import MIG_RESOURCE_PREFIX, GpuModel, Profile, slot_mask
 from nos.mig.layout import Instance, layout_errors
-from nos.mig.packing import free_quality
+from nos.mig.placement import most_placed, search_key
 
 OpKind = Literal["destroy", "complete", "create"]
 
@@ -48,8 +47,9 @@ class Op:
     and placement: the driver re-uses ids by placement)."""
 
     @property
-    def slots(self) -> int:
-        return ((1 << self.size) - 1) << self.start
+    def slot_mask(self) -> int:
+        """Bitmask of the memory slots the instance occupies (``size`` is its count of slots)."""
+        return slot_mask(self.start, self.size)
 
     def __str__(self) -> str:
         gi = f" (gi {self.gi_id})" if self.gi_id is not None else ""
@@ -84,7 +84,9 @@ class Desired:
 
 
 @dataclass(frozen=True)
-class GpuPlan:
+class GpuOps:
+    """What ``plan_gpu`` decided for one GPU: the operations, what is skipped, and the result."""
+
     gpu: int
     ops: tuple[Op, ...]
     skipped: tuple[Skipped, ...]
@@ -129,7 +131,7 @@ class _Gpu:
             if gi.gi_id in in_use:
                 inst = Instance(gi.start, gi.profile, used=True)
                 self.fixed.append(inst)
-                self.masks[inst] = ((1 << gi.size) - 1) << gi.start
+                self.masks[inst] = slot_mask(gi.start, gi.size)
         known = [i for i in self.fixed if i.profile in model.profiles]
         self.base_errors = set(layout_errors(model, known))
 
@@ -199,45 +201,6 @@ def _by_placement(
     return target, skipped
 
 
-@dataclass
-class _Search:
-    g: _Gpu
-    groups: list[tuple[Profile, int]]
-    existing: set[tuple[str, int]]
-    best_score: tuple[int, int, int] | None = None
-    best: tuple[Instance, ...] = ()
-
-    def run(self, mask: int, compute: int, media: int) -> None:
-        self._rec(0, mask, compute, media, ())
-
-    def _rec(self, i: int, mask: int, compute: int, media: int, acc: tuple[Instance, ...]) -> None:
-        model = self.g.model
-        if i == len(self.groups):
-            kept = sum((x.profile, x.start) in self.existing for x in acc)
-            full = (1 << model.memory_slots) - 1
-            score = (len(acc), kept, free_quality(model, ~mask & full))
-            if self.best_score is None or score > self.best_score:
-                self.best_score, self.best = score, acc
-            return
-        remaining = sum(n for _, n in self.groups[i:])
-        if self.best_score is not None and len(acc) + remaining < self.best_score[0]:
-            return
-        p, n = self.groups[i]
-        free = [s for s in p.starts if not p.mask(s) & mask]
-        for k in range(min(n, len(free)), -1, -1):
-            if compute + k * p.compute > model.compute_slices or media + k * p.media > 1:
-                continue
-            for starts in combinations(free, k):
-                m = 0
-                for s in starts:
-                    if p.mask(s) & m:
-                        break
-                    m |= p.mask(s)
-                else:
-                    placed = tuple(Instance(s, p.name) for s in starts)
-                    self._rec(i + 1, mask | m, compute + k * p.compute, media + k * p.media, acc + placed)
-
-
 def _by_counts(
     g: _Gpu, counts: Mapping[str, int], existing: set[tuple[str, int]], available: Collection[str] | None
 ) -> tuple[list[Instance], list[Skipped]]:
@@ -266,15 +229,21 @@ def _by_counts(
             n -= extra
         if n > 0:
             groups.append((p, n))
-    groups.sort(key=lambda pn: (-pn[0].slots, -pn[0].compute, pn[0].name))
+    groups.sort(key=lambda pn: search_key(pn[0]))
     known_fixed = [model.profiles[i.profile] for i in g.fixed if i.profile in model.profiles]
-    search = _Search(g, groups, existing)
     fixed_mask = 0
     for inst in g.fixed:
         fixed_mask |= g.mask_of(inst)
-    search.run(fixed_mask, sum(p.compute for p in known_fixed), sum(p.media for p in known_fixed))
-    target = [*g.fixed, *search.best]
-    placed = Counter(i.profile for i in search.best)
+    best = most_placed(
+        model,
+        fixed_mask,
+        groups,
+        compute=sum(p.compute for p in known_fixed),
+        media=sum(p.media for p in known_fixed),
+        existing=existing,
+    )
+    target = [*g.fixed, *best]
+    placed = Counter(i.profile for i in best)
     for p, n in groups:
         missing = n - placed[p.name]
         if missing > 0:
@@ -303,7 +272,7 @@ def plan_gpu(
     actual: Sequence[GpuInstanceInfo],
     in_use: Collection[int],
     available: Collection[str] | None = None,
-) -> GpuPlan:
+) -> GpuOps:
     """Operations that bring GPU ``gpu`` (of ``model``) as close to ``desired`` as the in-use
     instances (GI ids in ``in_use``) allow. ``available``: profile names the driver offers, if known."""
     g = _Gpu(model, gpu, actual, in_use)
@@ -346,4 +315,4 @@ def plan_gpu(
         for gi in actual
         if gi.split and gi.gi_id in in_use
     ]
-    return GpuPlan(gpu, ops, tuple(skipped), tuple(sorted(target)))
+    return GpuOps(gpu, ops, tuple(skipped), tuple(sorted(target)))

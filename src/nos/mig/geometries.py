@@ -32,8 +32,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from nos import yaml_errors
 from nos.mig.catalog import Catalog, GpuModel, default_catalog
-from nos.mig.layout import enumerate_layouts
 from nos.mig.packing import Geometry
+from nos.mig.placement import enumerate_layouts
 
 Counts = tuple[tuple[str, int], ...]
 """A geometry as a sorted tuple of (profile, count), hashable."""

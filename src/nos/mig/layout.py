@@ -1,16 +1,16 @@
-"""Physical MIG layouts: GPU instances occupying memory slots at placements.
+"""Physical MIG layouts: GPU instances at placements, and the rules a layout must follow.
 
-This module states the rules plainly (slot sets, counts); the planner's fast search in
-``packing`` is checked against it, never the other way round.
+This module states the rules plainly (slot sets, counts); the placement search in
+``nos.mig.placement`` is checked against it, never the other way round.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from nos.mig.catalog import GpuModel, Profile
+from nos.mig.catalog import GpuModel
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -60,6 +60,7 @@ def layout_errors(model: GpuModel, instances: Iterable[Instance]) -> list[str]:
 
 
 def occupied_mask(model: GpuModel, instances: Iterable[Instance]) -> int:
+    """Bitmask of the memory slots the instances occupy."""
     mask = 0
     for inst in instances:
         mask |= model.profile(inst.profile).mask(inst.start)
@@ -68,72 +69,3 @@ def occupied_mask(model: GpuModel, instances: Iterable[Instance]) -> int:
 
 def counts(instances: Iterable[Instance]) -> Counter[str]:
     return Counter(i.profile for i in instances)
-
-
-@dataclass(frozen=True)
-class MigGpu:
-    """A GPU of a known model with its current instances; answers what can change without moving any."""
-
-    model: GpuModel
-    instances: tuple[Instance, ...] = ()
-
-    @property
-    def occupied(self) -> int:
-        return occupied_mask(self.model, self.instances)
-
-    def free_starts(self, profile: str | Profile) -> list[int]:
-        """Start slots where ``profile`` could be added now, keeping every existing instance."""
-        p = self.model.profile(profile) if isinstance(profile, str) else profile
-        used = self.occupied
-        return [
-            s
-            for s in p.starts
-            if not p.mask(s) & used and not layout_errors(self.model, (*self.instances, Instance(s, p.name)))
-        ]
-
-    def can_add(self, profile: str | Profile) -> bool:
-        return bool(self.free_starts(profile))
-
-    def with_instance(self, profile: str, start: int, used: bool = False) -> MigGpu:
-        new = (*self.instances, Instance(start, profile, used))
-        errors = layout_errors(self.model, new)
-        if errors:
-            raise ValueError("; ".join(errors))
-        return MigGpu(self.model, tuple(sorted(new)))
-
-    def free_slots(self) -> list[int]:
-        used = self.occupied
-        return [s for s in range(self.model.memory_slots) if not used >> s & 1]
-
-    def reachable_layouts(self, keep: Iterable[Instance] | None = None) -> set[tuple[tuple[str, int], ...]]:
-        """Profile multisets reachable while the ``keep`` instances (default: the used ones) stay
-        where they are and every other instance may be destroyed. Each layout is a sorted tuple of
-        (profile, count)."""
-        kept = tuple(keep) if keep is not None else tuple(i for i in self.instances if i.used)
-        out: set[tuple[tuple[str, int], ...]] = set()
-        for layout in enumerate_layouts(self.model, kept):
-            out.add(tuple(sorted(counts(layout).items())))
-        return out
-
-
-def enumerate_layouts(model: GpuModel, fixed: tuple[Instance, ...] = ()) -> Iterator[tuple[Instance, ...]]:
-    """Every valid layout (including ``fixed``) that adds instances to ``fixed``; each once."""
-    profiles = list(model.profiles.values())
-    base_errors = layout_errors(model, fixed)
-    if base_errors:
-        return
-
-    def extend(current: tuple[Instance, ...], mask: int, min_slot: int) -> Iterator[tuple[Instance, ...]]:
-        yield current
-        for slot in range(min_slot, model.memory_slots):
-            if mask >> slot & 1:
-                continue
-            for p in profiles:
-                if slot not in p.starts or p.mask(slot) & mask:
-                    continue
-                candidate = (*current, Instance(slot, p.name))
-                if layout_errors(model, candidate):
-                    continue
-                yield from extend(candidate, mask | p.mask(slot), slot + 1)
-
-    yield from extend(tuple(fixed), occupied_mask(model, fixed), 0)

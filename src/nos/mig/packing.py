@@ -1,8 +1,8 @@
-"""Exact placement search on one GPU, memoised.
+"""The planner's questions about one GPU's placements, memoised, within the allowed geometries.
 
-A GPU has at most 8 memory slots, so every way of placing a handful of new instances around the
-fixed ones can be enumerated. The planner asks two questions many times with few distinct inputs
-(most GPUs of a cluster look alike), hence the caches:
+The search itself is ``nos.mig.placement.placements`` (the one placement search). The planner asks
+two questions many times with few distinct inputs (most GPUs of a cluster look alike), hence the
+caches:
 
 * can these new profiles be placed around these fixed instances, and how much contiguous free
   space would the best placement leave (``quality``)?
@@ -13,76 +13,16 @@ fixed ones can be enumerated. The planner asks two questions many times with few
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from functools import lru_cache
+from collections.abc import Iterable, Mapping, Sequence
 
 from nos.mig.catalog import GpuModel, Profile
-from nos.mig.layout import Instance
+from nos.mig.layout import Instance, occupied_mask
+from nos.mig.placement import Group, fits_counts, free_quality, groups_of, placements, search_order
 
 Geometry = Mapping[str, int]
 """An allowed layout of one GPU: profile name -> count (the original nos' format)."""
 
 _MAX_SOLUTIONS = 4096
-
-
-def free_quality(model: GpuModel, free: int) -> int:
-    """How useful a set of free slots is for future instances: every placement still possible
-    counts its size squared, so one large free block beats the same slots scattered."""
-    return _free_quality(model, free)
-
-
-@lru_cache(maxsize=65536)
-def _free_quality(model: GpuModel, free: int) -> int:
-    total = 0
-    for p in model.fill_order:
-        for s in p.starts:
-            m = p.mask(s)
-            if m & free == m:
-                total += p.slots * p.slots
-    return total
-
-
-def _fits_counts(model: GpuModel, profiles: Sequence[Profile]) -> bool:
-    """Placement-independent limits: per-profile maximum, compute slices, one media instance."""
-    counts: dict[Profile, int] = {}
-    compute = media = 0
-    for p in profiles:
-        n = counts[p] = counts.get(p, 0) + 1
-        if n > p.max_count:
-            return False
-        compute += p.compute
-        media += p.media
-    return compute <= model.compute_slices and media <= 1
-
-
-def _placements(
-    model: GpuModel, taken: int, wanted: tuple[Profile, ...]
-) -> Iterator[tuple[int, tuple[tuple[Profile, int], ...]]]:
-    """Every (mask, placements) of ``wanted`` in the slots not in ``taken``; identical profiles at
-    increasing starts so each placement set comes once."""
-
-    def rec(
-        i: int, mask: int, min_start: int, acc: tuple[tuple[Profile, int], ...]
-    ) -> Iterator[tuple[int, tuple[tuple[Profile, int], ...]]]:
-        if i == len(wanted):
-            yield mask, acc
-            return
-        p = wanted[i]
-        for s in p.starts:
-            if s < min_start:
-                continue
-            m = p.mask(s)
-            if m & mask:
-                continue
-            nxt = s + 1 if i + 1 < len(wanted) and wanted[i + 1] is p else 0
-            yield from rec(i + 1, mask | m, nxt, (*acc, (p, s)))
-
-    yield from rec(0, taken, 0, ())
-
-
-def _order(profiles: Sequence[Profile]) -> tuple[Profile, ...]:
-    """Largest first (prunes early), identical profiles adjacent."""
-    return tuple(sorted(profiles, key=lambda p: (-p.slots, -p.compute, p.name)))
 
 
 class Packer:
@@ -134,11 +74,11 @@ class Packer:
         except KeyError:
             pass
         best: int | None = None
-        taken = _mask(model, fixed) | blocked
+        taken = occupied_mask(model, fixed) | blocked
         target = self._target(model, fixed, wanted)
         if target is not None:
-            for n, (mask, _) in enumerate(_placements(model, taken, target)):
-                q = free_quality(model, ~mask & _full(model))
+            for n, (mask, _) in enumerate(placements(model, taken, target)):
+                q = free_quality(model, ~mask & model.full_mask)
                 if best is None or q > best:
                     best = q
                 if n >= _MAX_SOLUTIONS:
@@ -171,14 +111,14 @@ class Packer:
 
     def _target(
         self, model: GpuModel, fixed: tuple[Instance, ...], wanted: tuple[str, ...]
-    ) -> tuple[Profile, ...] | None:
-        """The wanted profiles in search order, or None when the counts alone rule them out."""
+    ) -> tuple[Group, ...] | None:
+        """The wanted profiles as groups in search order, or None when the counts alone rule them out."""
         fixed_profiles = [model.profile(i.profile) for i in fixed]
         wanted_profiles = [model.profile(w) for w in wanted]
         every = fixed_profiles + wanted_profiles
-        if not _fits_counts(model, every) or not self.within(model, every):
+        if not fits_counts(model, every) or not self.within(model, every):
             return None
-        return _order(wanted_profiles)
+        return groups_of(search_order(wanted_profiles))
 
     def materialize(
         self,
@@ -194,29 +134,29 @@ class Packer:
         placements it keeps the most soft instances, then leaves the best free space. None when
         ``wanted`` cannot be placed. Soft instances may sit on ``blocked`` slots (where they are is
         only a guess then); new ones never do."""
-        fixed_mask = _mask(model, fixed)
+        fixed_mask = occupied_mask(model, fixed)
         taken = fixed_mask | blocked
-        full = _full(model)
+        full = model.full_mask
         soft_masks = [(i, model.profile(i.profile).mask(i.start)) for i in soft]
         best: tuple[object, ...] | None = None
         best_layout: tuple[Instance, ...] | None = None
         target = self._target(model, fixed, wanted)
         if target is None:
             return None
-        for n, (mask, placed) in enumerate(_placements(model, taken, target)):
+        for n, (mask, placed) in enumerate(placements(model, taken, target)):
             new = tuple(Instance(s, p.name) for p, s in placed)
             # a new instance exactly where an identical free one sits is that one, kept
             reused = [i for i in soft if i in new]
             new = tuple(i for i in new if i not in reused)
-            new_mask = _mask(model, new) | fixed_mask
+            new_mask = occupied_mask(model, new) | fixed_mask
             kept_soft = [i for i, m in soft_masks if i not in reused and not m & new_mask]
             kept_profiles = [model.profile(i.profile) for i in (*fixed, *new, *reused, *kept_soft)]
-            while not (_fits_counts(model, kept_profiles) and self.within(model, kept_profiles)):
+            while not (fits_counts(model, kept_profiles) and self.within(model, kept_profiles)):
                 kept_soft.pop()  # keep fewer soft instances
                 kept_profiles.pop()
             kept_soft += reused
             destroyed = len(soft) - len(kept_soft)
-            occupied = mask | _mask(model, kept_soft)
+            occupied = mask | occupied_mask(model, kept_soft)
             score = (destroyed, -free_quality(model, ~occupied & full), len(new), sorted(new))
             if best is None or score < best:
                 best, best_layout = score, tuple(sorted((*fixed, *new, *kept_soft)))
@@ -240,14 +180,14 @@ def fill_spare(
     (and, given a restricting ``packer``, keeps the layout within an allowed geometry)."""
     current = list(layout)
     profiles = [model.profile(i.profile) for i in current]
-    mask = _mask(model, layout) | blocked
-    full = _full(model)
+    mask = occupied_mask(model, layout) | blocked
+    full = model.full_mask
     while True:
         best: tuple[int, int, Profile] | None = None
         for p in model.fill_order:
             if best is not None and p.slots < best[2].slots:
                 break
-            if not _fits_counts(model, [*profiles, p]) or (
+            if not fits_counts(model, [*profiles, p]) or (
                 packer is not None and not packer.within(model, [*profiles, p])
             ):
                 continue
@@ -264,14 +204,3 @@ def fill_spare(
         current.append(Instance(s, p.name))
         profiles.append(p)
         mask |= p.mask(s)
-
-
-def _mask(model: GpuModel, instances: Sequence[Instance]) -> int:
-    mask = 0
-    for i in instances:
-        mask |= model.profile(i.profile).mask(i.start)
-    return mask
-
-
-def _full(model: GpuModel) -> int:
-    return (1 << model.memory_slots) - 1

@@ -64,9 +64,14 @@ def fits_counts(model: GpuModel, profiles: Iterable[Profile]) -> bool:
     return compute <= model.compute_slices and media <= 1
 
 
-def search_order(profiles: Iterable[Profile]) -> tuple[Profile, ...]:
+def search_key(p: Profile) -> tuple[int, int, str]:
     """Largest first (prunes early), identical profiles adjacent: the order searches place in."""
-    return tuple(sorted(profiles, key=lambda p: (-p.slots, -p.compute, p.name)))
+    return (-p.slots, -p.compute, p.name)
+
+
+def search_order(profiles: Iterable[Profile]) -> tuple[Profile, ...]:
+    """``profiles`` in the order searches place them (``search_key``)."""
+    return tuple(sorted(profiles, key=search_key))
 
 
 def groups_of(profiles: Sequence[Profile]) -> tuple[Group, ...]:
@@ -101,46 +106,42 @@ def placements(
 
     Order (callers' tie-breaks depend on it): groups in the given order; within a group, counts
     from high to low, then start slots in lexicographic order."""
-    remaining = [0] * (len(groups) + 1)
-    for i in range(len(groups) - 1, -1, -1):
-        remaining[i] = remaining[i + 1] + groups[i][1]
+    last = len(groups)
+    remaining = [0] * (last + 1)
+    if at_least is not None:
+        for i in range(last - 1, -1, -1):
+            remaining[i] = remaining[i + 1] + groups[i][1]
 
-    def rec(i: int, mask: int, compute: int, media: int, acc: Placed) -> Iterator[tuple[int, Placed]]:
-        if i == len(groups):
+    def group(i: int, mask: int, compute: int, media: int, acc: Placed) -> Iterator[tuple[int, Placed]]:
+        if i == last:
             yield mask, acc
             return
         if at_least is not None and len(acc) + remaining[i] < at_least():
             return
         p, n = groups[i]
-        free = [s for s in p.starts if not p.mask(s) & mask]
         if exact:
-            if len(free) < n:
-                return
             ks: Iterable[int] = (n,)
         else:
-            ks = range(min(n, len(free)), -1, -1)
+            ks = range(min(n, sum(1 for s in p.starts if not p.mask(s) & mask)), -1, -1)
         for k in ks:
-            if compute + k * p.compute > model.compute_slices or media + k * p.media > 1:
+            if compute + k * p.compute <= model.compute_slices and media + k * p.media <= 1:
+                yield from pick(i, p, k, 0, mask, compute + k * p.compute, media + k * p.media, acc)
+
+    def pick(
+        i: int, p: Profile, k: int, first: int, mask: int, compute: int, media: int, acc: Placed
+    ) -> Iterator[tuple[int, Placed]]:
+        """``k`` more instances of group ``i`` at increasing starts from ``first``, then the next group."""
+        if k == 0:
+            yield from group(i + 1, mask, compute, media, acc)
+            return
+        for s in p.starts:
+            if s < first:
                 continue
-            for m, starts in _choose(p, free, k, 0, 0):
-                yield from rec(
-                    i + 1, mask | m, compute + k * p.compute, media + k * p.media, acc + tuple((p, s) for s in starts)
-                )
+            m = p.mask(s)
+            if not m & mask:
+                yield from pick(i, p, k - 1, s + 1, mask | m, compute, media, (*acc, (p, s)))
 
-    yield from rec(0, taken, compute, media, ())
-
-
-def _choose(p: Profile, free: Sequence[int], k: int, first: int, mask: int) -> Iterator[tuple[int, tuple[int, ...]]]:
-    """``k`` non-overlapping starts of ``p`` from ``free[first:]``, lexicographically, with their mask."""
-    if k == 0:
-        yield mask, ()
-        return
-    for j in range(first, len(free) - k + 1):
-        m = p.mask(free[j])
-        if m & mask:
-            continue
-        for got, rest in _choose(p, free, k - 1, j + 1, mask | m):
-            yield got, (free[j], *rest)
+    return group(0, taken, compute, media, ())
 
 
 def most_placed(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from itertools import groupby
 from typing import Any, TypeVar
 
 from nos.contract.annotations import (
@@ -26,6 +27,7 @@ from nos.contract.annotations import (
 from nos.kube.views.objects import POD_COUNT, NodeInfo, ObjectError, PodInfo, node_from_dict, pod_from_dict
 from nos.mig.catalog import MIG_RESOURCE_PREFIX, Catalog, GpuModel, default_catalog
 from nos.mig.layout import Instance, layout_errors, occupied_mask
+from nos.mig.placement import fits_counts, placements
 from nos.planner.incremental import BuildCache, version_key
 
 T = TypeVar("T")
@@ -89,6 +91,8 @@ class ClusterState:
     other_nodes: int
     candidates: list[PodInfo]
     problems: list[str] = field(default_factory=list)
+    catalog: Catalog = field(default_factory=default_catalog)
+    """Where the GPU models came from: the planner asks it the size of a pod's profile."""
 
 
 def infer_layout(
@@ -101,38 +105,21 @@ def infer_layout(
         ((p, used) for (p, used), n in gpu.counts.items() for _ in range(n)),
         key=lambda pu: (-model.profile(pu[0]).slots, pu[0], not pu[1]),
     )
+    if not fits_counts(model, [model.profile(p) for p, _ in wanted]):
+        return None
+    groups = [(model.profile(p), len(list(run))) for (p, _), run in groupby(wanted)]
     first: tuple[Instance, ...] | None = None
     blocked = 0
-    seen = 0
-
-    def rec(i: int, mask: int, acc: list[Instance], min_start: int) -> bool:
-        nonlocal first, blocked, seen
-        if i == len(wanted):
-            if layout_errors(model, acc):
-                return True
-            seen += 1
-            if first is None:
-                first = tuple(sorted(acc))
-            blocked |= occupied_mask(model, [x for x in acc if x.used])
-            return seen < limit
-        name, used = wanted[i]
-        p = model.profile(name)
-        for s in p.starts:
-            if s < min_start or p.mask(s) & mask:
-                continue
-            acc.append(Instance(s, name, used))
-            same_next = i + 1 < len(wanted) and wanted[i + 1] == wanted[i]
-            go_on = rec(i + 1, mask | p.mask(s), acc, s + 1 if same_next else 0)
-            acc.pop()
-            if not go_on:
-                return False
-        return True
-
-    rec(0, 0, [], 0)
+    for seen, (_, placed) in enumerate(placements(model, 0, groups), 1):
+        layout = [Instance(s, p.name, used) for (p, s), (_, used) in zip(placed, wanted, strict=True)]
+        if first is None:
+            first = tuple(sorted(layout))
+        blocked |= occupied_mask(model, [x for x in layout if x.used])
+        if seen >= limit:  # too many possibilities to enumerate: block every free slot
+            blocked = model.full_mask
+            break
     if first is None:
         return None
-    if seen >= limit:  # too many possibilities to enumerate: block every free slot
-        blocked = (1 << model.memory_slots) - 1
     return first, blocked
 
 
@@ -313,4 +300,4 @@ def build_cluster(
     candidates = [p for p in pod_infos if p.is_candidate]
     if cache is not None:
         cache.finish()
-    return ClusterState(managed, others, candidates, problems)
+    return ClusterState(managed, others, candidates, problems, catalog)

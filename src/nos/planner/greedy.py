@@ -58,8 +58,9 @@ from nos.kube.views.objects import POD_COUNT, PodInfo, is_mig_resource
 from nos.kube.views.scheduling import insufficient, placement_refusal
 from nos.mig.catalog import MIG_RESOURCE_PREFIX, Catalog, GpuModel, default_catalog
 from nos.mig.geometries import supported_geometries
-from nos.mig.layout import Instance, MigGpu, layout_errors
+from nos.mig.layout import Instance, layout_errors
 from nos.mig.packing import Geometry
+from nos.mig.placement import reachable_counts
 from nos.planner.cluster import ClusterState, GpuState, NodeState, build_cluster
 from nos.planner.plan import GpuPlan, NodePlan, Placed, Plan, Unplaced
 
@@ -86,16 +87,11 @@ def _allowed(model: GpuModel, geometries: Mapping[str, Sequence[Geometry]] | Non
 # ----------------------------------------------------------------------------- reachability
 
 
-@cache
-def _reachable_layouts(model: GpuModel, used: tuple[Instance, ...]) -> frozenset[_Counts]:
-    return frozenset(MigGpu(model, used).reachable_layouts(keep=used))
-
-
 def reachable(model: GpuModel, used: Iterable[Instance], counts: Mapping[str, int]) -> bool:
     """Whether a GPU whose in-use instances are ``used`` can get the profile ``counts`` with those
     instances left where they are (every free instance may be destroyed)."""
     key: _Counts = tuple(sorted((p, n) for p, n in counts.items() if n > 0))
-    return key in _reachable_layouts(model, tuple(sorted(i.freed() for i in used)))
+    return key in reachable_counts(model, tuple(sorted(i.freed() for i in used)))
 
 
 def reachable_gpus(state: ClusterState, plan: Plan) -> set[tuple[str, int]]:

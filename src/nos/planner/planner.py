@@ -23,12 +23,11 @@ from __future__ import annotations
 import hashlib
 import heapq
 import json
-import re
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from nos.contract.annotations import SPEC_PLACEMENT_PREFIX, SPEC_PLAN, SPEC_PREFIX, encode_spec
 from nos.kube.views.objects import POD_COUNT, Placement, PodInfo, is_mig_resource
@@ -41,19 +40,32 @@ from nos.planner.cluster import ClusterState, GpuState, NodeState, build_cluster
 from nos.planner.eligibility import Eligibility
 from nos.planner.plan import Device, GpuPlan, NodePlan, Placed, Plan, Search, Unplaced
 
-_SIZE = re.compile(r"mig-(\d+)g\.(\d+)gb")
+_UNKNOWN_SIZE = (99, 999)
+"""The size of a resource no catalog model offers: after every real profile."""
 
 
-def _profile_size(resource: str) -> tuple[int, int]:
-    m = _SIZE.search(resource)
-    return (int(m[1]), int(m[2])) if m else (99, 999)
+def profile_size(catalog: Catalog, resource: str) -> tuple[int, int]:
+    """(compute slices, memory GB) of the profile a MIG resource serves, from the catalog."""
+    return catalog.resource_size(resource) or _UNKNOWN_SIZE
 
 
-def candidate_order(pod: PodInfo) -> tuple[Any, ...]:
+def candidate_order(pod: PodInfo, catalog: Catalog) -> tuple[Any, ...]:
     """The contract's order: higher priority first, then smaller profiles (a pod with several
     devices by its largest), then oldest."""
-    size = max((_profile_size(r) for r in pod.mig_requests), default=(99, 999))
+    size = max((profile_size(catalog, r) for r in pod.mig_requests), default=_UNKNOWN_SIZE)
     return (-pod.priority, size, pod.created, pod.key)
+
+
+class _HeapEntry(NamedTuple):
+    """A bucket of alike GPUs in a MIG resource's heap; compared field by field, so the heap pops
+    the lowest tier, then the tightest fit (least free-space quality left), first."""
+
+    tier: int
+    quality: int
+    """Free-space quality the bucket's GPUs keep after one more instance of the resource."""
+    bucket_id: int
+    """Stale when it no longer matches ``bucket_ids[key]`` (the bucket emptied since)."""
+    key: tuple[Any, ...]
 
 
 @dataclass
@@ -116,8 +128,8 @@ class Strategy:
     """Take an existing free instance only if no new instance fits more tightly elsewhere; otherwise
     existing free instances always win (no reconfiguration)."""
 
-    def order(self, pod: PodInfo) -> tuple[Any, ...]:
-        key = candidate_order(pod)
+    def order(self, pod: PodInfo, catalog: Catalog) -> tuple[Any, ...]:
+        key = candidate_order(pod, catalog)
         if self.large_first:
             compute, memory = key[1]
             return (key[0], (-compute, -memory), *key[2:])
@@ -150,7 +162,7 @@ class _Planning:
         self.gpus: list[_Gpu] = []
         self.buckets: dict[tuple[Any, ...], dict[int, None]] = {}
         self.bucket_ids: dict[tuple[Any, ...], int] = {}
-        self.heaps: dict[str, list[tuple[int, int, int, tuple[Any, ...]]]] = {}
+        self.heaps: dict[str, list[_HeapEntry]] = {}
         self.soft_index: dict[str, dict[int, None]] = {}
         self.classes: dict[Placement, set[int]] = {}
         self.failed: set[tuple[Any, ...]] = set()
@@ -206,7 +218,7 @@ class _Planning:
             tier = 1 if gpu.node.changed else 2
             for resource, q in self._additions(gpu).items():
                 # lowest quality left first: best fit, large free blocks stay elsewhere
-                heapq.heappush(self.heaps.setdefault(resource, []), (tier, q, bid, key))
+                heapq.heappush(self.heaps.setdefault(resource, []), _HeapEntry(tier, q, bid, key))
         bucket[gpu.id] = None
 
     def _unindex(self, gpu: _Gpu) -> None:
@@ -286,7 +298,8 @@ class _Planning:
         """A pod with several MIG devices: all on one node (any of its GPUs), or none."""
         signature = (devices, pod.placement, requests)
         if signature not in self.failed:
-            fit = self._find_node(sorted(devices, key=_profile_size, reverse=True), eligible, requests)
+            largest_first = sorted(devices, key=lambda r: profile_size(self.state.catalog, r), reverse=True)
+            fit = self._find_node(largest_first, eligible, requests)
             if fit is not None:
                 self._commit(pod, fit.node, fit.devices, requests)
                 return
@@ -318,10 +331,10 @@ class _Planning:
         found: _Fit | None = None
         while heap and found is None:
             entry = heapq.heappop(heap)
-            if self.bucket_ids.get(entry[3]) != entry[2]:
+            if self.bucket_ids.get(entry.key) != entry.bucket_id:
                 continue  # stale: the bucket emptied since
             popped.append(entry)
-            for gid in self.buckets[entry[3]]:
+            for gid in self.buckets[entry.key]:
                 found = consider(self.gpus[gid].node)
                 if found is not None:
                     break
@@ -412,14 +425,14 @@ class _Planning:
         found: tuple[_Gpu | None, int] = (None, 0)
         while heap and found[0] is None:
             entry = heapq.heappop(heap)
-            key = entry[3]
-            if self.bucket_ids.get(key) != entry[2]:
+            key = entry.key
+            if self.bucket_ids.get(key) != entry.bucket_id:
                 continue  # stale: the bucket emptied since
             popped.append(entry)
             for gid in self.buckets[key]:
                 gpu = self.gpus[gid]
                 if gpu.node.id in eligible and self._fits(gpu.node, requests):
-                    found = (gpu, entry[1])
+                    found = (gpu, entry.quality)
                     break
         for entry in popped:
             heapq.heappush(heap, entry)
@@ -557,8 +570,11 @@ class _Planning:
 
     # ------------------------------------------------------------------ result
 
+    def _order(self, pod: PodInfo) -> tuple[Any, ...]:
+        return self.strategy.order(pod, self.state.catalog)
+
     def run(self) -> _Planning:
-        for pod in sorted(self.state.candidates, key=self.strategy.order):
+        for pod in sorted(self.state.candidates, key=self._order):
             self.place(pod)
         return self
 
@@ -571,7 +587,7 @@ class _Planning:
         by_name = {n.state.name: n for n in self.nodes}
         gpu_of = {(g.node.state.name, g.state.index): g for g in self.gpus}
         rest = []
-        for pod in sorted(self.state.candidates, key=self.strategy.order):
+        for pod in sorted(self.state.candidates, key=self._order):
             where = placements.get(pod.key)
             if where is None:
                 rest.append(pod)

@@ -17,7 +17,8 @@ from collections.abc import Mapping, Sequence
 from functools import cache
 
 from nos.mig.catalog import GpuModel
-from nos.mig.layout import Instance, counts, enumerate_layouts, layout_errors
+from nos.mig.layout import Instance, counts, layout_errors
+from nos.mig.placement import enumerate_layouts
 from nos.planner.mip import new_highs
 from nos.sim.scenario import NodeGroup, PodSpec
 
