@@ -271,3 +271,41 @@ def test_json_snapshot(tmp_path: Path) -> None:
     path = tmp_path / "snapshot.json"
     path.write_text(json.dumps(listed))
     assert plan_json(str(path))["placed"] == plan_json(str(EXAMPLE))["placed"]
+
+
+def test_json_plan_has_one_line_per_node_and_pod() -> None:
+    """The JSON plan is written by the C encoder, one line per node and per placed pod: the same
+    document as ``Plan.to_json`` and still a single JSON value."""
+    result = run("--json", str(EXAMPLE))
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    lines = result.stdout.splitlines()
+    for name in doc["nodes"]:
+        [line] = [x for x in lines if x.startswith(f'    "{name}": {{')]
+        assert json.loads(line.split(": ", 1)[1].rstrip(",")) == doc["nodes"][name]
+    for placed in doc["placed"]:
+        assert f"    {json.dumps(placed)}" in lines or f"    {json.dumps(placed)}," in lines
+    from nos.cli.plan import json_lines
+
+    sample = {"a": {}, "b": [], "c": {"x": [1, {"y": None}]}, "d": [1.5, "two"], "e": "f"}
+    assert json.loads(json_lines(sample)) == sample
+
+
+def test_nos_plan_imports_only_its_own_command() -> None:
+    """Sub-commands are imported when looked up: ``nos plan`` does not load the agent's or the
+    partitioner's modules (aiohttp, gRPC stubs), and numpy only when a MIP is solved."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from nos.cli.main import cli\n"
+        f"cli(['plan', '--budget', '0.01', {str(EXAMPLE)!r}], standalone_mode=False)\n"
+        "loaded = sorted(m for m in ('nos.cli.agent', 'nos.cli.partitioner', 'nos.cli.simulate', 'aiohttp',"
+        " 'numpy') if m in sys.modules)\n"
+        "print('LOADED', loaded, file=sys.stderr)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "LOADED []" in out.stderr, out.stderr
+    assert sorted(cli.commands) == ["agent", "doctor", "models", "partitioner", "plan", "simulate"]
+    assert cli.commands["plan"].name == "plan"

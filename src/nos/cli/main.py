@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Iterator, Mapping, MutableMapping
+
 import click
 
 from nos import __version__
@@ -14,24 +17,46 @@ def cli() -> None:
     """nos: dynamic MIG partitioning of NVIDIA GPUs in Kubernetes."""
 
 
-def _register() -> None:
-    """Every command is registered; what needs an extra (NVML, gRPC) imports it when it runs."""
-    from nos.cli.agent import agent
-    from nos.cli.doctor import doctor
-    from nos.cli.models import models
-    from nos.cli.partitioner import partitioner
-    from nos.cli.plan import plan
-    from nos.cli.simulate import simulate
+class _Commands(MutableMapping[str, click.Command]):
+    """The sub-commands by name, each imported when first looked up: ``nos plan`` does not pay for
+    the agent's and partitioner's imports (aiohttp, gRPC stubs, the controller: measured 0.5 s of a
+    0.9 s start)."""
 
-    cli.add_command(plan)
-    cli.add_command(models)
-    cli.add_command(simulate)
-    cli.add_command(doctor)
-    cli.add_command(partitioner)
-    cli.add_command(agent)
+    def __init__(self, where: Mapping[str, str]) -> None:
+        self._where = dict(where)
+        self._loaded: dict[str, click.Command] = {}
+
+    def __getitem__(self, name: str) -> click.Command:
+        if name not in self._loaded:
+            module, attr = self._where[name].split(":")
+            self._loaded[name] = getattr(importlib.import_module(module), attr)
+        return self._loaded[name]
+
+    def __setitem__(self, name: str, command: click.Command) -> None:
+        self._where.pop(name, None)
+        self._loaded[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        self._where.pop(name, None)
+        self._loaded.pop(name, None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict.fromkeys([*self._where, *self._loaded]))
+
+    def __len__(self) -> int:
+        return len(set(self._where) | set(self._loaded))
 
 
-_register()
+cli.commands = _Commands(
+    {
+        "plan": "nos.cli.plan:plan",
+        "models": "nos.cli.models:models",
+        "simulate": "nos.cli.simulate:simulate",
+        "doctor": "nos.cli.doctor:doctor",
+        "partitioner": "nos.cli.partitioner:partitioner",
+        "agent": "nos.cli.agent:agent",
+    }
+)
 
 
 def main() -> None:

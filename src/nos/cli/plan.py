@@ -6,7 +6,9 @@ import gc
 import json
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -62,6 +64,24 @@ def render_text(plan: Plan, ignored: list[Ignored] | None = None) -> str:
         lines += [f"  {i.what}: {i.reason}" for i in ignored]
     lines += ["", "(* = in use; PROFILE@SLOT = instance starting at that memory slot)"]
     return "\n".join(lines)
+
+
+def json_lines(doc: Mapping[str, Any]) -> str:
+    """``doc`` as JSON, one line per top-level key and per entry of a top-level list or mapping
+    (a node, a placed pod): readable and greppable, and written by the standard library's C
+    encoder, which ``indent`` turns off (measured on a 1,000-node plan: 1.0 s indented, 0.2 s so)."""
+    parts = []
+    for key, value in doc.items():
+        name = json.dumps(key)
+        if isinstance(value, dict) and value:
+            entries = ",\n".join(f"    {json.dumps(k)}: {json.dumps(v)}" for k, v in value.items())
+            parts.append(f"  {name}: {{\n{entries}\n  }}")
+        elif isinstance(value, list) and value:
+            entries = ",\n".join(f"    {json.dumps(v)}" for v in value)
+            parts.append(f"  {name}: [\n{entries}\n  ]")
+        else:
+            parts.append(f"  {name}: {json.dumps(value)}")
+    return "{\n" + ",\n".join(parts) + "\n}"
 
 
 def _search(plan: Plan) -> str:
@@ -156,6 +176,6 @@ def plan(
     if as_json:
         doc = result.to_json()
         doc["notConsidered"] = [{"object": i.what, "reason": i.reason} for i in ignored]
-        click.echo(json.dumps(doc, indent=2))
+        click.echo(json_lines(doc))
     else:
         click.echo(render_text(result, ignored))

@@ -27,9 +27,10 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:  # imported when a MIP is solved: a round that needs none does not load numpy
+    import numpy as np
 
 
 @dataclass
@@ -171,7 +172,7 @@ class Mip:
         return len(self.lower) - 1
 
     def row(
-        self, terms: Mapping[int, float] | Sequence[tuple[int, float]], upper: float, lower: float = -np.inf
+        self, terms: Mapping[int, float] | Sequence[tuple[int, float]], upper: float, lower: float = -math.inf
     ) -> None:
         items = terms.items() if isinstance(terms, Mapping) else terms
         self.starts.append(len(self.indices))
@@ -189,6 +190,8 @@ class Mip:
     ) -> MipResult:
         """Maximise each objective in turn (most important first) within ``time_limit`` seconds in
         all; ``start`` is a feasible warm start."""
+        import numpy as np
+
         deadline = time.perf_counter() + time_limit
         extra: list[tuple[dict[int, float], float]] = []
         best = np.array(start, dtype=np.float64) if start is not None else None
@@ -222,6 +225,7 @@ class Mip:
     ) -> tuple[str, np.ndarray[Any, Any], float, bool]:
         """One HiGHS run, returned by ``deadline`` (a ``time.perf_counter`` value) + ``GRACE_S``."""
         import highspy
+        import numpy as np
 
         n = self.columns
         if not _wait_for_abandoned(deadline - time.perf_counter()) or deadline - time.perf_counter() <= 0.01:

@@ -154,3 +154,36 @@ def test_streamed_yaml_reports_errors_with_the_line() -> None:
         parse_snapshot("kind: List\nitems: *nowhere\n")
     with pytest.raises(SnapshotError, match="at line 3"):
         parse_snapshot("kind: List\nitems:\n- {a: [}\n")
+
+
+def _typed(value: object) -> object:
+    """``value`` with every scalar's type next to it: ``1``, ``1.0`` and ``True`` compare equal."""
+    if isinstance(value, dict):
+        return {_typed(k): _typed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_typed(v) for v in value]
+    return (type(value).__name__, value)
+
+
+REPEATED = """\
+- {a: 1, b: 1.0, c: true, d: yes, e: '1', f: "true", g: ~, h: null, i: 2024-01-01, j: 0x10, k: .inf, z: zone-a}
+- {a: 1, b: 1.0, c: true, d: yes, e: '1', f: "true", g: ~, h: null, i: 2024-01-01, j: 0x10, k: .inf, z: zone-a}
+- {'<<': x, base: &b {m: 1}, other: {<<: *b, n: 2}, again: {<<: *b}, s: !!str 1, t: ! 2, u: 1, v: '1'}
+- {a: 1, b: 1.0, c: true, d: yes, e: '1', f: "true", g: ~, h: null, i: 2024-01-01, j: 0x10, k: .inf}
+"""
+
+
+@pytest.mark.parametrize("remembered", [1 << 16, 2])
+def test_repeated_scalars_keep_their_types(remembered: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plain scalars are typed once and remembered (bounded: the cache is emptied when full); quoted
+    ones stay strings, explicit tags and the merge key keep their meaning, dates are never shared."""
+    import yaml
+
+    from nos.kube import yaml_stream
+
+    monkeypatch.setattr(yaml_stream, "_PLAIN_CACHE", remembered)
+    [doc] = list(yaml_stream.documents(REPEATED, lambda item: None))
+    assert _typed(doc) == _typed(yaml.safe_load(REPEATED))
+    assert doc[0]["i"] is not doc[1]["i"], "a mutable-looking value (a date) is built each time"
+    if remembered > 2:
+        assert doc[0]["z"] is doc[1]["z"], "a repeated plain string is one object"

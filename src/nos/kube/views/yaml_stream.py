@@ -22,6 +22,21 @@ _STREAMED = object()
 _MERGE = object()
 """The merge key ``<<`` (its values' keys are added to the mapping, explicit keys winning)."""
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_SHAREABLE = frozenset({str, int, float, bool, type(None)})
+"""Immutable scalar values: one object may stand for every occurrence of the same plain text."""
+_PLAIN_CACHE = 1 << 16
+"""Plain scalars remembered at most (bounds the cache on files of unique values)."""
+ScalarEvent = yaml.ScalarEvent
+
+
+def scalar(loader: Any, tag: str | None, event: Any) -> Any:
+    """A scalar event's value as ``safe_load`` gives it (``_MERGE`` for the merge key)."""
+    if tag is None or tag == "!":
+        tag = loader.resolve(yaml.ScalarNode, event.value, event.implicit)
+    if tag == _MERGE_TAG:
+        return _MERGE
+    construct = loader.yaml_constructors.get(tag) or loader.yaml_constructors[None]
+    return construct(loader, yaml.ScalarNode(tag, event.value, style=event.style))
 
 
 class Readable(Protocol):
@@ -42,8 +57,9 @@ def documents(stream: Readable | str, on_item: Callable[[Any], None]) -> Iterato
     """Each document of ``stream``; the elements of a top-level mapping's ``items`` sequence go to
     ``on_item`` (in order) and that sequence stays empty. Raises ``yaml.YAMLError``."""
     loader: Any = Loader(stream)  # untyped in types-PyYAML: the event API
-    constructors = loader.yaml_constructors
     anchors: dict[str, Any] = {}
+    plain: dict[str, Any] = {}
+    """Plain scalars typed so far (most are keys and values that repeat): text -> value."""
     stack: list[_Frame] = []
     done: list[Any] = []
 
@@ -73,41 +89,46 @@ def documents(stream: Readable | str, on_item: Callable[[Any], None]) -> Iterato
     try:
         while True:
             event = loader.get_event()
-            if isinstance(event, yaml.ScalarEvent):
+            kind = type(event)
+            if kind is ScalarEvent:
                 tag = event.tag
-                if tag is None or tag == "!":
-                    tag = loader.resolve(yaml.ScalarNode, event.value, event.implicit)
-                if tag == _MERGE_TAG:
-                    value: Any = _MERGE
+                if tag is None and not event.implicit[0]:
+                    value: Any = event.value  # quoted, untagged: the resolver's default, a string
+                elif tag is None:
+                    value = plain.get(event.value, _STREAMED)
+                    if value is _STREAMED:
+                        value = scalar(loader, tag, event)
+                        if type(value) in _SHAREABLE:
+                            if len(plain) >= _PLAIN_CACHE:
+                                plain.clear()
+                            plain[event.value] = value
                 else:
-                    node = yaml.ScalarNode(tag, event.value, style=event.style)
-                    construct = constructors.get(tag) or constructors[None]
-                    value = construct(loader, node)
+                    value = scalar(loader, tag, event)
                 if event.anchor is not None:
                     anchors[event.anchor] = value
                 add(value)
-            elif isinstance(event, yaml.MappingStartEvent):
+            elif kind is yaml.MappingStartEvent:
                 mapping: dict[Any, Any] = {}
                 if event.anchor is not None:
                     anchors[event.anchor] = mapping
                 stack.append(_Frame(mapping, event.anchor))
-            elif isinstance(event, yaml.SequenceStartEvent):
+            elif kind is yaml.SequenceStartEvent:
                 items: list[Any] = []
                 if event.anchor is not None:
                     anchors[event.anchor] = items
                 streaming = len(stack) == 1 and isinstance(stack[0].value, dict) and stack[0].key == "items"
                 stack.append(_Frame(items, event.anchor, streaming))
-            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            elif kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
                 add(stack.pop().value)
-            elif isinstance(event, yaml.AliasEvent):
+            elif kind is yaml.AliasEvent:
                 if event.anchor not in anchors:
                     mark = cast(yaml.Mark | None, event.start_mark)
                     raise yaml.composer.ComposerError(None, None, f"found undefined alias {event.anchor!r}", mark)
                 add(anchors[event.anchor])
-            elif isinstance(event, yaml.DocumentEndEvent):
+            elif kind is yaml.DocumentEndEvent:
                 yield done.pop() if done else None
                 anchors.clear()
-            elif isinstance(event, yaml.StreamEndEvent):
+            elif kind is yaml.StreamEndEvent:
                 return
     finally:
         loader.dispose()
