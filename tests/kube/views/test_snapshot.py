@@ -179,7 +179,7 @@ def test_repeated_scalars_keep_their_types(remembered: int, monkeypatch: pytest.
     ones stay strings, explicit tags and the merge key keep their meaning, dates are never shared."""
     import yaml
 
-    from nos.kube import yaml_stream
+    from nos.kube.views import yaml_stream
 
     monkeypatch.setattr(yaml_stream, "_PLAIN_CACHE", remembered)
     [doc] = list(yaml_stream.documents(REPEATED, lambda item: None))
