@@ -11,7 +11,7 @@ to exactly the rules nos' checker enforces:
   on its GPUs (any pod on a node may use any of its GPUs, so pods are assigned to nodes, not GPUs;
   a pod with several devices gets them all on one node or is not placed);
 * per node: cpu, memory, ... and pod count within what is free; eligibility by
-  ``placement_refusal``;
+  ``node_refusal``;
 * identical pods (resource, other requests, scheduling class, priority) form one class with an
   integer count per node, which keeps the model small.
 
@@ -29,15 +29,16 @@ from typing import Any
 import numpy as np
 
 from nos.contract.annotations import encode_spec
-from nos.kube.views.objects import POD_COUNT, Placement, is_mig_resource
-from nos.kube.views.scheduling import placement_refusal
+from nos.contract.pods import is_mig_resource
+from nos.kube.views.objects import POD_COUNT, SchedulingClass
+from nos.kube.views.scheduling import node_refusal
 from nos.mig.catalog import GpuModel
 from nos.mig.layout import Instance
 from nos.planner.cluster import ClusterState, GpuState
 from nos.planner.mip import Mip, capacity_row, lexicographic
 from nos.planner.plan import Device, GpuPlan, NodePlan, Placed, Plan, Unplaced
 
-_Class = tuple[tuple[str, ...], tuple[tuple[str, int], ...], Placement, int]
+_Class = tuple[tuple[str, ...], tuple[tuple[str, int], ...], SchedulingClass, int]
 """(MIG devices, other requests, scheduling class, priority)."""
 
 
@@ -120,7 +121,7 @@ def solve(state: ClusterState, time_limit: float = 60.0) -> ExactResult:
         if not pod.mig_devices or pod.mig_problem:
             continue
         requests = tuple(sorted((r, n) for r, n in pod.requests.items() if n > 0 and not is_mig_resource(r)))
-        classes[(pod.mig_devices, requests, pod.placement, pod.priority)] += 1
+        classes[(pod.mig_devices, requests, pod.scheduling_class, pod.priority)] += 1
     objectives: dict[int, dict[int, float]] = {prio: {} for prio in sorted({c[3] for c in classes}, reverse=True)}
     placed_vars: dict[_Class, list[int]] = {c: [] for c in classes}
     gpu_vars: dict[tuple[str, int], list[tuple[int, Instance]]] = {}
@@ -137,8 +138,8 @@ def solve(state: ClusterState, time_limit: float = 60.0) -> ExactResult:
         node_terms: dict[str, list[tuple[int, int]]] = {}
         by_resource: dict[str, list[tuple[int, float]]] = {}
         for cls, n in classes.items():
-            devices, requests, placement, priority = cls
-            if any(r not in capacity for r in devices) or placement_refusal(placement, ns.info) is not None:
+            devices, requests, scheduling_class, priority = cls
+            if any(r not in capacity for r in devices) or node_refusal(scheduling_class, ns.info) is not None:
                 continue
             y = m.var(float(n))
             objectives[priority][y] = 1.0
@@ -189,7 +190,7 @@ def _plan(
     for pod in sorted(state.candidates, key=lambda p: p.key):
         if pod.mig_devices and not pod.mig_problem:
             requests = tuple(sorted((r, n) for r, n in pod.requests.items() if n > 0 and not is_mig_resource(r)))
-            pods.setdefault((pod.mig_devices, requests, pod.placement, pod.priority), []).append(pod.key)
+            pods.setdefault((pod.mig_devices, requests, pod.scheduling_class, pod.priority), []).append(pod.key)
     nodes: dict[str, NodePlan] = {}
     placed: list[Placed] = []
     for name, ns in state.nodes.items():

@@ -132,14 +132,14 @@ def test_hetero_families_have_what_they_claim() -> None:
         counts = {len(n.gpus) for n in state.nodes.values()}
         assert len(models) >= 2 and len(counts) >= 2, family
         assert any(n.info.taints for n in state.nodes.values())
-        assert any(p.placement.tolerations for p in state.candidates)
-        assert any(p.placement.node_selector for p in state.candidates)
+        assert any(p.scheduling_class.tolerations for p in state.candidates)
+        assert any(p.scheduling_class.node_selector for p in state.candidates)
         assert any(len(p.mig_devices) > 1 for p in state.candidates)
         assert len({p.priority for p in state.candidates}) >= 3
         assert any(i.used for n in state.nodes.values() for g in n.gpus for i in g.instances)
         assert any(not i.used for n in state.nodes.values() for g in n.gpus for i in g.instances)
     _, pods = generate_hetero(HeteroSpec("t", "pools", 30, 4))
-    assert any(p.placement.affinity for p in build_cluster([], pods).candidates)
+    assert any(p.scheduling_class.affinity for p in build_cluster([], pods).candidates)
 
 
 def test_shares_compare_by_priority_first() -> None:

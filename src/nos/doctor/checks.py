@@ -22,10 +22,10 @@ from nos.contract.annotations import (
     is_spec_key,
     is_status_key,
 )
+from nos.contract.pods import is_mig_resource
 from nos.doctor.collect import ClusterFacts
 from nos.doctor.report import Finding, Report, Status
 from nos.kube.port import Obj
-from nos.kube.views.objects import is_mig_resource
 from nos.kube.views.quantity import parse_quantity
 from nos.mig.catalog import Catalog, default_catalog
 

@@ -34,8 +34,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from nos.kube.views.objects import PodInfo
-from nos.kube.views.scheduling import placement_refusal
+from nos.contract.pods import CandidatePod
+from nos.kube.views.scheduling import node_refusal
 from nos.mig.packing import Packer
 from nos.planner.cluster import ClusterState, GpuState, NodeState
 
@@ -120,7 +120,7 @@ def reserve(state: ClusterState, waits: dict[str, float], fairness: Fairness, pa
 
 
 def _best_region(
-    pod: PodInfo,
+    pod: CandidatePod,
     gpus: list[tuple[str, NodeState, GpuState]],
     taken: set[tuple[str, int]],
     fits_somewhere: dict[tuple[str, tuple[str, ...]], bool],
@@ -133,7 +133,7 @@ def _best_region(
     candidates = []
     for name, ns, gs in gpus:
         profile = gs.model.profile_for_resource(resource)
-        if profile is None or placement_refusal(pod.placement, ns.info) is not None:
+        if profile is None or node_refusal(pod.scheduling_class, ns.info) is not None:
             continue
         candidates.append((name, gs, profile))
     key = (resource, tuple(n for n, _, _ in candidates))

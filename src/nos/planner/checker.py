@@ -16,8 +16,9 @@ from collections import Counter
 from dataclasses import replace
 
 from nos.contract.annotations import decode_spec, is_spec_key
-from nos.kube.views.objects import POD_COUNT, is_mig_resource
-from nos.kube.views.scheduling import placement_refusal
+from nos.contract.pods import is_mig_resource
+from nos.kube.views.objects import POD_COUNT
+from nos.kube.views.scheduling import node_refusal
 from nos.mig.layout import layout_errors, occupied_mask
 from nos.planner.cluster import ClusterState
 from nos.planner.plan import Plan, Unplaced
@@ -139,7 +140,7 @@ def _check_pods(state: ClusterState, plan: Plan) -> list[tuple[str, str]]:
         if pod is None or ns is None or ns.model is None:
             errors.append((CLUSTER, f"{p.pod}: placed on unknown node {p.node} or not a candidate"))
             continue
-        refusal = placement_refusal(pod.placement, ns.info)
+        refusal = node_refusal(pod.scheduling_class, ns.info)
         if refusal is not None:
             errors.append((p.node, f"{p.pod}: node {p.node} refuses it: {refusal}"))
         if pod.mig_problem or any(ns.model.profiles.get(d.profile) is None for d in p.devices):

@@ -24,8 +24,9 @@ from nos.contract.annotations import (
     is_mig_partitioned,
     is_spec_key,
 )
-from nos.kube.views.objects import POD_COUNT, NodeInfo, ObjectError, PodInfo, node_from_dict, pod_from_dict
-from nos.mig.catalog import MIG_RESOURCE_PREFIX, Catalog, GpuModel, default_catalog
+from nos.contract.pods import CandidatePod, is_mig_resource, read_pod
+from nos.kube.views.objects import POD_COUNT, NodeInfo, ObjectError, PodInfo, node_from_dict
+from nos.mig.catalog import Catalog, GpuModel, default_catalog
 from nos.mig.layout import Instance, layout_errors, occupied_mask
 from nos.mig.placement import fits_counts, placements
 from nos.planner.incremental import BuildCache, version_key
@@ -89,7 +90,7 @@ class ClusterState:
     nodes: dict[str, NodeState]
     """Managed (MIG-labelled) nodes, by name."""
     other_nodes: int
-    candidates: list[PodInfo]
+    candidates: list[CandidatePod]
     problems: list[str] = field(default_factory=list)
     catalog: Catalog = field(default_factory=default_catalog)
     """Where the GPU models came from: the planner asks it the size of a pod's profile."""
@@ -144,7 +145,7 @@ def _gpu_state(index: int, model: GpuModel, status: GpuAnnotations | None) -> Gp
 
 def _node_state(info: NodeInfo, catalog: Catalog, bound: Iterable[PodInfo]) -> NodeState:
     spec = decode_spec(info.annotations)
-    free = {r: n for r, n in info.allocatable.items() if not r.startswith("nvidia.com/mig-")}
+    free = {r: n for r, n in info.allocatable.items() if not is_mig_resource(r)}
     free.setdefault(POD_COUNT, DEFAULT_POD_CAPACITY)
     for pod in bound:
         for r, n in pod.requests.items():
@@ -211,7 +212,7 @@ def _node_state(info: NodeInfo, catalog: Catalog, bound: Iterable[PodInfo]) -> N
 
 def mig_advertised(info: NodeInfo) -> bool:
     """The node's allocatable shows MIG devices (some may be allocated to running pods)."""
-    return any(r.startswith(MIG_RESOURCE_PREFIX) and n > 0 for r, n in info.allocatable.items())
+    return any(is_mig_resource(r) and n > 0 for r, n in info.allocatable.items())
 
 
 def spec_error(model: GpuModel, gpu: GpuAnnotations) -> str | None:
@@ -271,7 +272,7 @@ def build_cluster(
             versions[id(node)] = version_key(obj)
     pod_infos: list[PodInfo] = []
     for obj in pods:
-        pod = _parsed(cache, "pod", obj, pod_from_dict)
+        pod = _parsed(cache, "pod", obj, read_pod)
         if isinstance(pod, str):
             problems.append(pod)
         else:
@@ -297,7 +298,7 @@ def build_cluster(
         problems.extend(state.problems)
         if state.frozen:
             problems.append(state.frozen)
-    candidates = [p for p in pod_infos if p.is_candidate]
+    candidates = [p for p in pod_infos if isinstance(p, CandidatePod)]
     if cache is not None:
         cache.finish()
     return ClusterState(managed, others, candidates, problems, catalog)

@@ -54,8 +54,9 @@ from functools import cache
 from typing import Any, Literal
 
 from nos.contract.annotations import SPEC_PLAN, encode_spec
-from nos.kube.views.objects import POD_COUNT, PodInfo, is_mig_resource
-from nos.kube.views.scheduling import insufficient, placement_refusal
+from nos.contract.pods import CandidatePod, is_mig_resource
+from nos.kube.views.objects import POD_COUNT
+from nos.kube.views.scheduling import insufficient, node_refusal
 from nos.mig.catalog import MIG_RESOURCE_PREFIX, Catalog, GpuModel, default_catalog
 from nos.mig.geometries import supported_geometries
 from nos.mig.layout import Instance, layout_errors
@@ -207,12 +208,12 @@ class _Node:
         self.changed_gpus = changed
 
 
-def _profile_of(pod: PodInfo) -> str | None:
+def _profile_of(pod: CandidatePod) -> str | None:
     resource = pod.mig_resource
     return resource[len(MIG_RESOURCE_PREFIX) :] if resource and not pod.mig_problem else None
 
 
-def _order(pod: PodInfo) -> tuple[Any, ...]:
+def _order(pod: CandidatePod) -> tuple[Any, ...]:
     """Priority first, then smaller profiles (``Profile.SmallerThan``: fewer compute slices, then
     less memory), then creation, then name (Go's stable sort keeps list order; ours is explicit)."""
     profile = _profile_of(pod) or ""
@@ -240,7 +241,7 @@ class _Greedy:
             self.nodes.append(_Node(ns, gpus, dict(ns.free)))
         self.placed: dict[str, Placed] = {}
 
-    def lacking(self, pods: Sequence[PodInfo]) -> tuple[Counter[str], dict[str, str]]:
+    def lacking(self, pods: Sequence[CandidatePod]) -> tuple[Counter[str], dict[str, str]]:
         """``SliceTracker``: per pod, its profile when no free device of it exists in the cluster."""
         available: Counter[str] = Counter()
         for node in self.nodes:
@@ -256,7 +257,7 @@ class _Greedy:
             per_pod[pod.key] = profile
         return total, per_pod
 
-    def bind_free(self, pods: Sequence[PodInfo]) -> None:
+    def bind_free(self, pods: Sequence[CandidatePod]) -> None:
         """What kube-scheduler does: pods in order onto free devices, nodes by name."""
         for pod in pods:
             profile = _profile_of(pod)
@@ -266,10 +267,10 @@ class _Greedy:
                 if self.try_add(pod, profile, node):
                     break
 
-    def try_add(self, pod: PodInfo, profile: str, node: _Node) -> bool:
+    def try_add(self, pod: CandidatePod, profile: str, node: _Node) -> bool:
         if node.free_devices(profile) < 1:
             return False
-        if placement_refusal(pod.placement, node.state.info) is not None:
+        if node_refusal(pod.scheduling_class, node.state.info) is not None:
             return False
         requests = {r: n for r, n in pod.requests.items() if not is_mig_resource(r)}
         if insufficient(requests, node.free):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nos.contract.annotations import DOMAIN, PARTITIONING_LABELS, PARTITIONING_MIG
+from nos.contract.pods import is_candidate, mig_requests
 from nos.kube.views.objects import ObjectError, PodInfo, pod_from_dict
 
 WHOLE_GPU = "nvidia.com/gpu"
@@ -29,12 +30,12 @@ class Ignored:
 def _pod_reason(pod: PodInfo) -> str | None:
     if pod.node_name or pod.terminated or pod.phase != "Pending":
         return None
-    mig = pod.mig_requests
+    mig = mig_requests(pod)
     if not mig:
         if pod.requests.get(WHOLE_GPU, 0) > 0:
             return f"requests whole GPUs ({WHOLE_GPU}); nos only plans MIG devices (nvidia.com/mig-<profile>)"
         return None
-    if pod.is_candidate:
+    if is_candidate(pod):
         return None
     if {"DaemonSet", "Node"} & set(pod.owner_kinds):
         return "a DaemonSet or static pod: it goes to its own node, nos does not plan for it"

@@ -20,7 +20,8 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from nos.kube.views.objects import Placement, PodInfo
+from nos.contract.pods import CandidatePod
+from nos.kube.views.objects import SchedulingClass
 from nos.mig.layout import Instance
 from nos.mig.packing import Packer
 from nos.planner import optimize
@@ -50,7 +51,7 @@ class Outcome:
     improved: int = 0
 
 
-def _levels(pods: Sequence[PodInfo], keys: Sequence[str]) -> tuple[int, ...]:
+def _levels(pods: Sequence[CandidatePod], keys: Sequence[str]) -> tuple[int, ...]:
     """Pods placed per priority, highest first, over the priorities of ``pods``."""
     priority = {p.key: p.priority for p in pods}
     counts = Counter(priority[k] for k in keys if k in priority)
@@ -59,7 +60,7 @@ def _levels(pods: Sequence[PodInfo], keys: Sequence[str]) -> tuple[int, ...]:
 
 def improve(
     state: ClusterState,
-    pods: Sequence[PodInfo],
+    pods: Sequence[CandidatePod],
     placements: Placements,
     deadline: float,
     whole_cluster_mip: bool,
@@ -74,15 +75,15 @@ def improve(
     nodes = {n.name: n for n in every if not n.frozen and n.model is not None}
     keys = {p.key for p in pods}
     current: Placements = {k: v for k, v in placements.items() if k in keys}
-    eligible_of: dict[tuple[Placement, tuple[str, ...]], list[str]] = {}
+    eligible_of: dict[tuple[SchedulingClass, tuple[str, ...]], list[str]] = {}
     class_of = {p.key: optimize.pod_class(p) for p in pods}
     by_key = {p.key: p for p in pods}
 
-    def eligible(pod: PodInfo) -> list[str]:
-        key = (pod.placement, pod.mig_devices)
+    def eligible(pod: CandidatePod) -> list[str]:
+        key = (pod.scheduling_class, pod.mig_devices)
         names = eligible_of.get(key)
         if names is None:
-            accepted = (every[i].name for i in eligibility.of(pod.placement))
+            accepted = (every[i].name for i in eligibility.of(pod.scheduling_class))
             names = eligible_of[key] = [
                 n for n in accepted if n in nodes and all(r in _resources(nodes[n]) for r in pod.mig_devices)
             ]

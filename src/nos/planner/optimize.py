@@ -28,21 +28,22 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from nos.kube.views.objects import POD_COUNT, Placement, PodInfo, is_mig_resource
-from nos.kube.views.scheduling import placement_refusal
+from nos.contract.pods import CandidatePod, is_mig_resource
+from nos.kube.views.objects import POD_COUNT, SchedulingClass
+from nos.kube.views.scheduling import node_refusal
 from nos.mig.layout import Instance
 from nos.mig.packing import Packer
 from nos.planner.cluster import ClusterState, GpuState, NodeState
 from nos.planner.mip import Mip, capacity_row, lexicographic
 from nos.planner.patterns import Pattern, gpu_patterns
 
-PodClass = tuple[tuple[str, ...], tuple[tuple[str, int], ...], Placement, int]
+PodClass = tuple[tuple[str, ...], tuple[tuple[str, int], ...], SchedulingClass, int]
 """(MIG devices, other requests, scheduling class, priority)."""
 
 
-def pod_class(pod: PodInfo) -> PodClass:
+def pod_class(pod: CandidatePod) -> PodClass:
     requests = tuple(sorted((r, n) for r, n in pod.requests.items() if n > 0 and not is_mig_resource(r)))
-    return (pod.mig_devices, requests, pod.placement, pod.priority)
+    return (pod.mig_devices, requests, pod.scheduling_class, pod.priority)
 
 
 @dataclass
@@ -69,7 +70,7 @@ class _GpuClass:
 
 def solve(
     state: ClusterState,
-    pods: Sequence[PodInfo],
+    pods: Sequence[CandidatePod],
     nodes: Iterable[NodeState],
     free: dict[str, dict[str, int]],
     time_limit: float,
@@ -84,7 +85,7 @@ def solve(
     brings the allowed geometries, if any."""
     started = time.perf_counter()
     m = Mip()
-    classes: dict[PodClass, list[PodInfo]] = {}
+    classes: dict[PodClass, list[CandidatePod]] = {}
     for pod in pods:
         classes.setdefault(pod_class(pod), []).append(pod)
     levels = sorted({c[3] for c in classes}, reverse=True)
@@ -97,7 +98,7 @@ def solve(
     gpu_classes: dict[str, list[_GpuClass]] = {}
     changed_const = 0
     z_vars: dict[str, int] = {}
-    refusals: dict[tuple[Placement, str], bool] = {}
+    refusals: dict[tuple[SchedulingClass, str], bool] = {}
     for ns in node_list:
         model = ns.model
         assert model is not None
@@ -147,13 +148,13 @@ def solve(
         demand: dict[str, list[tuple[int, float]]] = {}
         node_terms: dict[str, list[tuple[int, int]]] = {}
         for cls, pods_of in classes.items():
-            devices, requests, placement, priority = cls
+            devices, requests, scheduling_class, priority = cls
             if any(r not in resources for r in devices):
                 continue
-            key = (placement, ns.name)
+            key = (scheduling_class, ns.name)
             refused = refusals.get(key)
             if refused is None:
-                refused = refusals[key] = placement_refusal(placement, ns.info) is not None
+                refused = refusals[key] = node_refusal(scheduling_class, ns.info) is not None
             if refused:
                 continue
             y = m.var(float(len(pods_of)))
@@ -195,7 +196,7 @@ def solve(
 def _warm_start(
     columns: int,
     start: dict[str, tuple[str, list[tuple[int, str, Instance | None]]]],
-    classes: dict[PodClass, list[PodInfo]],
+    classes: dict[PodClass, list[CandidatePod]],
     y_vars: dict[tuple[PodClass, str], int],
     gpu_classes: dict[str, list[_GpuClass]],
     z_vars: dict[str, int],
@@ -239,7 +240,7 @@ def _warm_start(
 def _extract(
     solution: Solution,
     values: Any,
-    classes: dict[PodClass, list[PodInfo]],
+    classes: dict[PodClass, list[CandidatePod]],
     y_vars: dict[tuple[PodClass, str], int],
     gpu_classes: dict[str, list[_GpuClass]],
 ) -> None:

@@ -30,8 +30,9 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from nos.contract.annotations import SPEC_PLACEMENT_PREFIX, SPEC_PLAN, SPEC_PREFIX, encode_spec
-from nos.kube.views.objects import POD_COUNT, Placement, PodInfo, is_mig_resource
-from nos.kube.views.scheduling import insufficient, placement_refusal
+from nos.contract.pods import CandidatePod, is_mig_resource
+from nos.kube.views.objects import POD_COUNT, SchedulingClass
+from nos.kube.views.scheduling import insufficient, node_refusal
 from nos.mig.catalog import Catalog, GpuModel, default_catalog
 from nos.mig.layout import Instance
 from nos.mig.packing import Geometry, Packer
@@ -49,7 +50,7 @@ def profile_size(catalog: Catalog, resource: str) -> tuple[int, int]:
     return catalog.resource_size(resource) or _UNKNOWN_SIZE
 
 
-def candidate_order(pod: PodInfo, catalog: Catalog) -> tuple[Any, ...]:
+def candidate_order(pod: CandidatePod, catalog: Catalog) -> tuple[Any, ...]:
     """The contract's order: higher priority first, then smaller profiles (a pod with several
     devices by its largest), then oldest."""
     size = max((profile_size(catalog, r) for r in pod.mig_requests), default=_UNKNOWN_SIZE)
@@ -128,7 +129,7 @@ class Strategy:
     """Take an existing free instance only if no new instance fits more tightly elsewhere; otherwise
     existing free instances always win (no reconfiguration)."""
 
-    def order(self, pod: PodInfo, catalog: Catalog) -> tuple[Any, ...]:
+    def order(self, pod: CandidatePod, catalog: Catalog) -> tuple[Any, ...]:
         key = candidate_order(pod, catalog)
         if self.large_first:
             compute, memory = key[1]
@@ -164,7 +165,7 @@ class _Planning:
         self.bucket_ids: dict[tuple[Any, ...], int] = {}
         self.heaps: dict[str, list[_HeapEntry]] = {}
         self.soft_index: dict[str, dict[int, None]] = {}
-        self.classes: dict[Placement, set[int]] = {}
+        self.classes: dict[SchedulingClass, set[int]] = {}
         self.failed: set[tuple[Any, ...]] = set()
         self.reasons: dict[tuple[Any, ...], str] = {}
         """Why pods of a failed signature found no place, worked out once per pass (thousands of
@@ -232,13 +233,13 @@ class _Planning:
 
     # ------------------------------------------------------------------ pods
 
-    def _eligible(self, placement: Placement) -> set[int]:
+    def _eligible(self, scheduling_class: SchedulingClass) -> set[int]:
         """Nodes a pod of this scheduling class may go to (cached: classes are few)."""
-        eligible = self.classes.get(placement)
+        eligible = self.classes.get(scheduling_class)
         if eligible is None:
             nodes = self.nodes
-            eligible = self.classes[placement] = {
-                i for i in self.eligibility.of(placement) if not nodes[i].state.frozen and nodes[i].state.model
+            eligible = self.classes[scheduling_class] = {
+                i for i in self.eligibility.of(scheduling_class) if not nodes[i].state.frozen and nodes[i].state.model
             }
         return eligible
 
@@ -249,7 +250,7 @@ class _Planning:
             return False
         return all(free.get(r, 0) >= n for r, n in requests)
 
-    def place(self, pod: PodInfo) -> None:
+    def place(self, pod: CandidatePod) -> None:
         if pod.mig_problem:
             self.unplaced.append(Unplaced(pod.key, pod.mig_problem))
             return
@@ -261,12 +262,12 @@ class _Planning:
             self.unplaced.append(Unplaced(pod.key, f"no GPU model in the cluster offers {missing[0]}{have}"))
             return
         requests = tuple(sorted((r, n) for r, n in pod.requests.items() if n > 0 and not is_mig_resource(r)))
-        eligible = self._eligible(pod.placement)
+        eligible = self._eligible(pod.scheduling_class)
         if len(devices) > 1:
             self._place_several(pod, devices, eligible, requests)
             return
         resource = devices[0]
-        signature = (resource, pod.placement, requests)
+        signature = (resource, pod.scheduling_class, requests)
         if signature not in self.failed:
             gpu, existing, claim_quality = self._claim(resource, eligible, requests)
             if gpu is None or self.strategy.claim_by_fit:
@@ -281,7 +282,7 @@ class _Planning:
 
     def _unplaced(
         self,
-        pod: PodInfo,
+        pod: CandidatePod,
         signature: tuple[Any, ...],
         devices: tuple[str, ...],
         eligible: set[int],
@@ -289,14 +290,14 @@ class _Planning:
     ) -> None:
         reason = self.reasons.get(signature)
         if reason is None:
-            reason = self.reasons[signature] = self._reason(devices, pod.placement, eligible, requests)
+            reason = self.reasons[signature] = self._reason(devices, pod.scheduling_class, eligible, requests)
         self.unplaced.append(Unplaced(pod.key, reason))
 
     def _place_several(
-        self, pod: PodInfo, devices: tuple[str, ...], eligible: set[int], requests: Sequence[tuple[str, int]]
+        self, pod: CandidatePod, devices: tuple[str, ...], eligible: set[int], requests: Sequence[tuple[str, int]]
     ) -> None:
         """A pod with several MIG devices: all on one node (any of its GPUs), or none."""
-        signature = (devices, pod.placement, requests)
+        signature = (devices, pod.scheduling_class, requests)
         if signature not in self.failed:
             largest_first = sorted(devices, key=lambda r: profile_size(self.state.catalog, r), reverse=True)
             fit = self._find_node(largest_first, eligible, requests)
@@ -474,7 +475,7 @@ class _Planning:
 
     def _commit(
         self,
-        pod: PodInfo,
+        pod: CandidatePod,
         node: _Node,
         devices: Sequence[tuple[_Gpu, str, Instance | None]],
         requests: Sequence[tuple[str, int]],
@@ -522,7 +523,7 @@ class _Planning:
     def _reason(
         self,
         devices: tuple[str, ...],
-        placement: Placement,
+        scheduling_class: SchedulingClass,
         eligible_ids: set[int],
         requests: Sequence[tuple[str, int]],
     ) -> str:
@@ -536,9 +537,9 @@ class _Planning:
                 if n.state.model is not None and all(r in n.state.model.by_resource for r in devices)
             ]
         # a node that accepts the pod may have left the index because it is full: it still counts
-        eligible = [n for n in offering if n.id in eligible_ids or not placement_refusal(placement, n.state.info)]
+        eligible = [n for n in offering if n.id in eligible_ids or not node_refusal(scheduling_class, n.state.info)]
         if not eligible:
-            refusals = Counter(placement_refusal(placement, n.state.info) for n in offering)
+            refusals = Counter(node_refusal(scheduling_class, n.state.info) for n in offering)
             why = "; ".join(f"{c} node(s): {r}" for r, c in sorted(refusals.items(), key=str) if r)
             return f"no node offering {resource} accepts the pod ({why or 'all managed nodes are frozen'})"
         roomy = [n for n in eligible if self._fits(n, requests)]
@@ -570,7 +571,7 @@ class _Planning:
 
     # ------------------------------------------------------------------ result
 
-    def _order(self, pod: PodInfo) -> tuple[Any, ...]:
+    def _order(self, pod: CandidatePod) -> tuple[Any, ...]:
         return self.strategy.order(pod, self.state.catalog)
 
     def run(self) -> _Planning:

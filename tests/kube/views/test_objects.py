@@ -1,4 +1,4 @@
-"""Pod and Node views: effective requests, the contract's candidate definition, MIG problems."""
+"""Pod and Node views: effective requests, scheduling class, phases, malformed objects."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ MIG = "nvidia.com/mig-1g.10gb"
 
 
 def pending_pod(**spec: Any) -> dict[str, Any]:
-    """A candidate by the contract: Pending, unbound, Unschedulable, asking one MIG device."""
+    """A Pending pod the scheduler found unschedulable, asking one MIG device (a candidate by the
+    contract: tests/contract/test_pods.py)."""
     return {
         "kind": "Pod",
         "metadata": {"name": "p", "namespace": "ns", "creationTimestamp": "2026-01-01T00:00:00Z"},
@@ -23,81 +24,6 @@ def pending_pod(**spec: Any) -> dict[str, Any]:
             "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}],
         },
     }
-
-
-def test_candidate_by_the_contract() -> None:
-    pod = pod_from_dict(pending_pod(priority=5))
-    assert pod.is_candidate
-    assert pod.key == "ns/p" and pod.priority == 5
-    assert pod.mig_requests == {MIG: 1} and pod.mig_resource == MIG
-    assert pod.mig_problem is None and not pod.terminated
-
-
-def _bound(p: dict[str, Any]) -> None:
-    p["spec"]["nodeName"] = "n1"
-
-
-def _running(p: dict[str, Any]) -> None:
-    p["status"]["phase"] = "Running"
-
-
-def _scheduled(p: dict[str, Any]) -> None:
-    p["status"]["conditions"] = [{"type": "PodScheduled", "status": "True"}]
-
-
-def _other_reason(p: dict[str, Any]) -> None:
-    p["status"]["conditions"][0]["reason"] = "SchedulingGated"
-
-
-def _no_conditions(p: dict[str, Any]) -> None:
-    del p["status"]["conditions"]
-
-
-def _nominated(p: dict[str, Any]) -> None:
-    p["status"]["nominatedNodeName"] = "n1"
-
-
-def _daemonset(p: dict[str, Any]) -> None:
-    p["metadata"]["ownerReferences"] = [{"kind": "ReplicaSet"}, {"kind": "DaemonSet"}]
-
-
-def _node_owned(p: dict[str, Any]) -> None:
-    p["metadata"]["ownerReferences"] = [{"kind": "Node"}]
-
-
-def _no_mig(p: dict[str, Any]) -> None:
-    p["spec"]["containers"][0]["resources"] = {"limits": {"nvidia.com/gpu": 1, "cpu": "1"}}
-
-
-def _zero_mig(p: dict[str, Any]) -> None:
-    p["spec"]["containers"][0]["resources"] = {"limits": {MIG: 0}}
-
-
-@pytest.mark.parametrize(
-    "flip",
-    [
-        _bound,
-        _running,
-        _scheduled,
-        _other_reason,
-        _no_conditions,
-        _nominated,
-        _daemonset,
-        _node_owned,
-        _no_mig,
-        _zero_mig,
-    ],
-)
-def test_each_condition_flipped_is_not_a_candidate(flip: Any) -> None:
-    obj = pending_pod()
-    flip(obj)
-    assert not pod_from_dict(obj).is_candidate
-
-
-def test_replicaset_owner_is_still_a_candidate() -> None:
-    obj = pending_pod()
-    obj["metadata"]["ownerReferences"] = [{"kind": "ReplicaSet"}]
-    assert pod_from_dict(obj).is_candidate
 
 
 def test_effective_requests() -> None:
@@ -118,7 +44,7 @@ def test_effective_requests() -> None:
     assert pod.requests["cpu"] == 3100
     assert pod.requests["memory"] == 4 * 2**30 + 10 * 2**20
     # the limit of an extended resource is its request
-    assert pod.requests[MIG] == 1 and pod.mig_resource == MIG
+    assert pod.requests[MIG] == 1
 
 
 def test_requests_override_limits() -> None:
@@ -126,57 +52,7 @@ def test_requests_override_limits() -> None:
     assert pod_from_dict(obj).requests == {"cpu": 1000}
 
 
-def test_container_asking_two_devices() -> None:
-    obj = pending_pod(containers=[{"name": "big", "resources": {"limits": {MIG: 2}}}])
-    pod = pod_from_dict(obj)
-    assert pod.mig_problem is not None
-    assert "container big requests 2 MIG devices" in pod.mig_problem
-    assert pod.mig_resource is None
-    assert pod.is_candidate, "still a candidate: the planner reports why it cannot serve it"
-
-
-def test_container_asking_two_profiles() -> None:
-    obj = pending_pod(containers=[{"name": "x", "resources": {"limits": {MIG: 1, "nvidia.com/mig-3g.40gb": 1}}}])
-    pod = pod_from_dict(obj)
-    assert pod.mig_problem is not None and "container x requests 2 MIG devices" in pod.mig_problem
-    assert pod.mig_resource is None
-
-
-def test_two_containers_one_device_each() -> None:
-    obj = pending_pod(
-        containers=[
-            {"name": "a", "resources": {"limits": {MIG: 1}}},
-            {"name": "b", "resources": {"limits": {MIG: 1}}},
-        ]
-    )
-    pod = pod_from_dict(obj)
-    assert pod.mig_problem is None, "one device per container is what the contract allows"
-    assert pod.requests[MIG] == 2 and pod.mig_resource is None
-    assert pod.mig_devices == (MIG, MIG)
-
-
-def test_mig_devices_counted_as_the_scheduler_counts_extended_resources() -> None:
-    """Sum over containers, max with each init container, plus overhead."""
-    big = "nvidia.com/mig-3g.40gb"
-    obj = pending_pod(
-        containers=[
-            {"name": "a", "resources": {"limits": {MIG: 1}}},
-            {"name": "b", "resources": {"limits": {big: 1}}},
-        ],
-        initContainers=[{"name": "init", "resources": {"limits": {MIG: 1}}}],
-    )
-    assert pod_from_dict(obj).mig_devices == (MIG, big)
-    obj = pending_pod(
-        containers=[{"name": "a", "resources": {"limits": {MIG: 1}}}],
-        initContainers=[
-            {"name": "i1", "resources": {"limits": {big: 1}}},
-            {"name": "i2", "resources": {"limits": {big: 1}}},
-        ],
-    )
-    assert pod_from_dict(obj).mig_devices == (MIG, big), "init containers run one at a time: max, not sum"
-
-
-def test_placement_fields() -> None:
+def test_scheduling_class_fields() -> None:
     obj = pending_pod(
         nodeSelector={"zone": "a", "gpu": "yes"},
         tolerations=[
@@ -194,18 +70,25 @@ def test_placement_fields() -> None:
             }
         },
     )
-    placement = pod_from_dict(obj).placement
-    assert placement.node_selector == (("gpu", "yes"), ("zone", "a"))
-    assert placement.tolerations == (
+    scheduling_class = pod_from_dict(obj).scheduling_class
+    assert scheduling_class.node_selector == (("gpu", "yes"), ("zone", "a"))
+    assert scheduling_class.tolerations == (
         Toleration(None, "Exists", None, None),
         Toleration("k", "Equal", "v", "NoSchedule"),
     )
-    assert placement.affinity is not None and len(placement.affinity) == 2
-    assert placement.affinity[0].expressions[0].values == ("1", "2")
-    assert placement.affinity[1].fields[0].key == "metadata.name"
+    assert scheduling_class.affinity is not None and len(scheduling_class.affinity) == 2
+    assert scheduling_class.affinity[0].expressions[0].values == ("1", "2")
+    assert scheduling_class.affinity[1].fields[0].key == "metadata.name"
     # identical pods share the scheduling class (hashable and equal)
-    assert hash(placement) == hash(pod_from_dict(copy.deepcopy(obj)).placement)
-    assert pod_from_dict(pending_pod()).placement.affinity is None
+    assert hash(scheduling_class) == hash(pod_from_dict(copy.deepcopy(obj)).scheduling_class)
+    assert pod_from_dict(pending_pod()).scheduling_class.affinity is None
+
+
+def test_unschedulable_pod_view() -> None:
+    pod = pod_from_dict(pending_pod(priority=5))
+    assert pod.key == "ns/p" and pod.priority == 5 and pod.phase == "Pending" and pod.node_name is None
+    assert pod.unschedulable and not pod.nominated and pod.owner_kinds == () and not pod.terminated
+    assert pod.requests == {MIG: 1} and pod.created == "2026-01-01T00:00:00Z"
 
 
 def test_terminated_and_defaults() -> None:

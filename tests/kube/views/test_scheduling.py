@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from nos.kube.views.objects import NodeInfo, Placement, Taint, node_from_dict, pod_from_dict
-from nos.kube.views.scheduling import insufficient, placement_refusal
+from nos.kube.views.objects import NodeInfo, SchedulingClass, Taint, node_from_dict, pod_from_dict
+from nos.kube.views.scheduling import insufficient, node_refusal
 
 
 def node(
@@ -19,12 +19,12 @@ def node(
     return NodeInfo(name, labels or {}, {}, {}, unschedulable, taints)
 
 
-def placement(**spec: Any) -> Placement:
-    return pod_from_dict({"metadata": {"name": "p"}, "spec": spec}).placement
+def scheduling_class(**spec: Any) -> SchedulingClass:
+    return pod_from_dict({"metadata": {"name": "p"}, "spec": spec}).scheduling_class
 
 
-def affinity(*terms: dict[str, Any]) -> Placement:
-    return placement(
+def affinity(*terms: dict[str, Any]) -> SchedulingClass:
+    return scheduling_class(
         affinity={
             "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": list(terms)}}
         }
@@ -39,15 +39,15 @@ LABELS = {"zone": "a", "gpu": "a100", "cores": "64"}
 
 
 def test_no_constraints() -> None:
-    assert placement_refusal(placement(), node(labels=LABELS)) is None
+    assert node_refusal(scheduling_class(), node(labels=LABELS)) is None
 
 
 def test_node_selector() -> None:
-    assert placement_refusal(placement(nodeSelector={"zone": "a"}), node(labels=LABELS)) is None
-    assert placement_refusal(placement(nodeSelector={"zone": "a", "gpu": "a100"}), node(labels=LABELS)) is None
-    refusal = placement_refusal(placement(nodeSelector={"zone": "b"}), node(labels=LABELS))
+    assert node_refusal(scheduling_class(nodeSelector={"zone": "a"}), node(labels=LABELS)) is None
+    assert node_refusal(scheduling_class(nodeSelector={"zone": "a", "gpu": "a100"}), node(labels=LABELS)) is None
+    refusal = node_refusal(scheduling_class(nodeSelector={"zone": "b"}), node(labels=LABELS))
     assert refusal == "node does not match the pod's nodeSelector"
-    assert placement_refusal(placement(nodeSelector={"missing": ""}), node(labels=LABELS)) is not None
+    assert node_refusal(scheduling_class(nodeSelector={"missing": ""}), node(labels=LABELS)) is not None
 
 
 @pytest.mark.parametrize(
@@ -97,7 +97,7 @@ def test_node_selector() -> None:
     ],
 )
 def test_required_node_affinity(term: dict[str, Any], matches: bool) -> None:
-    refusal = placement_refusal(affinity(term), node(labels=LABELS))
+    refusal = node_refusal(affinity(term), node(labels=LABELS))
     assert (refusal is None) == matches
     if not matches:
         assert refusal == "node does not match the pod's required node affinity"
@@ -105,10 +105,10 @@ def test_required_node_affinity(term: dict[str, Any], matches: bool) -> None:
 
 def test_terms_are_ored() -> None:
     p = affinity(expr("zone", "In", "b"), expr("gpu", "In", "a100"))
-    assert placement_refusal(p, node(labels=LABELS)) is None
+    assert node_refusal(p, node(labels=LABELS)) is None
     p = affinity(expr("zone", "In", "b"), {})
-    assert placement_refusal(p, node(labels=LABELS)) is not None
-    assert placement_refusal(affinity(), node(labels=LABELS)) is not None, "no term at all matches nothing"
+    assert node_refusal(p, node(labels=LABELS)) is not None
+    assert node_refusal(affinity(), node(labels=LABELS)) is not None, "no term at all matches nothing"
 
 
 NO_SCHEDULE = Taint("gpu", "yes", "NoSchedule")
@@ -136,7 +136,7 @@ NO_SCHEDULE = Taint("gpu", "yes", "NoSchedule")
     ],
 )
 def test_taints_and_tolerations(taint: Taint, tolerations: list[dict[str, str]], ok: bool) -> None:
-    refusal = placement_refusal(placement(tolerations=tolerations), node(taints=(taint,)))
+    refusal = node_refusal(scheduling_class(tolerations=tolerations), node(taints=(taint,)))
     assert (refusal is None) == ok
     if not ok:
         assert refusal == "node has the untolerated taint gpu"
@@ -144,12 +144,12 @@ def test_taints_and_tolerations(taint: Taint, tolerations: list[dict[str, str]],
 
 def test_cordoned_node() -> None:
     cordoned = node(unschedulable=True)
-    assert placement_refusal(placement(), cordoned) == "node is cordoned"
+    assert node_refusal(scheduling_class(), cordoned) == "node is cordoned"
     tolerate = [{"key": "node.kubernetes.io/unschedulable", "operator": "Exists", "effect": "NoSchedule"}]
-    assert placement_refusal(placement(tolerations=tolerate), cordoned) is None
-    assert placement_refusal(placement(tolerations=[{"operator": "Exists"}]), cordoned) is None
+    assert node_refusal(scheduling_class(tolerations=tolerate), cordoned) is None
+    assert node_refusal(scheduling_class(tolerations=[{"operator": "Exists"}]), cordoned) is None
     wrong_effect = [{"key": "node.kubernetes.io/unschedulable", "operator": "Exists", "effect": "NoExecute"}]
-    assert placement_refusal(placement(tolerations=wrong_effect), cordoned) == "node is cordoned"
+    assert node_refusal(scheduling_class(tolerations=wrong_effect), cordoned) == "node is cordoned"
 
 
 def test_node_from_dict_taints_are_checked() -> None:
@@ -159,9 +159,9 @@ def test_node_from_dict_taints_are_checked() -> None:
             "spec": {"taints": [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]},
         }
     )
-    assert placement_refusal(placement(), n) == "node has the untolerated taint nvidia.com/gpu"
-    ok = placement(tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}])
-    assert placement_refusal(ok, n) is None
+    assert node_refusal(scheduling_class(), n) == "node has the untolerated taint nvidia.com/gpu"
+    ok = scheduling_class(tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}])
+    assert node_refusal(ok, n) is None
 
 
 def test_insufficient() -> None:
@@ -169,7 +169,8 @@ def test_insufficient() -> None:
     assert insufficient({"cpu": 1000, "memory": 100}, free) == []
     assert insufficient({"cpu": 1001, "memory": 101}, free) == ["cpu", "memory"]
     assert insufficient({"example.com/foo": 1}, free) == ["example.com/foo"]
-    assert insufficient({"nvidia.com/mig-1g.10gb": 5}, free) == [], "MIG resources are planned, not checked"
+    # plain Kubernetes: every extended resource counts (the planner leaves out the MIG devices it plans)
+    assert insufficient({"nvidia.com/mig-1g.10gb": 5}, free) == ["nvidia.com/mig-1g.10gb"]
     assert insufficient({"cpu": 0}, {"pods": 1}) == []
     assert insufficient({}, {"pods": 0}) == ["pods"]
     assert insufficient({"cpu": 1}, {}) == ["cpu", "pods"]

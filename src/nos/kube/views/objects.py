@@ -1,7 +1,9 @@
-"""Typed, read-only views of the Kubernetes Nodes and Pods the planner needs.
+"""Typed, read-only views of Kubernetes Nodes and Pods: labels, taints, effective requests, scheduling class.
 
 Built from plain dicts (what the API, ``kubectl -o yaml`` and lightkube's ``to_dict`` give), so the
 planner never depends on a client library. Malformed fields raise ``ObjectError`` naming the object.
+Plain Kubernetes only: which resources are MIG devices and which pods nos plans for is the contract's
+(``nos.contract.pods``).
 """
 
 from __future__ import annotations
@@ -10,19 +12,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from nos.kube.views.quantity import parse_quantity, to_int
-from nos.mig.catalog import MIG_RESOURCE_PREFIX
+from nos.kube.views.quantity import to_int
 
-# Resources the planner simulates per node; MIG resources are planned, not read from allocatable.
 POD_COUNT = "pods"
+"""The allocatable entry that caps how many pods a node runs (kubelet's ``maxPods``)."""
 
 
 class ObjectError(ValueError):
     """A Node or Pod that cannot be read."""
-
-
-def is_mig_resource(name: str) -> bool:
-    return name.startswith(MIG_RESOURCE_PREFIX)
 
 
 @dataclass(frozen=True)
@@ -65,8 +62,9 @@ class SelectorTerm:
 
 
 @dataclass(frozen=True)
-class Placement:
-    """Where a pod may go: the scheduling class shared by identical pods (cached per class)."""
+class SchedulingClass:
+    """Which nodes a pod may go to (nodeSelector, required node affinity, tolerations): shared by
+    identical pods, so the nodes that accept a class are worked out once per class."""
 
     node_selector: tuple[tuple[str, str], ...] = ()
     affinity: tuple[SelectorTerm, ...] | None = None
@@ -83,45 +81,15 @@ class PodInfo:
     phase: str
     requests: Mapping[str, int]
     """Effective requests: max(sum of containers, largest init container) + overhead."""
-    placement: Placement
-    mig_problem: str | None = None
-    """Why the pod's MIG request is not one nos can serve, if so."""
+    scheduling_class: SchedulingClass
     unschedulable: bool = False
+    """The scheduler found no node for it (condition PodScheduled=False, reason Unschedulable)."""
     nominated: bool = False
     owner_kinds: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
-
-    @property
-    def mig_requests(self) -> dict[str, int]:
-        return {r: n for r, n in self.requests.items() if is_mig_resource(r) and n > 0}
-
-    @property
-    def mig_resource(self) -> str | None:
-        """The single MIG resource this pod needs, when it needs exactly one device."""
-        mig = self.mig_requests
-        return next(iter(mig)) if len(mig) == 1 and next(iter(mig.values())) == 1 else None
-
-    @property
-    def mig_devices(self) -> tuple[str, ...]:
-        """Every MIG device the pod needs, one entry per device, sorted: kube-scheduler's count of
-        extended resources (sum over containers, max with each init container, plus overhead).
-        All of them must be on one node."""
-        return tuple(sorted(r for r, n in self.mig_requests.items() for _ in range(n)))
-
-    @property
-    def is_candidate(self) -> bool:
-        """Pending for lack of MIG devices, by the contract's definition."""
-        return (
-            self.phase == "Pending"
-            and not self.node_name
-            and self.unschedulable
-            and not self.nominated
-            and not {"DaemonSet", "Node"} & set(self.owner_kinds)
-            and bool(self.mig_requests)
-        )
 
     @property
     def terminated(self) -> bool:
@@ -148,22 +116,12 @@ def _resources(obj: Mapping[str, Any] | None, where: str) -> dict[str, int]:
     return out
 
 
-def _container_requests(container: Mapping[str, Any], where: str) -> dict[str, int]:
+def container_requests(container: Mapping[str, Any], where: str = "container") -> dict[str, int]:
+    """One container's requests; a limit without a request is also the request (as the API defaults it)."""
     res = container.get("resources") or {}
-    req = _resources(res.get("limits"), where)  # a limit without a request is also the request
+    req = _resources(res.get("limits"), where)
     req.update(_resources(res.get("requests"), where))
     return req
-
-
-def _fractional_mig(container: Mapping[str, Any]) -> str | None:
-    """A MIG request that is not a whole number of devices (``500m``): the API server refuses such
-    extended resources, so nos does not round it up to one device."""
-    res = container.get("resources") or {}
-    for part in ("requests", "limits"):
-        for name, value in (res.get(part) or {}).items():
-            if is_mig_resource(str(name)) and parse_quantity(value) % 1:
-                return f"requests {value} {name}: extended resources such as MIG devices are whole numbers"
-    return None
 
 
 def _requirements(items: Any) -> tuple[Requirement, ...]:
@@ -190,22 +148,11 @@ def pod_from_dict(obj: Mapping[str, Any]) -> PodInfo:
     where = f"pod {namespace}/{name}"
     try:
         summed: dict[str, int] = {}
-        problem = None
         for c in spec.get("containers") or ():
-            req = _container_requests(c, where)
-            mig = sum(n for r, n in req.items() if is_mig_resource(r))
-            fraction = _fractional_mig(c)
-            if fraction is not None and problem is None:
-                problem = fraction
-            if mig > 1 and problem is None:
-                problem = (
-                    f"container {c.get('name')} requests {mig} MIG devices; a container can use one MIG"
-                    " device (ask for one larger profile)"
-                )
-            for r, n in req.items():
+            for r, n in container_requests(c, where).items():
                 summed[r] = summed.get(r, 0) + n
         for c in spec.get("initContainers") or ():
-            for r, n in _container_requests(c, where).items():
+            for r, n in container_requests(c, where).items():
                 summed[r] = max(summed.get(r, 0), n)
         for r, n in _resources(spec.get("overhead"), where).items():
             summed[r] = summed.get(r, 0) + n
@@ -227,7 +174,7 @@ def pod_from_dict(obj: Mapping[str, Any]) -> PodInfo:
             c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == "Unschedulable"
             for c in conditions
         )
-        placement = Placement(
+        scheduling_class = SchedulingClass(
             tuple(sorted((str(k), str(v)) for k, v in (spec.get("nodeSelector") or {}).items())),
             terms,
             tolerations,
@@ -240,8 +187,7 @@ def pod_from_dict(obj: Mapping[str, Any]) -> PodInfo:
             node_name=spec.get("nodeName") or None,
             phase=str(status.get("phase") or "Pending"),
             requests=summed,
-            placement=placement,
-            mig_problem=problem,
+            scheduling_class=scheduling_class,
             unschedulable=unschedulable,
             nominated=bool(status.get("nominatedNodeName")),
             owner_kinds=tuple(str(o.get("kind")) for o in meta.get("ownerReferences") or ()),

@@ -1,4 +1,4 @@
-"""The part of kube-scheduler's filtering the planner simulates.
+"""The part of kube-scheduler's filtering the planner simulates: node refusal and resource fit.
 
 Simulated: resource fit (cpu, memory, ephemeral-storage, pod count, extended resources) against
 allocatable minus what bound pods request; ``nodeSelector``; required node affinity
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from nos.kube.views.objects import POD_COUNT, NodeInfo, Placement, Requirement, SelectorTerm, Taint, Toleration
+from nos.kube.views.objects import POD_COUNT, NodeInfo, Requirement, SchedulingClass, SelectorTerm, Taint, Toleration
 
 UNSCHEDULABLE_TAINT = Taint("node.kubernetes.io/unschedulable", None, "NoSchedule")
 
@@ -47,24 +47,26 @@ def _tolerated(taint: Taint, tolerations: tuple[Toleration, ...]) -> bool:
     return any(t.tolerates(taint) for t in tolerations)
 
 
-def placement_refusal(placement: Placement, node: NodeInfo) -> str | None:
+def node_refusal(scheduling_class: SchedulingClass, node: NodeInfo) -> str | None:
     """Why a pod of this scheduling class cannot go to ``node`` regardless of resources, or None."""
-    if node.unschedulable and not _tolerated(UNSCHEDULABLE_TAINT, placement.tolerations):
+    if node.unschedulable and not _tolerated(UNSCHEDULABLE_TAINT, scheduling_class.tolerations):
         return "node is cordoned"
-    for key, value in placement.node_selector:
+    for key, value in scheduling_class.node_selector:
         if node.labels.get(key) != value:
             return "node does not match the pod's nodeSelector"
-    if placement.affinity is not None and not any(_term_matches(t, node) for t in placement.affinity):
+    affinity = scheduling_class.affinity
+    if affinity is not None and not any(_term_matches(t, node) for t in affinity):
         return "node does not match the pod's required node affinity"
     for taint in node.taints:
-        if taint.effect in ("NoSchedule", "NoExecute") and not _tolerated(taint, placement.tolerations):
+        if taint.effect in ("NoSchedule", "NoExecute") and not _tolerated(taint, scheduling_class.tolerations):
             return f"node has the untolerated taint {taint.key}"
     return None
 
 
 def insufficient(requests: Mapping[str, int], free: Mapping[str, int]) -> list[str]:
-    """Resources (MIG ones excluded: those are planned) the node lacks for ``requests``."""
-    lacking = [r for r, n in requests.items() if n > 0 and n > free.get(r, 0) and not r.startswith("nvidia.com/mig-")]
+    """Resources the node lacks for ``requests``, a pod slot included (the caller leaves out the
+    resources it plans itself, such as MIG devices)."""
+    lacking = [r for r, n in requests.items() if n > 0 and n > free.get(r, 0)]
     if free.get(POD_COUNT, 0) < 1:
         lacking.append(POD_COUNT)
     return sorted(lacking)
