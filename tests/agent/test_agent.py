@@ -28,7 +28,7 @@ class Setup:
     """Device plugin pods deleted (the DaemonSet recreates each as ``<name>x``, Running)."""
 
     def patches(self) -> int:
-        return self.kube.calls.count("patch_node_annotations")
+        return self.kube.calls.count("patch nodes")
 
     def annotations(self) -> dict[str, str]:
         return annotations_of(self.kube)
@@ -69,7 +69,7 @@ async def test_applies_restarts_device_plugin_and_reports(kubelet: FakeKubelet) 
     assert nvml.layout(0) == (Instance(0, "1g.10gb"), Instance(4, "3g.40gb"))
     assert [k.item for k in result.skipped] == ["3g.40gb@0", "in-use 1g.10gb@0"]
     assert result.device_plugin_restarted is True and s.deleted == ["dp-1"]
-    [plugin] = await s.kube.list_pods("gpu-operator")
+    [plugin] = await s.kube.list("pods", "gpu-operator")
     assert plugin["metadata"]["name"] == "dp-1x" and plugin["status"]["phase"] == "Running"
     ann = s.annotations()
     assert ann["nos.nebuly.com/status-gpu-0-1g.10gb-used"] == "1"
@@ -255,7 +255,7 @@ async def test_stale_device_plugin_is_restarted_when_allocatable_misses_existing
     again = await s.agent.reconcile_once()  # the restart may still be settling: no second restart
     assert again.device_plugin_restarted is None and s.deleted == ["dp-1"]
 
-    node_obj = await s.kube.get_node("n1")
+    node_obj = await s.kube.get("nodes", "n1")
     node_obj["status"] = {"allocatable": {"nvidia.com/mig-3g.40gb": "2", "nvidia.com/mig-1g.10gb": "0"}}
     s.kube.update_node(node_obj)
     now[0] += 3600

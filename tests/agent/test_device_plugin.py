@@ -90,10 +90,10 @@ async def test_timeout_emits_a_warning_event_on_the_node() -> None:
 @pytest.mark.asyncio
 async def test_old_pod_still_running_is_not_taken_for_the_new_one() -> None:
     kube = cluster(plugin_pod("dp-old"))
-    kube.fail_next("delete_pod", NotFound('pods "dp-old" not found'))  # deletion not effective yet
+    kube.fail_next("delete pods", NotFound('pods "dp-old" not found'))  # deletion not effective yet
     clock = Clock()
     assert not await restarter(kube, clock).restart()
-    assert kube.calls.count("delete_pod") == 1 and pod_names(kube) == {"dp-old"}
+    assert kube.calls.count("delete pods") == 1 and pod_names(kube) == {"dp-old"}
     assert [e.reason for e in kube.events] == ["DevicePluginRestartTimeout"]
 
 
@@ -102,8 +102,8 @@ async def test_zero_pods_retries_then_event() -> None:
     kube = cluster(plugin_pod("dp-other", node_name="n2"))
     clock = Clock()
     assert not await restarter(kube, clock, find_attempts=3).restart()
-    assert kube.calls.count("list_pods") == 3 and len(clock.sleeps) == 2
-    assert "delete_pod" not in kube.calls
+    assert kube.calls.count("list pods") == 3 and len(clock.sleeps) == 2
+    assert "delete pods" not in kube.calls
     assert [e.reason for e in kube.events] == ["DevicePluginNotFound"]
     assert "found 0 (none)" in kube.events[0].note
 
@@ -124,7 +124,7 @@ async def test_several_pods_then_one_after_retry() -> None:
     r._sleep = sleep
     assert await r.restart()
     assert deleted == ["dp-b"]
-    assert kube.calls.count("delete_pod") == 1
+    assert kube.calls.count("delete pods") == 1
     await kube.settle()
     assert pod_names(kube) == {"dp-bx"}
 

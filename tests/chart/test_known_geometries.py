@@ -102,7 +102,7 @@ def test_nos_plan_and_the_partitioner_with_the_default_config_map_agree(render: 
 
 
 def await_node(kube: MemoryKube, name: str) -> dict[str, Any]:
-    node: dict[str, Any] = asyncio.run(kube.get_node(name))
+    node: dict[str, Any] = asyncio.run(kube.get("nodes", name))
     return node
 
 

@@ -39,7 +39,7 @@ from nos.config import NosConfig
 from nos.contract.annotations import decode_status
 from nos.gpu.port import NvmlError, NvmlInsufficientResources
 from nos.kube.client import LightkubeKube
-from nos.kube.port import Conflict, Event, KubeError, Obj, WatchEvent
+from nos.kube.port import Conflict, Event, KubeError, Obj, Resource, WatchEvent
 from nos.partitioner.runner import PartitionerRunner
 from nos.planner.cluster import build_cluster
 from nos.planner.planner import plan_state
@@ -87,21 +87,25 @@ class FaultyKube(LightkubeKube):
         if self.faults.hit("server_error"):
             raise KubeError("injected: 503 Service Unavailable", 503)
 
-    async def get_node(self, name: str) -> Obj:
-        self._maybe_fail()
-        return await super().get_node(name)
+    async def get(self, resource: Resource, name: str, namespace: str | None = None) -> Obj:
+        if resource == "nodes":
+            self._maybe_fail()
+        elif resource == "leases" and self.faults.hit("lease_error"):
+            raise KubeError("injected: 500 on the Lease", 500)
+        return await super().get(resource, name, namespace)
 
     async def list_with_version(self, *args: Any, **kw: Any) -> tuple[list[Obj], str]:
         self._maybe_fail()
         return await super().list_with_version(*args, **kw)
 
-    async def patch_node_annotations(self, name: str, patch: Any, resource_version: str | None = None) -> Obj:
-        if self.faults.hit("conflict"):
-            raise Conflict("injected: 409 Conflict")
-        self._maybe_fail()
-        if self.identity is not None and self.soak is not None:
-            await self.soak.check_lease(self.identity, name)
-        return await super().patch_node_annotations(name, patch, resource_version)
+    async def patch(self, resource: Resource, name: str, patch: Obj, namespace: str | None = None) -> Obj:
+        if resource == "nodes":
+            if self.faults.hit("conflict"):
+                raise Conflict("injected: 409 Conflict")
+            self._maybe_fail()
+            if self.identity is not None and self.soak is not None:
+                await self.soak.check_lease(self.identity, name)
+        return await super().patch(resource, name, patch, namespace)
 
     async def create_event(self, event: Event) -> None:
         self._maybe_fail()
@@ -112,11 +116,6 @@ class FaultyKube(LightkubeKube):
             if self.faults.hit("drop_watch"):
                 return  # the stream ends as a dropped connection would; the reflector re-watches
             yield item
-
-    async def get_lease(self, namespace: str, name: str) -> Obj:
-        if self.faults.hit("lease_error"):
-            raise KubeError("injected: 500 on the Lease", 500)
-        return await super().get_lease(namespace, name)
 
 
 @dataclass
@@ -208,7 +207,7 @@ class Soak(E2ECluster):
         await self.keep_two_replicas()
 
     async def check_lease(self, identity: str, node: str) -> None:
-        lease = await self.observer.get_lease(self.namespace, LEASE)
+        lease = await self.observer.get("leases", LEASE, self.namespace)
         holder = (lease.get("spec") or {}).get("holderIdentity")
         self.figures["partitioner node writes"] += 1
         if holder != identity:

@@ -18,7 +18,7 @@ import pytest
 from nos.config import NosConfig
 from nos.kube.client import LightkubeKube
 from nos.kube.leader import LeadershipLost
-from nos.kube.port import Event, KubeError, Obj
+from nos.kube.port import Event, KubeError, Obj, Resource
 from nos.partitioner.runner import PartitionerRunner
 from nos.planner.cluster import ClusterState
 from nos.planner.plan import Plan
@@ -37,9 +37,10 @@ class RecordingKube(LightkubeKube):
         self.writes: list[tuple[float, str, str]] = []
         self.cut = False
 
-    async def patch_node_annotations(self, name: str, patch: Any, resource_version: str | None = None) -> Obj:
-        self.writes.append((time.monotonic(), "patch", name))
-        return await super().patch_node_annotations(name, patch, resource_version)
+    async def patch(self, resource: Resource, name: str, patch: Obj, namespace: str | None = None) -> Obj:
+        if resource == "nodes":
+            self.writes.append((time.monotonic(), "patch", name))
+        return await super().patch(resource, name, patch, namespace)
 
     async def create_event(self, event: Event) -> None:
         self.writes.append((time.monotonic(), "event", event.reason))
@@ -49,13 +50,15 @@ class RecordingKube(LightkubeKube):
         if self.cut:
             raise KubeError("injected: the apiserver is unreachable for this replica", 503)
 
-    async def get_lease(self, namespace: str, name: str) -> Obj:
-        self._lease_call()
-        return await super().get_lease(namespace, name)
+    async def get(self, resource: Resource, name: str, namespace: str | None = None) -> Obj:
+        if resource == "leases":
+            self._lease_call()
+        return await super().get(resource, name, namespace)
 
-    async def replace_lease(self, lease: Obj) -> Obj:
-        self._lease_call()
-        return await super().replace_lease(lease)
+    async def replace(self, resource: Resource, obj: Obj) -> Obj:
+        if resource == "leases":
+            self._lease_call()
+        return await super().replace(resource, obj)
 
 
 def election_config(namespace: str) -> NosConfig:

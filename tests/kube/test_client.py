@@ -11,7 +11,7 @@ import yaml
 from lightkube import AsyncClient, KubeConfig
 
 from nos.kube.client import LightkubeKube, RetryPolicy, from_kubeconfig
-from nos.kube.port import Conflict, Event, KubeError, NotFound, ObjectRef
+from nos.kube.port import Conflict, Event, KubeError, NotFound, ObjectRef, annotations_patch
 from tests.kube.conftest import FAST_RETRY, lightkube_client, node, pod
 from tests.kube.fake_apiserver import FakeApiServer
 
@@ -30,7 +30,7 @@ async def test_429_then_success_is_retried(http_kube: HttpKube) -> None:
     server, kube = http_kube
     server.store.create("nodes", node("n1"))
     server.fail_next(r"^/api/v1/nodes/n1$", 429, times=2)
-    assert (await kube.get_node("n1"))["metadata"]["name"] == "n1"
+    assert (await kube.get("nodes", "n1"))["metadata"]["name"] == "n1"
     assert server.count("GET", r"^/api/v1/nodes/n1$") == 3
 
 
@@ -40,8 +40,8 @@ async def test_503_on_list_and_patch_is_retried(http_kube: HttpKube) -> None:
     server.store.create("pods", pod("p", node_name="n1"), "default")
     server.fail_next(r"^/api/v1/pods$", 503)
     server.fail_next(r"^/api/v1/nodes/n1$", 500, method="PATCH")
-    assert len(await kube.list_pods(field_selector="spec.nodeName=n1")) == 1
-    patched = await kube.patch_node_annotations("n1", {"k": "v"})
+    assert len(await kube.list("pods", field_selector="spec.nodeName=n1")) == 1
+    patched = await kube.patch("nodes", "n1", annotations_patch({"k": "v"}))
     assert patched["metadata"]["annotations"] == {"k": "v"}
     assert server.count("PATCH", r"^/api/v1/nodes/n1$") == 2
 
@@ -50,7 +50,7 @@ async def test_persistent_5xx_gives_up_after_the_configured_attempts(http_kube: 
     server, kube = http_kube
     server.fail_next(r"^/api/v1/nodes$", 503, times=100)
     with pytest.raises(KubeError) as exc:
-        await kube.list_nodes()
+        await kube.list("nodes")
     assert exc.value.status == 503
     assert server.count("GET", r"^/api/v1/nodes$") == FAST_RETRY.attempts
 
@@ -62,7 +62,7 @@ async def test_retry_after_header_sets_the_delay(fake_server: FakeApiServer) -> 
         fake_server.store.create("nodes", node("n1"))
         fake_server.fail_next(r"/nodes/n1$", 429, retry_after=1.5)
         fake_server.fail_next(r"/nodes/n1$", 429, retry_after=30)
-        await kube.get_node("n1")
+        await kube.get("nodes", "n1")
     finally:
         await kube.close()
     assert sleep.delays == [1.5, 2.0]  # the second one capped at max_delay
@@ -76,7 +76,7 @@ async def test_client_errors_are_mapped_and_not_retried(
     server.store.create("nodes", node("n1"))
     server.fail_next(r"^/api/v1/nodes/n1$", status, method="PATCH")
     with pytest.raises(exc_type) as exc:
-        await kube.patch_node_annotations("n1", {"k": "v"})
+        await kube.patch("nodes", "n1", annotations_patch({"k": "v"}))
     assert exc.value.status == status
     assert server.count("PATCH", r"^/api/v1/nodes/n1$") == 1
 
@@ -85,11 +85,11 @@ async def test_replayed_delete_that_already_landed_counts_as_success(http_kube: 
     server, kube = http_kube
     # The pod is already gone and the first answer is lost (503): the replay sees 404 → success.
     server.fail_next(r"/pods/dp$", 503, method="DELETE")
-    await kube.delete_pod("nvidia", "dp")
+    await kube.delete("pods", "dp", "nvidia")
     assert server.count("DELETE", r"/pods/dp$") == 2
     # Without a prior failure a 404 is a real NotFound.
     with pytest.raises(NotFound):
-        await kube.delete_pod("nvidia", "dp")
+        await kube.delete("pods", "dp", "nvidia")
 
 
 async def test_replayed_event_create_is_created_once(http_kube: HttpKube) -> None:
@@ -127,7 +127,7 @@ async def test_selector_strings_pass_through_unchanged(http_kube: HttpKube) -> N
     server.store.create("nodes", node("a", labels={"gpu": "a100"}))
     server.store.create("nodes", node("b", labels={"gpu": "h100"}))
     server.store.create("nodes", node("c", labels={"gpu": "t4"}))
-    got = await kube.list_nodes("gpu in (a100, h100)")
+    got = await kube.list("nodes", label_selector="gpu in (a100, h100)")
     assert sorted(n["metadata"]["name"] for n in got) == ["a", "b"]
     assert server.requests[-1].query["labelSelector"] == "gpu in (a100, h100)"
 
@@ -135,7 +135,7 @@ async def test_selector_strings_pass_through_unchanged(http_kube: HttpKube) -> N
 async def test_unsupported_field_selector_is_a_400(http_kube: HttpKube) -> None:
     _, kube = http_kube
     with pytest.raises(KubeError) as exc:
-        await kube.list_pods(field_selector="spec.priority=3")
+        await kube.list("pods", field_selector="spec.priority=3")
     assert exc.value.status == 400
 
 
@@ -152,7 +152,7 @@ async def test_connection_refused_becomes_kube_error_status_0() -> None:
     kube = LightkubeKube(AsyncClient(KubeConfig.from_dict(conf), trust_env=False), retry=FAST_RETRY)
     try:
         with pytest.raises(KubeError) as exc:
-            await kube.get_node("n1")
+            await kube.get("nodes", "n1")
     finally:
         await kube.close()
     assert exc.value.status == 0
@@ -166,8 +166,8 @@ async def test_from_kubeconfig_file_and_env(
     fake_server.store.create("nodes", node("n1"))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     async with from_kubeconfig(str(path), component="partitioner") as kube:
-        assert (await kube.get_node("n1"))["metadata"]["name"] == "n1"
+        assert (await kube.get("nodes", "n1"))["metadata"]["name"] == "n1"
         assert kube.component == "partitioner"
     monkeypatch.setenv("KUBECONFIG", str(path))
     async with from_kubeconfig(None) as kube:
-        assert len(await kube.list_nodes()) == 1
+        assert len(await kube.list("nodes")) == 1

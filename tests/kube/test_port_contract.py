@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from nos.kube.port import Conflict, Event, NotFound, ObjectRef
+from nos.kube.port import Conflict, Event, NotFound, ObjectRef, annotations_patch
 from tests.kube.conftest import Backend, node, pod
 
 
@@ -18,7 +18,7 @@ def _names(objs: list[dict[str, object]]) -> list[str]:
 
 async def test_get_node_returns_api_shaped_dict(backend: Backend) -> None:
     backend.store.create("nodes", node("n1", labels={"gpu": "a100"}, annotations={"a": "1"}))
-    got = await backend.kube.get_node("n1")
+    got = await backend.kube.get("nodes", "n1")
     assert got["metadata"]["name"] == "n1"
     assert got["metadata"]["labels"] == {"gpu": "a100"}
     assert got["metadata"]["annotations"] == {"a": "1"}
@@ -28,7 +28,7 @@ async def test_get_node_returns_api_shaped_dict(backend: Backend) -> None:
 
 async def test_get_missing_node_raises_not_found(backend: Backend) -> None:
     with pytest.raises(NotFound) as exc:
-        await backend.kube.get_node("nope")
+        await backend.kube.get("nodes", "nope")
     assert exc.value.status == 404
 
 
@@ -51,7 +51,7 @@ async def test_list_nodes_label_selectors(backend: Backend, selector: str | None
     backend.store.create("nodes", node("b", labels={**mig, "gpu": "v100"}))
     backend.store.create("nodes", node("c", labels={"gpu": "h100"}))
     backend.store.create("nodes", node("d"))
-    assert _names(await backend.kube.list_nodes(selector)) == expected
+    assert _names(await backend.kube.list("nodes", label_selector=selector)) == expected
 
 
 async def test_list_pods_field_selectors(backend: Backend) -> None:
@@ -60,13 +60,13 @@ async def test_list_pods_field_selectors(backend: Backend) -> None:
     backend.store.create("pods", pod("p3", namespace="gpu", node_name="n1", phase="Succeeded"), "gpu")
     backend.store.create("pods", pod("pending", phase="Pending"), "default")
     kube = backend.kube
-    assert _names(await kube.list_pods(field_selector="spec.nodeName=n1")) == ["p1", "p3"]
-    assert _names(await kube.list_pods(field_selector="spec.nodeName=")) == ["pending"]
-    assert _names(await kube.list_pods(field_selector="spec.nodeName=n1,status.phase!=Succeeded")) == ["p1"]
-    assert _names(await kube.list_pods(field_selector="metadata.name=p2")) == ["p2"]
-    assert _names(await kube.list_pods(namespace="gpu")) == ["p3"]
-    assert _names(await kube.list_pods(field_selector="metadata.namespace=gpu")) == ["p3"]
-    assert _names(await kube.list_pods()) == ["p1", "p2", "p3", "pending"]
+    assert _names(await kube.list("pods", field_selector="spec.nodeName=n1")) == ["p1", "p3"]
+    assert _names(await kube.list("pods", field_selector="spec.nodeName=")) == ["pending"]
+    assert _names(await kube.list("pods", field_selector="spec.nodeName=n1,status.phase!=Succeeded")) == ["p1"]
+    assert _names(await kube.list("pods", field_selector="metadata.name=p2")) == ["p2"]
+    assert _names(await kube.list("pods", namespace="gpu")) == ["p3"]
+    assert _names(await kube.list("pods", field_selector="metadata.namespace=gpu")) == ["p3"]
+    assert _names(await kube.list("pods")) == ["p1", "p2", "p3", "pending"]
 
 
 async def test_list_pods_label_and_field_selector_combined(backend: Backend) -> None:
@@ -74,7 +74,8 @@ async def test_list_pods_label_and_field_selector_combined(backend: Backend) -> 
     backend.store.create("pods", pod("dp-n1", namespace="nvidia", node_name="n1", labels=plugin), "nvidia")
     backend.store.create("pods", pod("dp-n2", namespace="nvidia", node_name="n2", labels=plugin), "nvidia")
     backend.store.create("pods", pod("other", namespace="nvidia", node_name="n1"), "nvidia")
-    got = await backend.kube.list_pods(
+    got = await backend.kube.list(
+        "pods",
         namespace="nvidia",
         label_selector="app=nvidia-device-plugin-daemonset",
         field_selector="spec.nodeName=n1",
@@ -84,10 +85,10 @@ async def test_list_pods_label_and_field_selector_combined(backend: Backend) -> 
 
 async def test_merge_patch_adds_changes_and_deletes_annotations(backend: Backend) -> None:
     created = backend.store.create("nodes", node("n1", annotations={"keep": "k", "change": "old", "drop": "x"}))
-    patched = await backend.kube.patch_node_annotations("n1", {"change": "new", "drop": None, "add": "a"})
+    patched = await backend.kube.patch("nodes", "n1", annotations_patch({"change": "new", "drop": None, "add": "a"}))
     assert patched["metadata"]["annotations"] == {"keep": "k", "change": "new", "add": "a"}
     assert int(patched["metadata"]["resourceVersion"]) > int(created["metadata"]["resourceVersion"])
-    assert (await backend.kube.get_node("n1"))["metadata"]["annotations"] == patched["metadata"]["annotations"]
+    assert (await backend.kube.get("nodes", "n1"))["metadata"]["annotations"] == patched["metadata"]["annotations"]
     # labels and status are untouched by an annotation patch
     assert patched["status"]["allocatable"]["cpu"] == "8"
 
@@ -95,33 +96,33 @@ async def test_merge_patch_adds_changes_and_deletes_annotations(backend: Backend
 async def test_patch_with_current_resource_version_succeeds(backend: Backend) -> None:
     created = backend.store.create("nodes", node("n1"))
     rv = created["metadata"]["resourceVersion"]
-    patched = await backend.kube.patch_node_annotations("n1", {"k": "v"}, resource_version=rv)
+    patched = await backend.kube.patch("nodes", "n1", annotations_patch({"k": "v"}, rv))
     assert patched["metadata"]["annotations"] == {"k": "v"}
 
 
 async def test_patch_with_stale_resource_version_raises_conflict(backend: Backend) -> None:
     created = backend.store.create("nodes", node("n1"))
     stale = created["metadata"]["resourceVersion"]
-    await backend.kube.patch_node_annotations("n1", {"first": "1"})
+    await backend.kube.patch("nodes", "n1", annotations_patch({"first": "1"}))
     with pytest.raises(Conflict) as exc:
-        await backend.kube.patch_node_annotations("n1", {"second": "2"}, resource_version=stale)
+        await backend.kube.patch("nodes", "n1", annotations_patch({"second": "2"}, stale))
     assert exc.value.status == 409
-    assert "second" not in (await backend.kube.get_node("n1"))["metadata"]["annotations"]
+    assert "second" not in (await backend.kube.get("nodes", "n1"))["metadata"]["annotations"]
 
 
 async def test_patch_missing_node_raises_not_found(backend: Backend) -> None:
     with pytest.raises(NotFound):
-        await backend.kube.patch_node_annotations("ghost", {"k": "v"})
+        await backend.kube.patch("nodes", "ghost", annotations_patch({"k": "v"}))
 
 
 async def test_delete_pod_then_get_is_404(backend: Backend) -> None:
     backend.store.create("pods", pod("dp", namespace="nvidia", node_name="n1"), "nvidia")
-    await backend.kube.delete_pod("nvidia", "dp")
-    assert await backend.kube.list_pods(namespace="nvidia") == []
+    await backend.kube.delete("pods", "dp", "nvidia")
+    assert await backend.kube.list("pods", namespace="nvidia") == []
     with pytest.raises(NotFound):
         backend.store.get("pods", "dp", "nvidia")
     with pytest.raises(NotFound):
-        await backend.kube.delete_pod("nvidia", "dp")
+        await backend.kube.delete("pods", "dp", "nvidia")
 
 
 async def test_create_event_stores_events_k8s_io_v1_object(backend: Backend) -> None:
@@ -150,3 +151,48 @@ async def test_event_about_namespaced_pod_lands_in_its_namespace(backend: Backen
     await backend.kube.create_event(Event(ref, reason="Waiting", note="n"))
     events, _ = backend.store.list("events", "team-a")
     assert [e["regarding"]["namespace"] for e in events] == ["team-a"]
+
+
+def _lease(name: str, holder: str) -> dict[str, object]:
+    return {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": name, "namespace": "nos-system"},
+        "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15},
+    }
+
+
+async def test_generic_verbs_on_a_lease(backend: Backend) -> None:
+    """create, get, replace (resourceVersion precondition), patch, delete: one set of verbs for every kind."""
+    created = await backend.kube.create("leases", _lease("nos", "a"))
+    assert created["metadata"]["namespace"] == "nos-system" and created["spec"]["holderIdentity"] == "a"
+    with pytest.raises(Conflict):
+        await backend.kube.create("leases", _lease("nos", "b"))
+    got = await backend.kube.get("leases", "nos", "nos-system")
+    got["spec"]["holderIdentity"] = "b"
+    replaced = await backend.kube.replace("leases", got)
+    assert replaced["spec"]["holderIdentity"] == "b"
+    with pytest.raises(Conflict):
+        await backend.kube.replace("leases", got)  # its resourceVersion is stale now
+    stale = {"metadata": {"resourceVersion": got["metadata"]["resourceVersion"]}, "spec": {"holderIdentity": "c"}}
+    with pytest.raises(Conflict):
+        await backend.kube.patch("leases", "nos", stale, "nos-system")
+    patched = await backend.kube.patch("leases", "nos", {"spec": {"holderIdentity": None}}, "nos-system")
+    assert "holderIdentity" not in patched["spec"]
+    assert [o["metadata"]["name"] for o in await backend.kube.list("leases", "nos-system")] == ["nos"]
+    await backend.kube.delete("leases", "nos", "nos-system")
+    with pytest.raises(NotFound):
+        await backend.kube.get("leases", "nos", "nos-system")
+
+
+async def test_list_is_list_with_version_without_the_version(backend: Backend) -> None:
+    backend.store.create("nodes", node("n1", labels={"gpu": "a100"}))
+    backend.store.create("nodes", node("n2"))
+    items, version = await backend.kube.list_with_version("nodes", label_selector="gpu")
+    assert _names(items) == ["n1"] and version == backend.store.resource_version
+    assert await backend.kube.list("nodes", label_selector="gpu") == items
+
+
+def test_annotations_patch_carries_the_precondition() -> None:
+    assert annotations_patch({"a": "1", "b": None}) == {"metadata": {"annotations": {"a": "1", "b": None}}}
+    assert annotations_patch({"a": "1"}, "42") == {"metadata": {"annotations": {"a": "1"}, "resourceVersion": "42"}}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from nos.contract.annotations import SPEC_PLAN, STATUS_PLAN, decode_spec
 from nos.kube.fake.memory import MemoryKube
-from nos.kube.port import Conflict
+from nos.kube.port import Conflict, annotations_patch
 from nos.mig.layout import Instance as I
 from nos.partitioner.batch import Batcher
 from nos.partitioner.controller import Partitioner, PartitionerConfig
@@ -49,10 +49,10 @@ async def test_cycle_plans_after_the_batch_window_and_writes_changed_nodes() -> 
     clock.now += 10
     result = await part.cycle()
     assert result.plan is not None and result.written == ["a"]
-    annotations = (await kube.get_node("a"))["metadata"]["annotations"]
+    annotations = (await kube.get("nodes", "a"))["metadata"]["annotations"]
     assert annotations[SPEC_PLAN] == result.plan.plan_id
     assert decode_spec(annotations).gpus[0].profile_counts()["1g.10gb"] >= 1
-    untouched = (await kube.get_node("b"))["metadata"]["annotations"]
+    untouched = (await kube.get("nodes", "b"))["metadata"]["annotations"]
     assert untouched[SPEC_PLAN] == "plan-0"
     reasons = {(e.regarding.name, e.reason) for e in kube.events}
     assert ("p1", "MigPlanned") in reasons
@@ -85,7 +85,7 @@ async def test_reported_plan_unblocks_the_next_plan() -> None:
     await part.cycle()
     clock.now += 1
     plan_id = (await part.cycle()).plan.plan_id  # type: ignore[union-attr]
-    await kube.patch_node_annotations("a", {STATUS_PLAN: plan_id})
+    await kube.patch("nodes", "a", annotations_patch({STATUS_PLAN: plan_id}))
     kube.add_pod(pod("p3", "2g.20gb"))
     await part.cycle()
     clock.now += 1
@@ -95,15 +95,15 @@ async def test_reported_plan_unblocks_the_next_plan() -> None:
 async def test_conflicting_write_is_retried() -> None:
     kube, clock = await _cluster(), Clock()
     part = Partitioner(kube, clock, PartitionerConfig(batch_window_idle_seconds=0))
-    kube.fail_next("patch_node_annotations", Conflict("node a changed"), times=2)
+    kube.fail_next("patch nodes", Conflict("node a changed"), times=2)
     result = await part.cycle()
     assert result.written == ["a"]
-    assert SPEC_PLAN in (await kube.get_node("a"))["metadata"]["annotations"]
+    assert SPEC_PLAN in (await kube.get("nodes", "a"))["metadata"]["annotations"]
 
 
 async def test_persistent_conflict_is_reported_not_raised() -> None:
     kube, clock = await _cluster(), Clock()
     part = Partitioner(kube, clock, PartitionerConfig(batch_window_idle_seconds=0, patch_attempts=2))
-    kube.fail_next("patch_node_annotations", Conflict("node a changed"), times=5)
+    kube.fail_next("patch nodes", Conflict("node a changed"), times=5)
     result = await part.cycle()
     assert result.written == [] and "a" in result.failed

@@ -58,9 +58,9 @@ async def test_a_malformed_spec_on_one_node_does_not_stop_the_others(case: str) 
     kube = _cluster(BAD_SPECS[case])
     result, part = await _plan_once(kube)
     assert result.plan is not None and result.written == ["good"]
-    good = (await kube.get_node("good"))["metadata"]["annotations"]
+    good = (await kube.get("nodes", "good"))["metadata"]["annotations"]
     assert decode_spec(good).gpus[0].profile_counts()["1g.10gb"] >= 1 and good[SPEC_PLAN] == result.plan.plan_id
-    bad = (await kube.get_node("bad"))["metadata"]["annotations"]
+    bad = (await kube.get("nodes", "bad"))["metadata"]["annotations"]
     for key, value in BAD_SPECS[case].items():
         assert bad[key] == value  # frozen: kept verbatim
     assert [e.reason for e in kube.events if e.regarding.name == "bad"] == ["GpuFrozen"]

@@ -23,7 +23,7 @@ from lightkube.resources.events_v1 import Event as EventResource
 from lightkube.types import PatchType
 
 from nos.kube.client import LightkubeKube, RetryPolicy, from_kubeconfig
-from nos.kube.port import Conflict, Event, KubeError, NotFound, Obj, ObjectRef
+from nos.kube.port import Conflict, Event, KubeError, NotFound, Obj, ObjectRef, annotations_patch
 from tests.realkube.control_plane import ControlPlane
 
 # Real errors must surface at once, not after retries: a few quick attempts only.
@@ -91,7 +91,7 @@ async def seed_namespace(client: AsyncClient, name: str) -> str:
 # -- nodes -----------------------------------------------------------------------------------------
 async def test_get_node_returns_api_shaped_dict(kube: LightkubeKube, kube_client: AsyncClient, unique: str) -> None:
     await seed_node(kube_client, f"{unique}-n1", labels={"gpu": "a100"}, annotations={"a": "1"})
-    got = await kube.get_node(f"{unique}-n1")
+    got = await kube.get("nodes", f"{unique}-n1")
     assert got["metadata"]["name"] == f"{unique}-n1"
     assert got["metadata"]["labels"] == {"gpu": "a100"}
     assert got["metadata"]["annotations"] == {"a": "1"}
@@ -102,7 +102,7 @@ async def test_get_node_returns_api_shaped_dict(kube: LightkubeKube, kube_client
 
 async def test_get_missing_node_raises_not_found(kube: LightkubeKube, unique: str) -> None:
     with pytest.raises(NotFound) as exc:
-        await kube.get_node(f"{unique}-nope")
+        await kube.get("nodes", f"{unique}-nope")
     assert exc.value.status == 404
 
 
@@ -129,7 +129,7 @@ async def test_list_nodes_label_selectors(
     await seed_node(kube_client, f"{unique}-c", labels={**scope, "gpu": "h100"})
     await seed_node(kube_client, f"{unique}-d", labels=scope)
     full = f"nos-test={unique}" + (f",{selector}" if selector else "")
-    got = await kube.list_nodes(full)
+    got = await kube.list("nodes", label_selector=full)
     assert _names(got) == [f"{unique}-{n}" for n in expected]
 
 
@@ -138,10 +138,10 @@ async def test_merge_patch_adds_changes_and_deletes_annotations(
 ) -> None:
     name = f"{unique}-n1"
     created = await seed_node(kube_client, name, annotations={"keep": "k", "change": "old", "drop": "x"})
-    patched = await kube.patch_node_annotations(name, {"change": "new", "drop": None, "add": "a"})
+    patched = await kube.patch("nodes", name, annotations_patch({"change": "new", "drop": None, "add": "a"}))
     assert patched["metadata"]["annotations"] == {"keep": "k", "change": "new", "add": "a"}
     assert int(patched["metadata"]["resourceVersion"]) > int(created["metadata"]["resourceVersion"])
-    assert (await kube.get_node(name))["metadata"]["annotations"] == patched["metadata"]["annotations"]
+    assert (await kube.get("nodes", name))["metadata"]["annotations"] == patched["metadata"]["annotations"]
     assert patched["status"]["allocatable"]["cpu"] == "8"  # status untouched
 
 
@@ -150,7 +150,7 @@ async def test_patch_with_current_resource_version_succeeds(
 ) -> None:
     created = await seed_node(kube_client, f"{unique}-n1")
     rv = created["metadata"]["resourceVersion"]
-    patched = await kube.patch_node_annotations(f"{unique}-n1", {"k": "v"}, resource_version=rv)
+    patched = await kube.patch("nodes", f"{unique}-n1", annotations_patch({"k": "v"}, rv))
     assert patched["metadata"]["annotations"] == {"k": "v"}
 
 
@@ -160,16 +160,16 @@ async def test_patch_with_stale_resource_version_raises_conflict(
     name = f"{unique}-n1"
     created = await seed_node(kube_client, name)
     stale = created["metadata"]["resourceVersion"]
-    await kube.patch_node_annotations(name, {"first": "1"})
+    await kube.patch("nodes", name, annotations_patch({"first": "1"}))
     with pytest.raises(Conflict) as exc:
-        await kube.patch_node_annotations(name, {"second": "2"}, resource_version=stale)
+        await kube.patch("nodes", name, annotations_patch({"second": "2"}, stale))
     assert exc.value.status == 409
-    assert "second" not in (await kube.get_node(name))["metadata"]["annotations"]
+    assert "second" not in (await kube.get("nodes", name))["metadata"]["annotations"]
 
 
 async def test_patch_missing_node_raises_not_found(kube: LightkubeKube, unique: str) -> None:
     with pytest.raises(NotFound):
-        await kube.patch_node_annotations(f"{unique}-ghost", {"k": "v"})
+        await kube.patch("nodes", f"{unique}-ghost", annotations_patch({"k": "v"}))
 
 
 # -- pods ------------------------------------------------------------------------------------------
@@ -181,13 +181,13 @@ async def test_list_pods_field_selectors(kube: LightkubeKube, kube_client: Async
     await seed_pod(kube_client, "p3", gpu_ns, node_name=n1, phase="Succeeded")
     await seed_pod(kube_client, "pending", ns)
     # All namespaces, narrowed to this test's nodes/namespaces by the field selectors themselves.
-    assert _names(await kube.list_pods(field_selector=f"spec.nodeName={n1}")) == ["p1", "p3"]
-    assert _names(await kube.list_pods(namespace=ns, field_selector="spec.nodeName=")) == ["pending"]
-    assert _names(await kube.list_pods(field_selector=f"spec.nodeName={n1},status.phase!=Succeeded")) == ["p1"]
-    assert _names(await kube.list_pods(namespace=ns, field_selector="metadata.name=p2")) == ["p2"]
-    assert _names(await kube.list_pods(namespace=gpu_ns)) == ["p3"]
-    assert _names(await kube.list_pods(field_selector=f"metadata.namespace={gpu_ns}")) == ["p3"]
-    assert _names(await kube.list_pods(namespace=ns)) == ["p1", "p2", "pending"]
+    assert _names(await kube.list("pods", field_selector=f"spec.nodeName={n1}")) == ["p1", "p3"]
+    assert _names(await kube.list("pods", namespace=ns, field_selector="spec.nodeName=")) == ["pending"]
+    assert _names(await kube.list("pods", field_selector=f"spec.nodeName={n1},status.phase!=Succeeded")) == ["p1"]
+    assert _names(await kube.list("pods", namespace=ns, field_selector="metadata.name=p2")) == ["p2"]
+    assert _names(await kube.list("pods", namespace=gpu_ns)) == ["p3"]
+    assert _names(await kube.list("pods", field_selector=f"metadata.namespace={gpu_ns}")) == ["p3"]
+    assert _names(await kube.list("pods", namespace=ns)) == ["p1", "p2", "pending"]
 
 
 async def test_list_pods_label_and_field_selector_combined(
@@ -198,15 +198,15 @@ async def test_list_pods_label_and_field_selector_combined(
     await seed_pod(kube_client, "dp-n1", ns, node_name="n1", labels=plugin)
     await seed_pod(kube_client, "dp-n2", ns, node_name="n2", labels=plugin)
     await seed_pod(kube_client, "other", ns, node_name="n1")
-    got = await kube.list_pods(
-        namespace=ns, label_selector="app=nvidia-device-plugin-daemonset", field_selector="spec.nodeName=n1"
+    got = await kube.list(
+        "pods", namespace=ns, label_selector="app=nvidia-device-plugin-daemonset", field_selector="spec.nodeName=n1"
     )
     assert _names(got) == ["dp-n1"]
 
 
 async def test_unsupported_field_selector_is_a_400(kube: LightkubeKube) -> None:
     with pytest.raises(KubeError) as exc:
-        await kube.list_pods(field_selector="spec.priority=3")
+        await kube.list("pods", field_selector="spec.priority=3")
     assert exc.value.status == 400
 
 
@@ -215,10 +215,10 @@ async def test_delete_unbound_pod_is_immediate_then_404(
 ) -> None:
     ns = await seed_namespace(kube_client, unique)
     await seed_pod(kube_client, "dp", ns)  # no nodeName: the server deletes it at once (grace 0)
-    await kube.delete_pod(ns, "dp")
-    assert await kube.list_pods(namespace=ns) == []
+    await kube.delete("pods", "dp", ns)
+    assert await kube.list("pods", namespace=ns) == []
     with pytest.raises(NotFound):
-        await kube.delete_pod(ns, "dp")
+        await kube.delete("pods", "dp", ns)
 
 
 async def test_delete_bound_pod_is_graceful_on_a_real_server(
@@ -228,19 +228,19 @@ async def test_delete_bound_pod_is_graceful_on_a_real_server(
     finishes the deletion. Callers that restart the device plugin must not expect it gone at once."""
     ns = await seed_namespace(kube_client, unique)
     await seed_pod(kube_client, "dp", ns, node_name=f"{unique}-n1")
-    await kube.delete_pod(ns, "dp")
-    (pod,) = await kube.list_pods(namespace=ns)
+    await kube.delete("pods", "dp", ns)
+    (pod,) = await kube.list("pods", namespace=ns)
     assert pod["metadata"]["deletionTimestamp"]
     assert pod["metadata"]["deletionGracePeriodSeconds"] == 30
-    await kube.delete_pod(ns, "dp")  # deleting again is fine while it terminates
+    await kube.delete("pods", "dp", ns)  # deleting again is fine while it terminates
     # What a kubelet does at the end: delete with grace 0. Then it is gone.
     await kube_client.delete(Pod, "dp", namespace=ns, grace_period=0)
-    assert await kube.list_pods(namespace=ns) == []
+    assert await kube.list("pods", namespace=ns) == []
 
 
 async def test_delete_pod_in_missing_namespace_raises_not_found(kube: LightkubeKube, unique: str) -> None:
     with pytest.raises(NotFound):
-        await kube.delete_pod(f"{unique}-nowhere", "dp")
+        await kube.delete("pods", "dp", f"{unique}-nowhere")
 
 
 # -- events ----------------------------------------------------------------------------------------
@@ -318,10 +318,10 @@ async def test_from_kubeconfig_talks_tls_with_token(
     await seed_node(kube_client, f"{unique}-n1")
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     async with from_kubeconfig(str(control_plane.kubeconfig_path), component="partitioner") as kube:
-        assert (await kube.get_node(f"{unique}-n1"))["metadata"]["name"] == f"{unique}-n1"
+        assert (await kube.get("nodes", f"{unique}-n1"))["metadata"]["name"] == f"{unique}-n1"
     monkeypatch.setenv("KUBECONFIG", str(control_plane.kubeconfig_path))
     async with from_kubeconfig(None, retry=QUICK_RETRY) as kube:
-        assert _names(await kube.list_nodes(f"kubernetes.io/hostname={unique}-none")) == []
+        assert _names(await kube.list("nodes", label_selector=f"kubernetes.io/hostname={unique}-none")) == []
 
 
 async def test_wrong_token_is_a_401_kube_error(control_plane: ControlPlane, tmp_path: Path) -> None:
@@ -331,5 +331,34 @@ async def test_wrong_token_is_a_401_kube_error(control_plane: ControlPlane, tmp_
     path.write_text(yaml.safe_dump(conf))
     async with from_kubeconfig(str(path), retry=QUICK_RETRY) as kube:
         with pytest.raises(KubeError) as exc:
-            await kube.list_nodes()
+            await kube.list("nodes")
     assert exc.value.status == 401
+
+
+# -- generic verbs ---------------------------------------------------------------------------------
+async def test_generic_verbs_on_a_lease(kube: LightkubeKube, kube_client: AsyncClient, unique: str) -> None:
+    """The same verbs and preconditions as tests/kube/test_port_contract.py, on the real server."""
+    ns = await seed_namespace(kube_client, unique)
+    body = {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": "nos", "namespace": ns},
+        "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15},
+    }
+    assert (await kube.create("leases", body))["spec"]["holderIdentity"] == "a"
+    with pytest.raises(Conflict):
+        await kube.create("leases", body)
+    got = await kube.get("leases", "nos", ns)
+    got["spec"]["holderIdentity"] = "b"
+    assert (await kube.replace("leases", got))["spec"]["holderIdentity"] == "b"
+    with pytest.raises(Conflict):
+        await kube.replace("leases", got)
+    stale = {"metadata": {"resourceVersion": got["metadata"]["resourceVersion"]}, "spec": {"holderIdentity": "c"}}
+    with pytest.raises(Conflict):
+        await kube.patch("leases", "nos", stale, ns)
+    patched = await kube.patch("leases", "nos", {"spec": {"holderIdentity": None}}, ns)
+    assert "holderIdentity" not in patched["spec"]
+    assert [o["metadata"]["name"] for o in await kube.list("leases", ns)] == ["nos"]
+    await kube.delete("leases", "nos", ns)
+    with pytest.raises(NotFound):
+        await kube.get("leases", "nos", ns)

@@ -55,7 +55,7 @@ async def test_a_leader_whose_lease_may_have_passed_writes_nothing() -> None:
     result = await part.cycle()
     assert result.plan is not None and result.plan.nodes["a"].write  # it did want to write
     assert result.fenced and result.written == []
-    assert "patch_node_annotations" not in kube.calls and kube.events == []
+    assert "patch nodes" not in kube.calls and kube.events == []
     assert not elector.holds_lease()
 
 

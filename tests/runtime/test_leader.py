@@ -86,7 +86,7 @@ async def test_conflict_on_renew_steps_down_at_once_and_cancels_the_work() -> No
     a = Candidate(kube, "a")
     await asyncio.sleep(1)
     assert a.elector.is_leader
-    kube.fail_next("replace_lease", Conflict("someone else wrote the lease"))
+    kube.fail_next("replace leases", Conflict("someone else wrote the lease"))
     started = asyncio.get_running_loop().time()
     with pytest.raises(LeadershipLost):
         await a.task
@@ -99,7 +99,7 @@ async def test_failing_renewals_step_down_after_the_renew_deadline() -> None:
     kube = MemoryKube()
     a = Candidate(kube, "a")
     await asyncio.sleep(1)
-    kube.fail_next("replace_lease", KubeError("etcd unavailable", 500), times=1000)
+    kube.fail_next("replace leases", KubeError("etcd unavailable", 500), times=1000)
     started = asyncio.get_running_loop().time()
     with pytest.raises(LeadershipLost):
         await a.task
@@ -115,7 +115,7 @@ async def test_a_transient_renew_failure_is_survived() -> None:
     kube = MemoryKube()
     a = Candidate(kube, "a")
     await asyncio.sleep(1)
-    kube.fail_next("replace_lease", KubeError("blip", 503), times=2)
+    kube.fail_next("replace leases", KubeError("blip", 503), times=2)
     await asyncio.sleep(30)
     assert a.elector.is_leader and not a.task.done()
     await a.crash()

@@ -101,7 +101,7 @@ async def test_elector_one_leader_and_release_hands_over(kube: LightkubeKube, co
         b = Candidate(other, "b", ELECTION)
         await asyncio.sleep(1.0)
         assert a.elector.is_leader and not b.elector.is_leader
-        lease = await kube.get_lease("nos-system", "nos-rk")
+        lease = await kube.get("leases", "nos-rk", "nos-system")
         assert lease["spec"]["holderIdentity"] == "a"
         a.stop.set()
         await asyncio.wait_for(a.task, 5)
@@ -138,14 +138,14 @@ async def test_partitioner_cycle_writes_the_spec_on_the_real_server(kube: Lightk
     try:
 
         async def written() -> bool:
-            got = await kube.get_node("rk-gpu")
+            got = await kube.get("nodes", "rk-gpu")
             return got["metadata"]["annotations"].get(SPEC_PLAN) != "plan-0"
 
         for _ in range(100):
             if await written():
                 break
             await asyncio.sleep(0.1)
-        got = await kube.get_node("rk-gpu")
+        got = await kube.get("nodes", "rk-gpu")
         assert any(k.startswith("nos.nebuly.com/spec-gpu-0-1g.10gb") for k in got["metadata"]["annotations"])
         assert runner.cycles >= 1
     finally:

@@ -165,7 +165,7 @@ async def test_list_errors_are_retried_with_backoff() -> None:
     task = asyncio.create_task(r.run())
     try:
         await asyncio.wait_for(r.synced.wait(), 5)
-        assert kube.calls.count("list_with_version") == 3 and list(r.cache) == ["a"]
+        assert kube.calls.count("list_with_version nodes") == 3 and list(r.cache) == ["a"]
     finally:
         await stop(task)
 

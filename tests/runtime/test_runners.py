@@ -18,7 +18,7 @@ from nos.config import NosConfig, load_config
 from nos.contract.annotations import SPEC_PLAN, STATUS_PLAN, encode_spec
 from nos.gpu.simulated import SimulatedNvml
 from nos.kube.fake.memory import MemoryKube
-from nos.kube.port import Conflict
+from nos.kube.port import Conflict, annotations_patch
 from nos.mig.layout import Instance as I
 from nos.partitioner.runner import PartitionerRunner
 from tests.planner.factories import node, pod
@@ -74,7 +74,7 @@ async def test_pending_pod_gets_spec_annotations_once_the_batch_closes_then_stop
     annotations = kube.store.get("nodes", "a")["metadata"]["annotations"]
     assert any(k.startswith("nos.nebuly.com/spec-gpu-0-1g.10gb") for k in annotations)
     assert spec_plan(kube, "unlabelled") == "plan-0"  # unmanaged nodes are never written
-    assert "list_nodes" not in kube.calls and "list_pods" not in kube.calls  # cycles read the caches
+    assert "list nodes" not in kube.calls and "list pods" not in kube.calls  # cycles read the caches
     assert runner.metrics.nodes_changed._value.get() == 1
     stop.set()
     await asyncio.wait_for(task, 5)
@@ -92,7 +92,7 @@ async def test_agent_report_wakes_the_next_plan_without_waiting_for_the_timeout(
     kube.add_pod(pod("p2", "1g.10gb"))
     await asyncio.sleep(0.5)
     assert spec_plan(kube, "a") == first  # waiting for the agent to report the first plan
-    await kube.patch_node_annotations("a", {STATUS_PLAN: first})
+    await kube.patch("nodes", "a", annotations_patch({STATUS_PLAN: first}))
     await eventually(lambda: runner.partitioner.last_plan_id != first, what="second plan after the report")
     stop.set()
     await asyncio.wait_for(task, 5)
@@ -101,7 +101,7 @@ async def test_agent_report_wakes_the_next_plan_without_waiting_for_the_timeout(
 async def test_sigterm_stops_the_partitioner_cleanly_and_releases_the_lease() -> None:
     kube = cluster()
     task = asyncio.create_task(serve(kube, fast_config(), "p-sig", min_interval_s=0.05))
-    await eventually(lambda: "get_lease" in kube.calls and lease_holder(kube) == "p-sig", what="leadership")
+    await eventually(lambda: "get leases" in kube.calls and lease_holder(kube) == "p-sig", what="leadership")
     assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL  # our handler, or this would kill pytest
     os.kill(os.getpid(), signal.SIGTERM)
     assert await asyncio.wait_for(task, 5) == 0
@@ -112,8 +112,8 @@ async def test_lost_lease_exits_non_zero() -> None:
     kube = cluster()
     stop = asyncio.Event()
     task = asyncio.create_task(serve(kube, fast_config(), "p-lost", stop=stop, min_interval_s=0.05))
-    await eventually(lambda: "get_lease" in kube.calls and lease_holder(kube) == "p-lost", what="leadership")
-    kube.fail_next("replace_lease", Conflict("taken"))
+    await eventually(lambda: "get leases" in kube.calls and lease_holder(kube) == "p-lost", what="leadership")
+    kube.fail_next("replace leases", Conflict("taken"))
     assert await asyncio.wait_for(task, 5) == 1
 
 
@@ -128,7 +128,7 @@ async def test_without_leader_election_the_runner_plans_directly() -> None:
     await eventually(lambda: spec_plan(kube, "a") != "plan-0", what="spec written")
     stop.set()
     await asyncio.wait_for(task, 5)
-    assert "get_lease" not in kube.calls
+    assert "get leases" not in kube.calls
 
 
 # -- agent ----------------------------------------------------------------------------------------
@@ -162,12 +162,12 @@ async def test_agent_reconciles_at_once_on_spec_change_but_not_on_its_own_status
     assert runner.ready()
     await asyncio.sleep(0.2)
     settled = runner.reconciles
-    await kube.patch_node_annotations("n2", {"unrelated": "x"})  # another node: not even in the cache
-    await kube.patch_node_annotations("n1", {"some-label-ish": "x"})  # not the spec: no reconcile
+    await kube.patch("nodes", "n2", annotations_patch({"unrelated": "x"}))  # another node: not even in the cache
+    await kube.patch("nodes", "n1", annotations_patch({"some-label-ish": "x"}))  # not the spec: no reconcile
     await asyncio.sleep(0.2)
     assert runner.reconciles == settled and list(runner.node.cache) == ["n1"]
     stale = {k: None for k in SPEC_A}
-    await kube.patch_node_annotations("n1", {**stale, **SPEC_B})
+    await kube.patch("nodes", "n1", annotations_patch({**stale, **SPEC_B}))
     await eventually(lambda: nvml.layout(0) == (I(0, "7g.80gb"),), timeout=2, what="second spec applied")
     assert runner.metrics.applies.labels("success")._value.get() == 2
     stop.set()

@@ -259,7 +259,7 @@ class MigAgent:
 
     async def _reconcile(self) -> ReconcileResult:
         result = ReconcileResult()
-        node = await self.kube.get_node(self.node_name)
+        node = await self.kube.get("nodes", self.node_name)
         meta = node.get("metadata", {})
         labels, annotations = meta.get("labels") or {}, meta.get("annotations") or {}
         if not is_mig_partitioned(labels):

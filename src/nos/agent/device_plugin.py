@@ -56,7 +56,8 @@ class DevicePluginRestarter:
         self._clock, self._sleep = clock, sleep
 
     async def _pods(self) -> list[dict[str, Any]]:
-        return await self._kube.list_pods(
+        return await self._kube.list(
+            "pods",
             namespace=self.config.namespace,
             label_selector=self.config.label_selector,
             field_selector=f"spec.nodeName={self._node}",
@@ -90,7 +91,7 @@ class DevicePluginRestarter:
         old = pods[0]["metadata"]
         log.info("deleting device plugin pod %s/%s", cfg.namespace, old["name"])
         with contextlib.suppress(NotFound):  # already going away: wait for its replacement all the same
-            await self._kube.delete_pod(cfg.namespace, old["name"])
+            await self._kube.delete("pods", old["name"], cfg.namespace)
         deadline = self._clock() + cfg.timeout_s
         while True:
             replacement = [
@@ -118,7 +119,7 @@ class DevicePluginRestarter:
             return True
         deadline = self._clock() + timeout
         while True:
-            node = await self._kube.get_node(self._node)
+            node = await self._kube.get("nodes", self._node)
             actual = mig_allocatable(node)
             if advertises(actual, expected):
                 return True

@@ -12,7 +12,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 
 from nos.contract.annotations import encode_status, merge_patch
 from nos.gpu.port import GpuInstanceInfo
-from nos.kube.port import Kube
+from nos.kube.port import Kube, annotations_patch
 from nos.mig.layout import Instance
 
 log = logging.getLogger(__name__)
@@ -68,12 +68,12 @@ class Reporter:
         """Patch what changed (reading the node unless ``current`` annotations are given); returns the
         patch, empty when nothing changed."""
         if current is None:
-            node = await self._kube.get_node(self._node)
+            node = await self._kube.get("nodes", self._node)
             current = node.get("metadata", {}).get("annotations") or {}
         desired = status_annotations(gpus, plan_id, unreadable)
         patch = merge_patch(current, desired, owned="status")
         self._last = self._clock()
         if patch:
             log.info("reporting status of node %s: %s", self._node, patch)
-            await self._kube.patch_node_annotations(self._node, patch)
+            await self._kube.patch("nodes", self._node, annotations_patch(patch))
         return patch

@@ -30,9 +30,9 @@ async def collect(
 ) -> ClusterFacts:
     """One list per opt-in key (label selectors cannot OR two keys), agent pods, MIG manager pods."""
     *by_key, agents, managers = await asyncio.gather(
-        *(kube.list_nodes(f"{key}={PARTITIONING_MIG}") for key in PARTITIONING_LABELS),
-        kube.list_pods(agent_namespace, label_selector=agent_selector),
-        kube.list_pods(None, label_selector=mig_manager_selector),
+        *(kube.list("nodes", label_selector=f"{key}={PARTITIONING_MIG}") for key in PARTITIONING_LABELS),
+        kube.list("pods", agent_namespace, label_selector=agent_selector),
+        kube.list("pods", None, label_selector=mig_manager_selector),
     )
     nodes: dict[str, Obj] = {}
     for listed in by_key:

@@ -3,10 +3,11 @@
 Objects come back as plain dicts (``to_dict()`` of lightkube's models, i.e. the API's JSON shape), every
 lightkube/httpx error is turned into the port's ``KubeError``/``NotFound``/``Conflict``, and calls are
 retried with capped exponential backoff on 429, 5xx and transport errors. Every call here is safe to
-retry: gets/lists read; the annotation merge patch is idempotent (and with a resourceVersion
-precondition a replay can only end in Conflict, never in a stale write); a delete that lands and is
-then replayed reports 404 only on the replay, which counts as success; an Event has a fixed name, so
-a replayed create that finds it (409) counts as success.
+retry: gets/lists read; a merge patch is idempotent (and with a resourceVersion precondition a replay
+can only end in Conflict, never in a stale write); a delete that lands and is then replayed reports
+404 only on the replay, which counts as success; an Event has a fixed name, so a replayed create that
+finds it (409) counts as success. Creates and replaces of other objects are not retried: a replay
+could not tell its own success from a rival's (the caller, e.g. the leader elector, retries).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import asyncio
 import os
 import random
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
@@ -29,10 +30,23 @@ from lightkube.resources.events_v1 import Event as EventResource
 from lightkube.types import PatchType
 
 from nos.kube.events import EventSeries, event_body
-from nos.kube.port import Conflict, Event, Gone, KubeError, NotFound, Obj, WatchEvent
+from nos.kube.port import Conflict, Event, Gone, KubeError, NotFound, Obj, ObjList, Resource, WatchEvent
 
-_KINDS: dict[str, Any] = {"nodes": Node, "pods": Pod}
+_KINDS: dict[str, Any] = {"nodes": Node, "pods": Pod, "leases": Lease}
 """Resource name → lightkube class (Any: lightkube's overloads cannot take a union of classes)."""
+
+
+def _as_obj(model: Any) -> Obj:
+    """A lightkube model as the API's JSON dict."""
+    return cast(Obj, model.to_dict())
+
+
+def _namespace(kind: Any, namespace: str | None, listing: bool = False) -> str | None:
+    """Nodes are cluster-scoped; a list over namespaced kinds without a namespace spans them all."""
+    if kind is Node:
+        return None
+    return (namespace or ALL_NS) if listing else namespace
+
 
 T = TypeVar("T")
 
@@ -164,45 +178,37 @@ class LightkubeKube:
         return result
 
     # -- Kube --------------------------------------------------------------------------------------
-    async def get_node(self, name: str) -> Obj:
-        node = await self._must(lambda: self._client.get(Node, name))
-        return node.to_dict()
+    async def get(self, resource: Resource, name: str, namespace: str | None = None) -> Obj:
+        kind = _KINDS[resource]
+        obj = await self._must(lambda: self._client.get(kind, name, namespace=_namespace(kind, namespace)))
+        return _as_obj(obj)
 
-    async def list_nodes(self, label_selector: str | None = None) -> list[Obj]:
-        async def op() -> list[Obj]:
-            return [n.to_dict() async for n in self._client.list(Node, labels=_selector(label_selector))]
-
-        return await self._must(op)
-
-    async def patch_node_annotations(
-        self, name: str, patch: Mapping[str, str | None], resource_version: str | None = None
-    ) -> Obj:
-        metadata: dict[str, Any] = {"annotations": dict(patch)}
-        if resource_version is not None:
-            metadata["resourceVersion"] = resource_version
-        body = {"metadata": metadata}
-        node = await self._must(lambda: self._client.patch(Node, name, body, patch_type=PatchType.MERGE))
-        return node.to_dict()
-
-    async def list_pods(
+    async def list(
         self,
+        resource: Resource,
         namespace: str | None = None,
         label_selector: str | None = None,
         field_selector: str | None = None,
-    ) -> list[Obj]:
-        async def op() -> list[Obj]:
-            pods = self._client.list(
-                Pod,
-                namespace=namespace or ALL_NS,
-                labels=_selector(label_selector),
-                fields=_selector(field_selector),
-            )
-            return [p.to_dict() async for p in pods]
+    ) -> ObjList:
+        return (await self.list_with_version(resource, namespace, label_selector, field_selector))[0]
 
-        return await self._must(op)
+    async def create(self, resource: Resource, obj: Obj) -> Obj:
+        model = _model(resource, obj)
+        return _as_obj(await self._once(lambda: self._client.create(model)))
 
-    async def delete_pod(self, namespace: str, name: str) -> None:
-        await self._call(lambda: self._client.delete(Pod, name, namespace=namespace), replay_ok=404)
+    async def replace(self, resource: Resource, obj: Obj) -> Obj:
+        model = _model(resource, obj)
+        return _as_obj(await self._once(lambda: self._client.replace(model)))
+
+    async def patch(self, resource: Resource, name: str, patch: Obj, namespace: str | None = None) -> Obj:
+        kind = _KINDS[resource]
+        ns = _namespace(kind, namespace)
+        obj = await self._must(lambda: self._client.patch(kind, name, patch, namespace=ns, patch_type=PatchType.MERGE))
+        return _as_obj(obj)
+
+    async def delete(self, resource: Resource, name: str, namespace: str | None = None) -> None:
+        kind = _KINDS[resource]
+        await self._call(lambda: self._client.delete(kind, name, namespace=_namespace(kind, namespace)), replay_ok=404)
 
     async def create_event(self, event: Event) -> None:
         when = self._clock()
@@ -226,17 +232,17 @@ class LightkubeKube:
 
     async def list_with_version(
         self,
-        resource: str,
+        resource: Resource,
         namespace: str | None = None,
         label_selector: str | None = None,
         field_selector: str | None = None,
-    ) -> tuple[list[Obj], str]:
+    ) -> tuple[ObjList, str]:
         kind = _KINDS[resource]
 
-        async def op() -> tuple[list[Obj], str]:
+        async def op() -> tuple[ObjList, str]:
             listing = self._client.list(
                 kind,
-                namespace=(namespace or ALL_NS) if kind is Pod else None,
+                namespace=_namespace(kind, namespace, listing=True),
                 labels=_selector(label_selector),
                 fields=_selector(field_selector),
             )
@@ -247,7 +253,7 @@ class LightkubeKube:
 
     async def watch(
         self,
-        resource: str,
+        resource: Resource,
         namespace: str | None = None,
         label_selector: str | None = None,
         field_selector: str | None = None,
@@ -259,7 +265,7 @@ class LightkubeKube:
         kind = _KINDS[resource]
         stream = self._client.watch(
             kind,
-            namespace=(namespace or ALL_NS) if kind is Pod else None,
+            namespace=_namespace(kind, namespace, listing=True),
             labels=_selector(label_selector),
             fields=_selector(field_selector),
             resource_version=resource_version,
@@ -275,19 +281,6 @@ class LightkubeKube:
             if aclose is not None:
                 await aclose()
 
-    async def get_lease(self, namespace: str, name: str) -> Obj:
-        lease = await self._must(lambda: self._client.get(Lease, name, namespace=namespace))
-        return lease.to_dict()
-
-    async def create_lease(self, lease: Obj) -> Obj:
-        # Not retried: a replayed create could not tell its own success from a rival's (the elector retries).
-        created = await self._once(lambda: self._client.create(_lease(lease)))
-        return created.to_dict()
-
-    async def replace_lease(self, lease: Obj) -> Obj:
-        replaced = await self._once(lambda: self._client.replace(_lease(lease)))
-        return replaced.to_dict()
-
     async def _once(self, op: Callable[[], Awaitable[T]]) -> T:
         try:
             return await op()
@@ -295,17 +288,18 @@ class LightkubeKube:
             raise to_kube_error(exc) from exc
 
 
-def _lease(body: Obj) -> Lease:
-    """A Lease model for ``body``. MicroTime fields with a zero microsecond get 1 µs: lightkube's encoder
-    drops a zero fraction and the apiserver's MicroTime parser needs six digits (as for Events)."""
-    lease = cast(Lease, Lease.from_dict(body))
-    spec = lease.spec
+def _model(resource: Resource, body: Obj) -> Any:
+    """The lightkube model of ``body``. A Lease's MicroTime fields with a zero microsecond get 1 µs:
+    lightkube's encoder drops a zero fraction and the apiserver's MicroTime parser needs six digits
+    (as for Events)."""
+    model = _KINDS[resource].from_dict(body)
+    spec = model.spec if isinstance(model, Lease) else None
     if spec is not None:
         for attr in ("acquireTime", "renewTime"):
             value = getattr(spec, attr)
             if isinstance(value, datetime) and value.microsecond == 0:
                 setattr(spec, attr, value.replace(microsecond=1))
-    return lease
+    return model
 
 
 def load_config(path: str | None = None) -> KubeConfig:

@@ -92,7 +92,7 @@ class LeaderElector:
         now = _micro_time(self._wall())
         attempt = self._now()
         try:
-            lease = await self.kube.get_lease(cfg.namespace, cfg.lease_name)
+            lease = await self.kube.get("leases", cfg.lease_name, cfg.namespace)
         except NotFound:
             first = {
                 "holderIdentity": self.identity,
@@ -102,7 +102,7 @@ class LeaderElector:
                 "leaseTransitions": 0,
             }
             body = {"metadata": {"name": cfg.lease_name, "namespace": cfg.namespace}, "spec": first}
-            created = await self.kube.create_lease(body)
+            created = await self.kube.create("leases", body)
             self._observe(created.get("spec") or {})
             self._held_since = attempt
             return True
@@ -120,7 +120,7 @@ class LeaderElector:
             "renewTime": now,
             "leaseTransitions": int(spec.get("leaseTransitions") or 0) + (holder != self.identity),
         }
-        replaced = await self.kube.replace_lease(_with_spec(lease, new_spec))
+        replaced = await self.kube.replace("leases", _with_spec(lease, new_spec))
         self._observe(replaced.get("spec") or new_spec)
         self._held_since = attempt
         return True
@@ -182,13 +182,13 @@ class LeaderElector:
         """Give the Lease up if we still hold it (best effort: on failure it simply expires)."""
         cfg = self.config
         try:
-            lease = await self.kube.get_lease(cfg.namespace, cfg.lease_name)
+            lease = await self.kube.get("leases", cfg.lease_name, cfg.namespace)
             spec = dict(lease.get("spec") or {})
             if spec.get("holderIdentity") != self.identity:
                 return
             now = _micro_time(self._wall())
             spec.update({"holderIdentity": None, "leaseDurationSeconds": 1, "acquireTime": now, "renewTime": now})
-            await self.kube.replace_lease(_with_spec(lease, spec))
+            await self.kube.replace("leases", _with_spec(lease, spec))
             log.info("released lease %s/%s", cfg.namespace, cfg.lease_name)
         except KubeError as e:
             log.warning("could not release lease %s: %s (it will expire)", cfg.lease_name, e)

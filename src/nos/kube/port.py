@@ -1,7 +1,9 @@
-"""The Kubernetes API surface nos' processes use, as a small async interface.
+"""The ``Kube`` port: the Kubernetes API verbs nos' processes use, the API errors and ``Event``.
 
-Implemented by ``nos.kube.client`` (lightkube over HTTP) and ``nos.kube.fake.memory`` (in-memory, for
-tests and ``nos simulate``). Objects travel as plain dicts in the API's JSON shape.
+Generic verbs over a few kinds (as lightkube's and client-go's clients have them), so a new caller
+needs no new method. Implemented by ``nos.kube.client`` (lightkube over HTTP) and
+``nos.kube.fake.memory`` (in memory, for tests and ``nos simulate``). Objects travel as plain dicts
+in the API's JSON shape.
 """
 
 from __future__ import annotations
@@ -38,8 +40,12 @@ class Gone(KubeError):
         super().__init__(message, 410)
 
 
-Resource = Literal["nodes", "pods"]
-"""The kinds the processes cache through list + watch."""
+Resource = Literal["nodes", "pods", "leases"]
+"""The kinds nos reads and writes (Events go through ``create_event``): core/v1 Nodes and Pods,
+coordination.k8s.io/v1 Leases."""
+
+ObjList = list[Obj]
+"""Objects of one list call (an alias: the port's own ``list`` method hides the builtin in its class)."""
 
 WatchEvent = tuple[str, Obj]
 """``(type, object)``: type is ADDED, MODIFIED, DELETED or BOOKMARK."""
@@ -65,28 +71,28 @@ class Event:
     action: str = "Partitioning"
 
 
+def annotations_patch(annotations: Mapping[str, str | None], resource_version: str | None = None) -> Obj:
+    """The JSON merge patch that sets ``annotations`` (None deletes a key); with ``resource_version``
+    it fails with ``Conflict`` if the object changed since that version."""
+    metadata: Obj = {"annotations": dict(annotations)}
+    if resource_version is not None:
+        metadata["resourceVersion"] = resource_version
+    return {"metadata": metadata}
+
+
 class Kube(Protocol):
-    async def get_node(self, name: str) -> Obj: ...
+    """Generic verbs over ``Resource`` kinds, as lightkube's and client-go's clients have them.
+    ``namespace`` applies to Pods and Leases (None lists every namespace) and is ignored for Nodes."""
 
-    async def list_nodes(self, label_selector: str | None = None) -> list[Obj]: ...
+    async def get(self, resource: Resource, name: str, namespace: str | None = None) -> Obj: ...
 
-    async def patch_node_annotations(
-        self, name: str, patch: Mapping[str, str | None], resource_version: str | None = None
-    ) -> Obj:
-        """JSON merge patch of ``metadata.annotations`` (None deletes a key). With
-        ``resource_version`` the patch fails with Conflict if the node changed since."""
-        ...
-
-    async def list_pods(
+    async def list(
         self,
+        resource: Resource,
         namespace: str | None = None,
         label_selector: str | None = None,
         field_selector: str | None = None,
-    ) -> list[Obj]: ...
-
-    async def delete_pod(self, namespace: str, name: str) -> None: ...
-
-    async def create_event(self, event: Event) -> None: ...
+    ) -> ObjList: ...
 
     async def list_with_version(
         self,
@@ -94,7 +100,7 @@ class Kube(Protocol):
         namespace: str | None = None,
         label_selector: str | None = None,
         field_selector: str | None = None,
-    ) -> tuple[list[Obj], str]:
+    ) -> tuple[ObjList, str]:
         """Objects plus the list's resourceVersion (where a watch resumes)."""
         ...
 
@@ -112,12 +118,22 @@ class Kube(Protocol):
         watch again from the last resourceVersion seen. Raises ``Gone`` when that version is too old."""
         ...
 
-    async def get_lease(self, namespace: str, name: str) -> Obj: ...
-
-    async def create_lease(self, lease: Obj) -> Obj:
-        """Create a coordination.k8s.io/v1 Lease (``AlreadyExists`` is a ``Conflict``)."""
+    async def create(self, resource: Resource, obj: Obj) -> Obj:
+        """Create ``obj`` (its ``metadata.namespace`` for namespaced kinds); a name that exists is a
+        ``Conflict``. Not retried: a replay could not tell its own success from a rival's."""
         ...
 
-    async def replace_lease(self, lease: Obj) -> Obj:
-        """PUT the Lease; its ``metadata.resourceVersion`` is a precondition (Conflict if stale)."""
+    async def replace(self, resource: Resource, obj: Obj) -> Obj:
+        """PUT ``obj``; its ``metadata.resourceVersion`` is a precondition (``Conflict`` if stale)."""
+        ...
+
+    async def patch(self, resource: Resource, name: str, patch: Obj, namespace: str | None = None) -> Obj:
+        """JSON merge patch (RFC 7386: None deletes a key); a ``metadata.resourceVersion`` in the patch
+        is a precondition (``Conflict`` if the object changed since). See ``annotations_patch``."""
+        ...
+
+    async def delete(self, resource: Resource, name: str, namespace: str | None = None) -> None: ...
+
+    async def create_event(self, event: Event) -> None:
+        """Record ``event`` as an events.k8s.io/v1 Event; a repeat counts on the first one's series."""
         ...

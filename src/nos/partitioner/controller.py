@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from nos.contract.annotations import SPEC_PLAN, STATUS_PLAN, merge_patch
-from nos.kube.port import Conflict, Event, Kube, KubeError, Obj, ObjectRef
+from nos.kube.port import Conflict, Event, Kube, KubeError, Obj, ObjectRef, annotations_patch
 from nos.mig.catalog import Catalog, default_catalog
 from nos.mig.packing import Geometry
 from nos.partitioner import fairness
@@ -230,7 +230,7 @@ class Partitioner:
         self.frozen = (result.frozen_nodes, result.frozen_gpus)
 
     async def _list(self) -> tuple[list[Obj], list[Obj]]:
-        return await self.kube.list_nodes(), await self.kube.list_pods()
+        return await self.kube.list("nodes"), await self.kube.list("pods")
 
     def _plan_checked(self, state: ClusterState, plan_id: str) -> tuple[Plan, list[str]]:
         """Plan and check (a node whose part fails the check is left out); blocking, offloaded."""
@@ -253,7 +253,7 @@ class Partitioner:
     async def _write(self, name: str, annotations: Mapping[str, str]) -> None:
         """Merge-patch the complete spec set (stale keys nulled), retrying on conflicts."""
         for attempt in range(self.config.patch_attempts):
-            node = await self.kube.get_node(name)
+            node = await self.kube.get("nodes", name)
             meta = node.get("metadata") or {}
             current = meta.get("annotations") or {}
             patch = merge_patch(current, annotations, owned="spec")
@@ -261,7 +261,7 @@ class Partitioner:
                 return
             self._may_write()
             try:
-                await self.kube.patch_node_annotations(name, patch, resource_version=meta.get("resourceVersion"))
+                await self.kube.patch("nodes", name, annotations_patch(patch, meta.get("resourceVersion")))
                 return
             except Conflict:
                 log.info("node %s changed while writing its spec (attempt %d), retrying", name, attempt + 1)

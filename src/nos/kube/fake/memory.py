@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
 
 from nos.kube.events import EventSeries, event_body
 from nos.kube.fake.selectors import Selector
 from nos.kube.fake.store import ObjectStore, Watch
-from nos.kube.port import Event, KubeError, Obj
+from nos.kube.port import Event, KubeError, Obj, ObjList, Resource
 
 PodHook = Callable[[Obj], Awaitable[None] | None]
 
@@ -80,13 +79,14 @@ class MemoryKube:
     async def settle(self) -> None:
         await self.store.settle()
 
-    def fail_next(self, method: str, error: KubeError, times: int = 1) -> None:
-        """Make the next ``times`` calls of port method ``method`` raise ``error``."""
-        self._failures.setdefault(method, []).extend([error] * times)
+    def fail_next(self, call: str, error: KubeError, times: int = 1) -> None:
+        """Make the next ``times`` port calls named ``call`` raise ``error``: a verb and a resource as
+        recorded in ``calls`` (``"patch nodes"``), or a bare verb for any resource (``"patch"``)."""
+        self._failures.setdefault(call, []).extend([error] * times)
 
     def watch(
         self,
-        resource: str,
+        resource: Resource,
         namespace: str | None = None,
         label_selector: str | None = None,
         field_selector: str | None = None,
@@ -95,69 +95,60 @@ class MemoryKube:
     ) -> Watch:
         """Watch the store, same semantics as the fake server's watch. Unlike the HTTP adapter, a 410
         is raised here by the call itself (the port allows either: both happen before any event)."""
-        self._enter("watch")
+        self._enter("watch", resource)
         selector = Selector.parse(resource, label_selector, field_selector)
         return self.store.watch(resource, namespace, selector, resource_version, timeout_s)
 
-    def _enter(self, method: str) -> None:
-        self.calls.append(method)
-        pending = self._failures.get(method)
-        if pending:
-            raise pending.pop(0)
+    def _enter(self, verb: str, resource: str | None = None) -> None:
+        """Record the call in ``calls`` (``"<verb> <resource>"``) and raise an injected failure, if any."""
+        call = f"{verb} {resource}" if resource else verb
+        self.calls.append(call)
+        for key in (call, verb):
+            pending = self._failures.get(key)
+            if pending:
+                raise pending.pop(0)
 
     # -- Kube --------------------------------------------------------------------------------------
-    async def get_node(self, name: str) -> Obj:
-        self._enter("get_node")
-        return self.store.get("nodes", name)
+    async def get(self, resource: Resource, name: str, namespace: str | None = None) -> Obj:
+        self._enter("get", resource)
+        return self.store.get(resource, name, namespace)
 
-    async def list_nodes(self, label_selector: str | None = None) -> list[Obj]:
-        self._enter("list_nodes")
-        return self.store.list("nodes", None, Selector.parse("nodes", label_selector, None))[0]
-
-    async def patch_node_annotations(
-        self, name: str, patch: Mapping[str, str | None], resource_version: str | None = None
-    ) -> Obj:
-        self._enter("patch_node_annotations")
-        metadata: dict[str, Any] = {"annotations": dict(patch)}
-        if resource_version is not None:
-            metadata["resourceVersion"] = resource_version
-        return self.store.merge_patch("nodes", name, {"metadata": metadata})
-
-    async def list_pods(
+    async def list(
         self,
+        resource: Resource,
         namespace: str | None = None,
         label_selector: str | None = None,
         field_selector: str | None = None,
-    ) -> list[Obj]:
-        self._enter("list_pods")
-        return self.store.list("pods", namespace, Selector.parse("pods", label_selector, field_selector))[0]
+    ) -> ObjList:
+        self._enter("list", resource)
+        return self.store.list(resource, namespace, Selector.parse(resource, label_selector, field_selector))[0]
 
     async def list_with_version(
         self,
-        resource: str,
+        resource: Resource,
         namespace: str | None = None,
         label_selector: str | None = None,
         field_selector: str | None = None,
-    ) -> tuple[list[Obj], str]:
-        self._enter("list_with_version")
+    ) -> tuple[ObjList, str]:
+        self._enter("list_with_version", resource)
         return self.store.list(resource, namespace, Selector.parse(resource, label_selector, field_selector))
 
-    async def get_lease(self, namespace: str, name: str) -> Obj:
-        self._enter("get_lease")
-        return self.store.get("leases", name, namespace)
+    async def create(self, resource: Resource, obj: Obj) -> Obj:
+        self._enter("create", resource)
+        return self.store.create(resource, obj, (obj.get("metadata") or {}).get("namespace"))
 
-    async def create_lease(self, lease: Obj) -> Obj:
-        self._enter("create_lease")
-        return self.store.create("leases", lease, (lease.get("metadata") or {}).get("namespace"))
+    async def replace(self, resource: Resource, obj: Obj) -> Obj:
+        self._enter("replace", resource)
+        meta = obj["metadata"]
+        return self.store.replace(resource, meta["name"], obj, meta.get("namespace"))
 
-    async def replace_lease(self, lease: Obj) -> Obj:
-        self._enter("replace_lease")
-        meta = lease["metadata"]
-        return self.store.replace("leases", meta["name"], lease, meta.get("namespace"))
+    async def patch(self, resource: Resource, name: str, patch: Obj, namespace: str | None = None) -> Obj:
+        self._enter("patch", resource)
+        return self.store.merge_patch(resource, name, patch, namespace)
 
-    async def delete_pod(self, namespace: str, name: str) -> None:
-        self._enter("delete_pod")
-        self.store.delete("pods", name, namespace)
+    async def delete(self, resource: Resource, name: str, namespace: str | None = None) -> None:
+        self._enter("delete", resource)
+        self.store.delete(resource, name, namespace)
 
     async def create_event(self, event: Event) -> None:
         self._enter("create_event")
