@@ -4,7 +4,7 @@
     python benchmarks/run.py --quick    # small instances only (< 2 min), docs untouched
 
 For each instance: nos' ``plan`` (timed end to end from the Node/Pod dicts), the original greedy
-(``nos.planner.greedy``, both lacking modes; pods counted only on GPUs whose planned layout is
+(``nos.sim.greedy``, both lacking modes; pods counted only on GPUs whose planned layout is
 reachable), and the MIP optimum (``benchmarks.exact``) where it solves in the time limit. Every plan
 is checked with ``check_plan``: a failing check of nos' plan (or of the optimum's) is a benchmark
 failure (exit status 1). Targets: nos >= 98% of every proven optimum, nos >= the greedy, and the
@@ -33,9 +33,9 @@ from benchmarks.hetero import LARGE, HeteroSpec, generate_hetero, hetero_specs
 from benchmarks.trace import TraceSpec, generate_trace, trace_specs
 from nos.planner.checker import check_plan
 from nos.planner.cluster import ClusterState, build_cluster
-from nos.planner.greedy import plan_greedy_state, reachable_gpus
 from nos.planner.plan import Plan
 from nos.planner.planner import plan_state
+from nos.sim.greedy import plan_greedy_state, reachable_gpus
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DOCS = REPO_ROOT / "docs" / "benchmarks.md"

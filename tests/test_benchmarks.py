@@ -1,4 +1,4 @@
-"""Benchmarks: the original greedy, the exact optimum on cases where it is obvious, and a smoke run
+"""Benchmarks: the exact optimum on cases where it is obvious, and a smoke run
 of the quick benchmark asserting the planner's targets (nos >= greedy, nos >= 98% of optimum).
 
 Runs under pytest, or alone: ``python tests/test_benchmarks.py``.
@@ -13,7 +13,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.generate import PRODUCTS, Spec, generate, pending_pod
+from benchmarks.generate import PRODUCTS, pending_pod
 from benchmarks.trace import profile_for_task
 
 from nos.contract.annotations import COUNT_LABEL, PARTITIONING_LABELS, PRODUCT_LABEL, encode_status
@@ -21,7 +21,6 @@ from nos.mig.catalog import default_catalog
 from nos.mig.layout import Instance as I
 from nos.planner.checker import check_plan
 from nos.planner.cluster import build_cluster
-from nos.planner.greedy import default_geometries, plan_greedy, plan_greedy_state, reachable, reachable_placed
 
 try:
     import highspy  # noqa: F401
@@ -57,51 +56,6 @@ def _pods(
 
 
 A100 = default_catalog().model("A100-80GB")
-
-
-# ----------------------------------------------------------------------------- greedy
-
-
-def test_default_geometries_are_maximal_and_placeable() -> None:
-    geometries = default_geometries(A100)
-    assert geometries[0] == (("7g.80gb", 1),)  # coarse first, like the original's table
-    assert (("1g.10gb", 7),) in geometries
-    assert all("+" not in p for g in geometries for p, _ in g)
-    assert (("1g.10gb", 6),) not in geometries  # partial layouts are not geometries
-    assert all(reachable(A100, (), dict(g)) for g in geometries)
-
-
-def test_greedy_is_blind_to_placement() -> None:
-    """A used 1g at slot 1 keeps the counts of {4g.40gb: 1, 1g.10gb: 3} but forbids the 4g."""
-    nodes = [_node("n", {0: [I(0, "1g.10gb"), I(1, "1g.10gb", True), I(2, "2g.20gb"), I(4, "3g.40gb")]})]
-    pods = _pods("4g.40gb", 1)
-    state = build_cluster(nodes, pods)
-    plan = plan_greedy_state(state)
-    assert len(plan.placed) == 1  # the original thinks the pod fits
-    assert reachable_placed(state, plan) == 0  # but the layout cannot be reached
-    assert check_plan(state, plan)  # and the checker says so
-
-
-def test_greedy_original_lacking_ignores_pods_competing_for_free_devices() -> None:
-    """One free 1g.10gb somewhere: in the original no 1g.10gb pod lacks anything, so nothing is
-    repartitioned and only one of two pods runs; the cumulative variant repartitions."""
-    layouts = {0: [I(0, "1g.10gb"), I(1, "1g.10gb", True), I(2, "2g.20gb", True), I(4, "3g.40gb", True)]}
-    nodes = [_node("n", {**layouts, 1: [I(0, "7g.80gb")]})]
-    pods = _pods("1g.10gb", 2)
-    assert len(plan_greedy(nodes, pods).placed) == 1
-    state = build_cluster(nodes, pods)
-    cumulative = plan_greedy_state(state, lacking="cumulative")
-    assert reachable_placed(state, cumulative) == 2
-    assert check_plan(state, cumulative) == []
-
-
-def test_greedy_plan_is_sound_when_reachable() -> None:
-    nodes, pods = generate(Spec("t", 3, 15, seed=1))
-    state = build_cluster(nodes, pods)
-    plan = plan_greedy_state(state)
-    assert len(plan.placed) + len(plan.unplaced) == len(state.candidates)
-    if reachable_placed(state, plan) == len(plan.placed):
-        assert check_plan(state, plan) == []
 
 
 # ----------------------------------------------------------------------------- trace mapping

@@ -8,7 +8,7 @@
 * ``whole-gpu``: no MIG; one pod per GPU.
 * ``static``: every GPU keeps the scenario's fixed ``static_layout``; no partitioner runs.
 * ``nos``: the production ``Partitioner`` with nos' planner (its default).
-* ``greedy``: the same ``Partitioner`` with the original nos' planner (``nos.planner.greedy``) as its
+* ``greedy``: the same ``Partitioner`` with the original nos' planner (``nos.sim.greedy``) as its
   ``PlanFunction``. The original is blind to placements, so some GPU layouts it plans cannot be
   reached without moving in-use instances; nos' partitioner refuses to write any plan that fails
   ``check_plan``. The original's agent would apply what it can of such a layout, so the adapter keeps
@@ -28,8 +28,8 @@ from nos.mig.packing import Geometry
 from nos.partitioner.controller import PlanFunction
 from nos.planner.checker import check_plan
 from nos.planner.cluster import ClusterState
-from nos.planner.greedy import plan_greedy_state, reachable_gpus
 from nos.planner.plan import GpuPlan, NodePlan, Plan, Unplaced
+from nos.sim.greedy import plan_greedy_state, reachable_gpus
 from nos.sim.scenario import PodSpec, Scenario, run_end
 from nos.sim.static_mix import best_static
 

@@ -1,4 +1,5 @@
-"""The original nos planner (Go, nebuly-ai/nos), re-implemented as a baseline for benchmarks.
+"""The original nos planner (Go, nebuly-ai/nos), re-implemented as a baseline for ``nos simulate``'s
+``greedy`` policy and the benchmarks; production never runs it.
 
 Reproduced from ``internal/partitioning/core/planner.go``, ``core/tracker.go``,
 ``core/snapshot.go`` and ``pkg/gpu/mig/{gpu,node}.go``:
