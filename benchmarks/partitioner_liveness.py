@@ -22,9 +22,10 @@ if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.generate import node_object, pending_pod
+from nos.config import PartitionerConfig
 from nos.kube.fake.memory import MemoryKube
 from nos.mig.layout import Instance
-from nos.partitioner.controller import Partitioner, PartitionerConfig, inline
+from nos.partitioner.controller import Partitioner, inline
 
 PROFILES = ("1g.10gb", "2g.20gb", "3g.40gb")
 

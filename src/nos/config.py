@@ -1,14 +1,18 @@
-"""The configuration file of the in-cluster processes (``nos partitioner``, ``nos agent``).
+"""The settings of every component, one pydantic model each, and loading them (file ← env ← flags).
 
-One YAML file with camelCase keys (as Helm values are), validated with pydantic at start; values can be
-overridden by environment variables and then by CLI flags. Env names: ``NOS_`` + the snake_case path
-in upper case, sections joined by a double underscore, e.g. ``NOS_PARTITIONER__BATCH_WINDOW_IDLE_SECONDS=5``,
-``NOS_PARTITIONER__LEADER_ELECTION__ENABLED=false``, ``NOS_LOG__LEVEL=debug``; values are read as YAML
-scalars. Only ``NOS_PARTITIONER__``/``NOS_AGENT__``/``NOS_SERVER__``/``NOS_LOG__`` are read, so other
-``NOS_*`` variables (test tiers, caches) never collide.
+A leaf: this module imports no other nos module except the one-line YAML error wording
+(``nos.yaml_errors``, itself a leaf), so every component can import its own section from here and
+nothing here depends on a component. Each setting exists once, with its default and its rule; the
+components receive only their own section (``PartitionerConfig``, ``AgentConfig``, …).
 
-The sections convert into the models the code already uses (``PartitionerConfig``, ``AgentConfig``,
-``DevicePluginConfig``); their defaults are taken from those models, so a default lives in one place.
+The in-cluster processes (``nos partitioner``, ``nos agent``) read one YAML file with camelCase keys
+(as Helm values are), validated at start; environment variables override it and CLI flags override
+both. Env names: ``NOS_`` + the snake_case path in upper case, sections joined by a double underscore,
+e.g. ``NOS_PARTITIONER__BATCH_WINDOW_IDLE_SECONDS=5``, ``NOS_PARTITIONER__LEADER_ELECTION__ENABLED=false``,
+``NOS_LOG__LEVEL=debug``; values are read as YAML scalars. Only ``NOS_PARTITIONER__``/``NOS_AGENT__``/
+``NOS_SERVER__``/``NOS_LOG__`` are read, so other ``NOS_*`` variables (test tiers, caches) never collide.
+
+Durations are seconds and every duration's name ends in ``_seconds`` (``…Seconds`` in the file).
 Every problem becomes one ``ConfigError`` line, which the commands print before exiting.
 """
 
@@ -24,28 +28,28 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic.alias_generators import to_camel
 
 from nos import yaml_errors
-from nos.agent.agent import AgentConfig
-from nos.agent.device_plugin import DevicePluginConfig
-from nos.kube.leader import JITTER, ElectionConfig
-from nos.partitioner.controller import PartitionerConfig
 
 ENV_PREFIX = "NOS_"
 SECTIONS = ("partitioner", "agent", "server", "log")
+
+LEASE_JITTER = 1.2
+"""client-go's JitterFactor: an elector's retries wait between 1 and 1.2 retry periods."""
+
+PLAN_BUDGET_SECONDS = 2.0
+"""Time a planning round may take: the partitioner's, ``nos plan``'s and ``nos simulate``'s default."""
 
 
 class ConfigError(ValueError):
     """The configuration cannot be used; the message is one line."""
 
 
-def _default(model: type[BaseModel], name: str) -> Any:
-    return model.model_fields[name].get_default(call_default_factory=True)
-
-
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True)
 
 
-class LeaderElectionSettings(_Section):
+class LeaderElectionConfig(_Section):
+    """The partitioner's Lease (``nos.runtime.leader``)."""
+
     enabled: bool = True
     lease_name: str = Field(default="nos-partitioner", min_length=1)
     namespace: str = Field(default="nos-system", min_length=1)
@@ -54,85 +58,104 @@ class LeaderElectionSettings(_Section):
     retry_period_seconds: float = Field(default=2.0, gt=0)
 
     @model_validator(mode="after")
-    def _ordered(self) -> LeaderElectionSettings:
-        if not self.lease_duration_seconds > self.renew_deadline_seconds > JITTER * self.retry_period_seconds:
+    def _ordered(self) -> LeaderElectionConfig:
+        if not self.lease_duration_seconds > self.renew_deadline_seconds > LEASE_JITTER * self.retry_period_seconds:
             raise ValueError("needs leaseDurationSeconds > renewDeadlineSeconds > 1.2 * retryPeriodSeconds")
         return self
 
-    def election(self) -> ElectionConfig:
-        return ElectionConfig(
-            lease_name=self.lease_name,
-            namespace=self.namespace,
-            lease_duration_s=self.lease_duration_seconds,
-            renew_deadline_s=self.renew_deadline_seconds,
-            retry_period_s=self.retry_period_seconds,
-        )
+
+class FairnessConfig(_Section):
+    """Aging and reservation of a draining GPU, so large pods are not starved (``nos.partitioner.fairness``).
+    Off by default: on the shipped trace neither lowered the never-scheduled count (docs/simulate.md)."""
+
+    aging_step_seconds: float | None = Field(default=None, gt=0)
+    """Each such wait moves a pending pod one level ahead of younger pods of its priority; None: off.
+    600 was measured (docs/simulate.md)."""
+    reserve_after_seconds: float | None = Field(default=None, gt=0)
+    """A pod that waited this long and fits nowhere gets a GPU drained for it; None: off. 1800 was
+    measured (docs/simulate.md)."""
+    max_reserved_share: float = Field(default=0.25, ge=0, le=1)
+    """At most this share of the GPUs is reserved at once (at least one when reservation is on)."""
 
 
-class PartitionerSettings(_Section):
-    batch_window_idle_seconds: float = Field(default=_default(PartitionerConfig, "batch_window_idle_seconds"), ge=0)
-    batch_window_timeout_seconds: float = Field(
-        default=_default(PartitionerConfig, "batch_window_timeout_seconds"), gt=0
-    )
-    report_timeout_seconds: float = Field(default=_default(PartitionerConfig, "report_timeout_seconds"), gt=0)
-    fill_spare: bool = _default(PartitionerConfig, "fill_spare")
-    plan_budget_seconds: float = Field(default=_default(PartitionerConfig, "plan_budget_seconds"), gt=0)
+class PartitionerConfig(_Section):
+    """``nos partitioner`` (``nos.partitioner``), also what ``nos simulate`` runs."""
+
+    batch_window_idle_seconds: float = Field(default=10.0, ge=0)
+    """A batch of pending pods closes after this long without a new candidate…"""
+    batch_window_timeout_seconds: float = Field(default=60.0, gt=0)
+    """… or this long after it opened, whichever comes first."""
+    report_timeout_seconds: float = Field(default=300.0, gt=0)
+    """How long to wait for every agent to report the previous plan before planning anyway."""
+    fill_spare: bool = False
+    """Fill spare slots of reconfigured GPUs (see ``nos.planner.planner.plan``)."""
+    plan_budget_seconds: float = Field(default=PLAN_BUDGET_SECONDS, gt=0)
+    """Time a planning round may take (greedy passes and optimizing stage; ``nos plan --budget``)."""
+    patch_attempts: int = Field(default=5, ge=1)
+    """Conflict retries of one node's spec write."""
     known_geometries_file: Path | None = None
     """The original's ``knownMigGeometries`` list, mounted from a ConfigMap; None = every layout allowed."""
-    leader_election: LeaderElectionSettings = Field(default_factory=LeaderElectionSettings)
-
-    def partitioner_config(self) -> PartitionerConfig:
-        return PartitionerConfig(
-            batch_window_idle_seconds=self.batch_window_idle_seconds,
-            batch_window_timeout_seconds=self.batch_window_timeout_seconds,
-            report_timeout_seconds=self.report_timeout_seconds,
-            fill_spare=self.fill_spare,
-            plan_budget_seconds=self.plan_budget_seconds,
-        )
+    liveness_timeout_seconds: float = Field(default=600.0, gt=0)
+    """``/healthz`` fails when one cycle has been running longer than this."""
+    fairness: FairnessConfig = Field(default_factory=FairnessConfig)
+    leader_election: LeaderElectionConfig = Field(default_factory=LeaderElectionConfig)
 
 
-class DevicePluginSettings(_Section):
-    namespace: str = _default(DevicePluginConfig, "namespace")
-    label_selector: str = _default(DevicePluginConfig, "label_selector")
-    timeout_seconds: float = Field(default=_default(DevicePluginConfig, "timeout_s"), gt=0)
+class DevicePluginConfig(_Section):
+    """The NVIDIA device plugin the agent restarts after a MIG change (``nos.agent.device_plugin``)."""
+
+    namespace: str = "gpu-operator"
+    label_selector: str = "app=nvidia-device-plugin-daemonset"
+    """The GPU operator's label (the standalone Helm chart: app.kubernetes.io/name=nvidia-device-plugin)."""
+    timeout_seconds: float = Field(default=180.0, gt=0)
+    """How long to wait for the replacement plugin pod to run, and then for the node's allocatable."""
+    wait_allocatable: bool = True
+    """After a restart, wait (up to ``timeout_seconds``) until the node's allocatable shows the MIG
+    devices that exist (the plugin registered them with kubelet); off in the simulator."""
+    poll_seconds: float = Field(default=2.0, gt=0)
+    find_attempts: int = Field(default=3, ge=1)
+    """How many times to look for exactly one plugin pod before giving up (a rollout may be running)."""
 
 
-class AgentSettings(_Section):
-    report_interval_seconds: float = Field(default=_default(AgentConfig, "report_interval_s"), gt=0)
+class AgentConfig(_Section):
+    """``nos agent`` (``nos.agent``)."""
+
+    report_interval_seconds: float = Field(default=60.0, gt=0)
+    """How often the agent reconciles and re-reports without a change (a report is only patched when
+    it changed)."""
     pod_resources_socket: str = "/var/lib/kubelet/pod-resources/kubelet.sock"
-    device_plugin: DevicePluginSettings = Field(default_factory=DevicePluginSettings)
-
-    def agent_config(self, dry_run: bool = False) -> AgentConfig:
-        """In the cluster the restart also waits for the node's allocatable to show the new devices."""
-        dp = self.device_plugin
-        return AgentConfig(
-            report_interval_s=self.report_interval_seconds,
-            dry_run=dry_run,
-            restart_device_plugin=True,
-            device_plugin=DevicePluginConfig(
-                namespace=dp.namespace,
-                label_selector=dp.label_selector,
-                timeout_s=dp.timeout_seconds,
-                allocatable_timeout_s=dp.timeout_seconds,
-            ),
-        )
+    nvml_call_timeout_seconds: float | None = Field(default=60.0, gt=0)
+    """Deadline of every NVML call; a call past it fails (GPU reported unreadable) and the liveness
+    probe fails until it returns. None: no deadline (calls run on the caller's thread)."""
+    liveness_timeout_seconds: float = Field(default=900.0, gt=0)
+    """``/healthz`` fails when one reconcile has been running longer than this (device plugin restart
+    and allocatable waits included)."""
+    dry_run: bool = False
+    """Plan only: no NVML mutation, no device plugin restart, no status patch."""
+    restart_device_plugin: bool = True
+    """Off where there is no device plugin (offline runs)."""
+    device_plugin: DevicePluginConfig = Field(default_factory=DevicePluginConfig)
 
 
-class ServerSettings(_Section):
+class ServerConfig(_Section):
+    """``/metrics``, ``/healthz`` and ``/readyz`` of both processes (``nos.runtime.server``)."""
+
     metrics_port: int = Field(default=8080, ge=0, le=65535)
     health_port: int = Field(default=8081, ge=0, le=65535)
 
 
-class LogSettings(_Section):
+class LogConfig(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "text"] = "json"
 
 
 class NosConfig(_Section):
-    partitioner: PartitionerSettings = Field(default_factory=PartitionerSettings)
-    agent: AgentSettings = Field(default_factory=AgentSettings)
-    server: ServerSettings = Field(default_factory=ServerSettings)
-    log: LogSettings = Field(default_factory=LogSettings)
+    """The whole file; each process reads its own section plus ``server`` and ``log``."""
+
+    partitioner: PartitionerConfig = Field(default_factory=PartitionerConfig)
+    agent: AgentConfig = Field(default_factory=AgentConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
 
 
 def _camel_path(parts: list[str]) -> list[str]:
@@ -153,6 +176,15 @@ def env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
         except yaml.YAMLError:
             value = raw
         set_path(out, _camel_path(parts), value, source=name)
+    return out
+
+
+def flag_overrides(pairs: Mapping[str, Any]) -> dict[str, Any]:
+    """CLI flags (dotted camelCase paths → value, None = not given) as a nested override mapping."""
+    out: dict[str, Any] = {}
+    for path, value in pairs.items():
+        if value is not None:
+            set_path(out, path.split("."), value)
     return out
 
 

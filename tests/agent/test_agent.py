@@ -4,10 +4,11 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from nos.agent.agent import AgentConfig, MigAgent
+from nos.agent.agent import MigAgent
 from nos.agent.apply import Applier
 from nos.agent.podresources import PodResourcesClient
 from nos.agent.reconcile import Op
+from nos.config import AgentConfig
 from nos.contract.annotations import decode_status, encode_spec
 from nos.gpu.port import NvmlInsufficientResources
 from nos.gpu.simulated import SimulatedNvml
@@ -48,7 +49,9 @@ def make(
     deleted: list[str] = []
     kube.on_pod_deleted(daemonset(kube, deleted, delay=0.02))
     pr = PodResourcesClient(kubelet.socket_path) if kubelet else None
-    config = AgentConfig.model_validate({"device_plugin": {"timeout_s": 5, "poll_s": 0.01}, **cfg})
+    config = AgentConfig.model_validate(
+        {"device_plugin": {"timeout_seconds": 5, "poll_seconds": 0.01, "wait_allocatable": False}, **cfg}
+    )
     return Setup(MigAgent("n1", nvml, kube, pr, config), nvml, kube, deleted)
 
 

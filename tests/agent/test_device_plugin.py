@@ -4,7 +4,8 @@ import asyncio
 
 import pytest
 
-from nos.agent.device_plugin import DevicePluginConfig, DevicePluginRestarter
+from nos.agent.device_plugin import DevicePluginRestarter
+from nos.config import DevicePluginConfig
 from nos.kube.fake.memory import MemoryKube
 from nos.kube.port import NotFound
 from tests.agent.helpers import daemonset, node, plugin_pod
@@ -38,7 +39,7 @@ def pod_names(kube: MemoryKube) -> set[str]:
 
 
 def restarter(kube: MemoryKube, clock: Clock, **cfg: object) -> DevicePluginRestarter:
-    config = DevicePluginConfig.model_validate({"timeout_s": 10, "poll_s": 1, **cfg})
+    config = DevicePluginConfig.model_validate({"timeout_seconds": 10, "poll_seconds": 1, **cfg})
     return DevicePluginRestarter(kube, "n1", config, clock, clock.sleep)
 
 

@@ -11,9 +11,10 @@ import time
 import aiohttp
 import pytest
 
-from nos.agent.agent import AgentConfig, MigAgent
+from nos.agent.agent import MigAgent
 from nos.agent.podresources import PodResourcesClient
 from nos.agent.runner import AgentRunner
+from nos.config import AgentConfig
 from nos.contract.annotations import decode_status, encode_spec, encode_status
 from nos.gpu.port import GpuInstanceInfo, NvmlError
 from nos.gpu.simulated import SimulatedNvml
@@ -165,7 +166,7 @@ async def test_nvml_list_failure_reports_every_known_gpu_unreadable() -> None:
 async def test_a_hung_nvml_call_times_out_and_liveness_fails_until_it_returns() -> None:
     nvml = faulty()
     nvml.hang = threading.Event()
-    a, kube = agent(nvml, WHOLE, nvml_call_timeout_s=0.2)
+    a, kube = agent(nvml, WHOLE, nvml_call_timeout_seconds=0.2)
     runner = AgentRunner(a)
     started = time.monotonic()
     result = await runner.reconcile()
@@ -193,7 +194,7 @@ async def test_a_hung_nvml_call_times_out_and_liveness_fails_until_it_returns() 
 async def test_liveness_fails_when_one_reconcile_runs_past_its_deadline() -> None:
     nvml = faulty()
     nvml.hang = threading.Event()
-    a, _ = agent(nvml, WHOLE, nvml_call_timeout_s=None, liveness_timeout_s=0.1)
+    a, _ = agent(nvml, WHOLE, nvml_call_timeout_seconds=None, liveness_timeout_seconds=0.1)
     runner = AgentRunner(a)
     task = asyncio.create_task(runner.reconcile())
     await asyncio.sleep(0.3)

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from nos.agent.agent import AgentConfig, MigAgent
+from nos.agent.agent import MigAgent
 from nos.agent.apply import Applier
 from nos.agent.reconcile import Desired, plan_gpu
+from nos.config import AgentConfig
 from nos.contract.annotations import decode_status, encode_spec
 from nos.gpu.simulated import SimulatedCrash, SimulatedNvml
 from nos.kube.fake.memory import MemoryKube

@@ -25,6 +25,12 @@ class LeaderElection(_Strict):
     retryPeriodSeconds: int = Field(gt=0)
 
 
+class Fairness(_Strict):
+    agingStepSeconds: float | None = Field(gt=0)
+    reserveAfterSeconds: float | None = Field(gt=0)
+    maxReservedShare: float = Field(ge=0, le=1)
+
+
 class Partitioner(_Strict):
     batchWindowIdleSeconds: int = Field(gt=0)
     batchWindowTimeoutSeconds: int = Field(gt=0)
@@ -32,6 +38,8 @@ class Partitioner(_Strict):
     fillSpare: bool
     planBudgetSeconds: float = Field(gt=0)
     knownGeometriesFile: str
+    livenessTimeoutSeconds: float = Field(gt=0)
+    fairness: Fairness
     leaderElection: LeaderElection
 
 
@@ -44,6 +52,8 @@ class DevicePlugin(_Strict):
 class Agent(_Strict):
     reportIntervalSeconds: int = Field(gt=0)
     podResourcesSocket: str
+    nvmlCallTimeoutSeconds: float | None = Field(gt=0)
+    livenessTimeoutSeconds: float = Field(gt=0)
     devicePlugin: DevicePlugin
 
 

@@ -31,6 +31,7 @@ CUSTOM: dict[str, Any] = {
         "batchWindowIdleSeconds": 5,
         "fillSpare": True,
         "planBudgetSeconds": 0.5,
+        "fairness": {"agingStepSeconds": 600, "reserveAfterSeconds": 1800},
         "leaderElection": {"leaseName": "custom-lease"},
         "priorityClassName": "system-cluster-critical",
         "serviceAccount": {"name": "planner"},
@@ -42,6 +43,8 @@ CUSTOM: dict[str, Any] = {
         "runtimeClassName": "",
         "priorityClassName": "gpu-critical",
         "podResourcesHostPath": "/var/lib/k0s/kubelet/pod-resources",
+        "nvmlCallTimeoutSeconds": 30,
+        "livenessTimeoutSeconds": 1200,
         "devicePlugin": {
             "namespace": "nvidia-device-plugin",
             "labelSelector": "app.kubernetes.io/name=nvidia-device-plugin",
@@ -448,6 +451,8 @@ def test_default_config_matches_the_runtime_contract(default: list[Manifest]) ->
             "fillSpare": False,
             "planBudgetSeconds": 2,
             "knownGeometriesFile": "/etc/nos/known-mig-geometries.yaml",
+            "livenessTimeoutSeconds": 600,
+            "fairness": {"agingStepSeconds": None, "reserveAfterSeconds": None, "maxReservedShare": 0.25},
             "leaderElection": {
                 "enabled": True,
                 "leaseName": "nos-partitioner",
@@ -460,6 +465,8 @@ def test_default_config_matches_the_runtime_contract(default: list[Manifest]) ->
         "agent": {
             "reportIntervalSeconds": 60,
             "podResourcesSocket": "/var/lib/kubelet/pod-resources/kubelet.sock",
+            "nvmlCallTimeoutSeconds": 60,
+            "livenessTimeoutSeconds": 900,
             "devicePlugin": {
                 "namespace": "gpu-operator",
                 "labelSelector": "app=nvidia-device-plugin-daemonset",
@@ -478,6 +485,12 @@ def test_custom_values_reach_the_config(custom: list[Manifest]) -> None:
     assert config["partitioner"]["fillSpare"] is True
     assert config["partitioner"]["planBudgetSeconds"] == 0.5
     assert config["partitioner"]["leaderElection"]["leaseName"] == "custom-lease"
+    assert config["partitioner"]["fairness"] == {
+        "agingStepSeconds": 600,
+        "reserveAfterSeconds": 1800,
+        "maxReservedShare": 0.25,
+    }
+    assert (config["agent"]["nvmlCallTimeoutSeconds"], config["agent"]["livenessTimeoutSeconds"]) == (30, 1200)
     assert config["partitioner"]["leaderElection"]["namespace"] == "mig"
     assert config["agent"]["devicePlugin"]["namespace"] == "nvidia-device-plugin"
     assert config["agent"]["devicePlugin"]["labelSelector"] == "app.kubernetes.io/name=nvidia-device-plugin"

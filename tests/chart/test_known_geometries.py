@@ -13,11 +13,12 @@ import yaml
 from click.testing import CliRunner
 
 from nos.cli.main import cli
+from nos.config import PartitionerConfig
 from nos.kube.fake.memory import MemoryKube
 from nos.kube.views.snapshot import load_snapshot
 from nos.mig.catalog import default_catalog
 from nos.mig.geometries import default_known_geometries, load_known_geometries, parse_known_geometries
-from nos.partitioner.controller import Partitioner, PartitionerConfig
+from nos.partitioner.controller import Partitioner
 from tests.chart.conftest import CHART, Render, chart_values, find
 from tests.chart.known_geometries import DEFAULT_FILE, render_default
 

@@ -20,10 +20,9 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace, Node, Pod
 from lightkube.resources.events_v1 import Event
 
-from nos.agent.agent import AgentConfig, MigAgent
-from nos.agent.device_plugin import DevicePluginConfig
+from nos.agent.agent import MigAgent
 from nos.agent.runner import AgentRunner
-from nos.config import NosConfig, load_config
+from nos.config import AgentConfig, DevicePluginConfig, NosConfig, load_config
 from nos.gpu.simulated import SimulatedNvml
 from nos.kube.client import LightkubeKube, RetryPolicy
 from nos.partitioner.runner import PartitionerRunner
@@ -118,8 +117,8 @@ class E2ECluster:
 
     def agent_config(self) -> AgentConfig:
         return AgentConfig(
-            report_interval_s=3.0,
-            device_plugin=DevicePluginConfig(timeout_s=30, poll_s=0.1, allocatable_timeout_s=30),
+            report_interval_seconds=3.0,
+            device_plugin=DevicePluginConfig(timeout_seconds=30, poll_seconds=0.1),
         )
 
     async def start_agent(self, node: str) -> AgentHandle:
@@ -149,7 +148,7 @@ class E2ECluster:
             self.cp.client(), component="partitioner", instance="partitioner-e2e", retry=QUICK_RETRY
         )
         self.partitioner = PartitionerRunner(
-            self.partitioner_kube, config, "e2e", watch_timeout_s=60, min_interval_s=0.2, resync_s=5
+            self.partitioner_kube, config.partitioner, "e2e", watch_timeout_s=60, min_interval_s=0.2, resync_s=5
         )
         self.partitioner_task = asyncio.create_task(self.partitioner.run(self.partitioner_stop), name="partitioner")
         return self.partitioner

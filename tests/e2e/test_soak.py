@@ -33,9 +33,7 @@ import pytest
 import pytest_asyncio
 from lightkube.resources.core_v1 import Node, Pod
 
-from nos.agent.agent import AgentConfig
-from nos.agent.device_plugin import DevicePluginConfig
-from nos.config import NosConfig
+from nos.config import AgentConfig, DevicePluginConfig, NosConfig
 from nos.contract.annotations import decode_status
 from nos.gpu.port import NvmlError, NvmlInsufficientResources
 from nos.kube.client import LightkubeKube
@@ -148,9 +146,9 @@ class Soak(E2ECluster):
 
     def agent_config(self) -> AgentConfig:
         return AgentConfig(
-            report_interval_s=2.0,
-            nvml_call_timeout_s=10.0,
-            device_plugin=DevicePluginConfig(timeout_s=30, poll_s=0.1, allocatable_timeout_s=30),
+            report_interval_seconds=2.0,
+            nvml_call_timeout_seconds=10.0,
+            device_plugin=DevicePluginConfig(timeout_seconds=30, poll_seconds=0.1),
         )
 
     # -- partitioner replicas ------------------------------------------------------------------------
@@ -180,7 +178,7 @@ class Soak(E2ECluster):
             soak=self,
         )
         runner = PartitionerRunner(
-            kube, self.replica_config(), identity, watch_timeout_s=30, min_interval_s=0.2, resync_s=3
+            kube, self.replica_config().partitioner, identity, watch_timeout_s=30, min_interval_s=0.2, resync_s=3
         )
         stop = asyncio.Event()
         replica = Replica(runner, kube, stop, asyncio.create_task(runner.run(stop), name=identity))

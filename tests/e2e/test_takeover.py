@@ -83,7 +83,7 @@ async def test_standby_takes_over_mid_cycle_and_the_old_leader_writes_nothing(cl
         for who in ("a", "b")
     }
     runners = {
-        who: PartitionerRunner(kubes[who], config, who, watch_timeout_s=60, min_interval_s=0.2, resync_s=5)
+        who: PartitionerRunner(kubes[who], config.partitioner, who, watch_timeout_s=60, min_interval_s=0.2, resync_s=5)
         for who in ("a", "b")
     }
     a, b = runners["a"], runners["b"]

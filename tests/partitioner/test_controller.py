@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from nos.config import PartitionerConfig
 from nos.contract.annotations import SPEC_PLAN, STATUS_PLAN, decode_spec
 from nos.kube.fake.memory import MemoryKube
 from nos.kube.port import Conflict, annotations_patch
 from nos.mig.layout import Instance as I
 from nos.partitioner.batch import Batcher
-from nos.partitioner.controller import Partitioner, PartitionerConfig
+from nos.partitioner.controller import Partitioner
 from tests.planner.factories import node, pod
 
 

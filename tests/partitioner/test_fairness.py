@@ -7,10 +7,11 @@ from datetime import UTC, datetime
 from hypothesis import given
 from hypothesis import strategies as st
 
+from nos.config import FairnessConfig as Fairness
 from nos.contract.annotations import decode_spec
 from nos.mig.layout import Instance
 from nos.mig.packing import Packer
-from nos.partitioner.fairness import LEVELS, Fairness, apply, effective_priority, waited
+from nos.partitioner.fairness import LEVELS, apply, effective_priority, waited
 from nos.planner.checker import check_plan
 from nos.planner.cluster import build_cluster
 from nos.planner.planner import plan_state

@@ -6,10 +6,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from nos.config import FairnessConfig, PartitionerConfig
 from nos.kube.fake.memory import MemoryKube
 from nos.mig.layout import Instance as I
-from nos.partitioner.controller import Partitioner, PartitionerConfig
-from nos.partitioner.fairness import Fairness
+from nos.partitioner.controller import Partitioner
 from nos.planner.cluster import ClusterState, build_cluster
 from nos.planner.incremental import BuildCache
 from nos.planner.plan import Plan
@@ -92,7 +92,7 @@ async def test_aging_counts_as_a_change() -> None:
         plans.append(state.candidates[0].priority)
         return plan_state(state, plan_id=plan_id)
 
-    config = PartitionerConfig(batch_window_idle_seconds=0, fairness=Fairness(aging_step_seconds=600))
+    config = PartitionerConfig(batch_window_idle_seconds=0, fairness=FairnessConfig(aging_step_seconds=600))
     part = Partitioner(kube, clock, config, planner=planner)
     for _ in range(6):  # 6 x 300 s: the pod's age level moves at 600 s and 1200 s
         clock.now += 300

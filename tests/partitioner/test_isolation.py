@@ -10,10 +10,11 @@ import pytest
 from click.testing import CliRunner
 
 from nos.cli.main import cli
+from nos.config import PartitionerConfig
 from nos.contract.annotations import SPEC_PLAN, decode_spec
 from nos.kube.fake.memory import MemoryKube
 from nos.mig.layout import Instance as I
-from nos.partitioner.controller import Partitioner, PartitionerConfig
+from nos.partitioner.controller import Partitioner
 from nos.planner.checker import ANNOTATIONS_LIMIT_BYTES, check_plan, isolate_failures, node_errors
 from nos.planner.cluster import MAX_GPUS_PER_NODE, build_cluster
 from nos.planner.planner import plan_state

@@ -7,10 +7,11 @@ import asyncio
 import time
 from typing import Any
 
+from nos.config import LeaderElectionConfig, PartitionerConfig
 from nos.kube.fake.memory import MemoryKube
-from nos.kube.leader import ElectionConfig, LeaderElector
+from nos.kube.leader import LeaderElector
 from nos.mig.layout import Instance as I
-from nos.partitioner.controller import Partitioner, PartitionerConfig
+from nos.partitioner.controller import Partitioner
 from nos.partitioner.runner import PartitionerRunner
 from nos.planner.cluster import ClusterState
 from nos.planner.plan import Plan
@@ -19,7 +20,9 @@ from tests.planner.factories import node, pod
 from tests.runtime.helpers import eventually
 from tests.runtime.test_runners import fast_config
 
-ELECTION = ElectionConfig(namespace="nos-system", lease_duration_s=1.5, renew_deadline_s=1.0, retry_period_s=0.2)
+ELECTION = LeaderElectionConfig(
+    namespace="nos-system", lease_duration_seconds=1.5, renew_deadline_seconds=1.0, retry_period_seconds=0.2
+)
 
 
 def cluster() -> MemoryKube:
@@ -49,7 +52,7 @@ async def test_a_leader_whose_lease_may_have_passed_writes_nothing() -> None:
         kube,
         time.time,
         PartitionerConfig(batch_window_idle_seconds=0),
-        planner=slow(ELECTION.renew_deadline_s + 0.2),
+        planner=slow(ELECTION.renew_deadline_seconds + 0.2),
         fence=elector.holds_lease,
     )
     result = await part.cycle()
@@ -91,7 +94,9 @@ async def test_planning_runs_off_the_event_loop() -> None:
 
 async def test_liveness_follows_cycle_progress() -> None:
     kube = cluster()
-    runner = PartitionerRunner(kube, fast_config(), "p-1", min_interval_s=0.05, resync_s=30, liveness_s=0.3)
+    live_config = fast_config()
+    live_config.partitioner.liveness_timeout_seconds = 0.3
+    runner = PartitionerRunner(kube, live_config.partitioner, "p-1", min_interval_s=0.05, resync_s=30)
     runner.partitioner.planner = slow(1.0)
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))

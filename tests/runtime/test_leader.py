@@ -6,25 +6,34 @@ import asyncio
 
 import pytest
 
+from nos.config import LeaderElectionConfig
 from nos.kube.client import LightkubeKube
 from nos.kube.fake.memory import MemoryKube
-from nos.kube.leader import ElectionConfig, LeaderElector, LeadershipLost
+from nos.kube.leader import LeaderElector, LeadershipLost
 from nos.kube.port import Conflict, Kube, KubeError
 from tests.kube.fake_apiserver import FakeApiServer
 from tests.runtime.helpers import eventually
 
-CFG = ElectionConfig(
-    lease_name="nos", namespace="nos-system", lease_duration_s=15, renew_deadline_s=10, retry_period_s=2
+CFG = LeaderElectionConfig(
+    lease_name="nos",
+    namespace="nos-system",
+    lease_duration_seconds=15,
+    renew_deadline_seconds=10,
+    retry_period_seconds=2,
 )
-FAST = ElectionConfig(
-    lease_name="nos", namespace="nos-system", lease_duration_s=1.0, renew_deadline_s=0.6, retry_period_s=0.1
+FAST = LeaderElectionConfig(
+    lease_name="nos",
+    namespace="nos-system",
+    lease_duration_seconds=1.0,
+    renew_deadline_seconds=0.6,
+    retry_period_seconds=0.1,
 )
 
 
 class Candidate:
     """An elector whose work runs until cancelled, recording when it led."""
 
-    def __init__(self, kube: Kube, name: str, cfg: ElectionConfig = CFG) -> None:
+    def __init__(self, kube: Kube, name: str, cfg: LeaderElectionConfig = CFG) -> None:
         self.elector = LeaderElector(kube, name, cfg)
         self.stop = asyncio.Event()
         self.led_at: float | None = None
@@ -75,7 +84,7 @@ async def test_takeover_only_after_the_lease_expired_by_local_observation() -> N
     await asyncio.sleep(30)
     assert b.led_at is not None and holder(kube) == "b"
     # b saw a's last renewal at most one retry period before the crash; it must wait a full lease after it
-    assert b.led_at - crashed_at >= CFG.lease_duration_s - CFG.retry_period_s * 1.2
+    assert b.led_at - crashed_at >= CFG.lease_duration_seconds - CFG.retry_period_seconds * 1.2
     assert kube.store.get("leases", "nos", "nos-system")["spec"]["leaseTransitions"] == 1
     await b.crash()
 
@@ -91,7 +100,7 @@ async def test_conflict_on_renew_steps_down_at_once_and_cancels_the_work() -> No
     with pytest.raises(LeadershipLost):
         await a.task
     assert a.work_cancelled and not a.elector.is_leader
-    assert asyncio.get_running_loop().time() - started <= CFG.retry_period_s * 1.2 + 0.1
+    assert asyncio.get_running_loop().time() - started <= CFG.retry_period_seconds * 1.2 + 0.1
 
 
 @pytest.mark.looptime
@@ -104,10 +113,10 @@ async def test_failing_renewals_step_down_after_the_renew_deadline() -> None:
     with pytest.raises(LeadershipLost):
         await a.task
     took = asyncio.get_running_loop().time() - started
-    assert CFG.renew_deadline_s <= took <= CFG.renew_deadline_s + 2 * CFG.retry_period_s + 0.1
+    assert CFG.renew_deadline_seconds <= took <= CFG.renew_deadline_seconds + 2 * CFG.retry_period_seconds + 0.1
     assert a.work_cancelled
     # stepping down happened before the lease could expire for others: no two leaders
-    assert took < CFG.lease_duration_s
+    assert took < CFG.lease_duration_seconds
 
 
 @pytest.mark.looptime
@@ -133,13 +142,13 @@ async def test_graceful_stop_releases_and_standby_takes_over_quickly() -> None:
     assert a.work_cancelled and holder(kube) in (None, "b")
     released_at = asyncio.get_running_loop().time()
     await asyncio.sleep(5)
-    assert b.led_at is not None and b.led_at - released_at <= CFG.retry_period_s * 1.2 + 0.1
+    assert b.led_at is not None and b.led_at - released_at <= CFG.retry_period_seconds * 1.2 + 0.1
     await b.crash()
 
 
 def test_config_is_checked() -> None:
     with pytest.raises(ValueError):
-        ElectionConfig(lease_duration_s=10, renew_deadline_s=10, retry_period_s=2)
+        LeaderElectionConfig(lease_duration_seconds=10, renew_deadline_seconds=10, retry_period_seconds=2)
 
 
 async def test_over_http_one_leader_then_409_on_renew_steps_down(server: FakeApiServer, http: LightkubeKube) -> None:
@@ -168,4 +177,4 @@ async def test_over_http_500s_step_down_within_the_deadline(server: FakeApiServe
     started = loop.time()
     with pytest.raises(LeadershipLost):
         await asyncio.wait_for(a.task, 3)
-    assert loop.time() - started < FAST.lease_duration_s
+    assert loop.time() - started < FAST.lease_duration_seconds

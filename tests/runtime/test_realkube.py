@@ -18,10 +18,9 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace, Node, Pod
 from lightkube.types import PatchType
 
-from nos.config import load_config
+from nos.config import LeaderElectionConfig, load_config
 from nos.contract.annotations import SPEC_PLAN
 from nos.kube.client import LightkubeKube, RetryPolicy
-from nos.kube.leader import ElectionConfig
 from nos.kube.reflector import Reflector
 from nos.mig.layout import Instance as I
 from nos.partitioner.runner import PartitionerRunner
@@ -34,8 +33,12 @@ from tests.runtime.test_leader import Candidate
 pytestmark = [pytest.mark.timeout(120)]
 
 QUICK = RetryPolicy(attempts=3, base_delay=0.05, max_delay=0.2)
-ELECTION = ElectionConfig(
-    lease_name="nos-rk", namespace="nos-system", lease_duration_s=2, renew_deadline_s=1.5, retry_period_s=0.2
+ELECTION = LeaderElectionConfig(
+    lease_name="nos-rk",
+    namespace="nos-system",
+    lease_duration_seconds=2,
+    renew_deadline_seconds=1.5,
+    retry_period_seconds=0.2,
 )
 
 
@@ -132,7 +135,7 @@ async def test_partitioner_cycle_writes_the_spec_on_the_real_server(kube: Lightk
             }
         },
     )
-    runner = PartitionerRunner(kube, config, "rk", min_interval_s=0.05)
+    runner = PartitionerRunner(kube, config.partitioner, "rk", min_interval_s=0.05)
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))
     try:

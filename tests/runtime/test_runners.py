@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from nos.agent.agent import AgentConfig, MigAgent
-from nos.agent.device_plugin import DevicePluginConfig, DevicePluginRestarter
+from nos.agent.agent import MigAgent
+from nos.agent.device_plugin import DevicePluginRestarter
 from nos.agent.runner import AgentRunner
 from nos.cli.agent import serve_agent
 from nos.cli.partitioner import serve
-from nos.config import NosConfig, load_config
+from nos.config import AgentConfig, DevicePluginConfig, NosConfig, load_config
 from nos.contract.annotations import SPEC_PLAN, STATUS_PLAN, encode_spec
 from nos.gpu.simulated import SimulatedNvml
 from nos.kube.fake.memory import MemoryKube
@@ -59,7 +59,7 @@ def spec_plan(kube: MemoryKube, name: str) -> str | None:
 
 async def test_pending_pod_gets_spec_annotations_once_the_batch_closes_then_stop_releases() -> None:
     kube = cluster()
-    runner = PartitionerRunner(kube, fast_config(), "p-1", min_interval_s=0.05, resync_s=30)
+    runner = PartitionerRunner(kube, fast_config().partitioner, "p-1", min_interval_s=0.05, resync_s=30)
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))
     await eventually(lambda: runner.elector is not None and runner.elector.is_leader, what="leadership")
@@ -83,7 +83,7 @@ async def test_pending_pod_gets_spec_annotations_once_the_batch_closes_then_stop
 
 async def test_agent_report_wakes_the_next_plan_without_waiting_for_the_timeout() -> None:
     kube = cluster()
-    runner = PartitionerRunner(kube, fast_config(), "p-1", min_interval_s=0.05, resync_s=30)
+    runner = PartitionerRunner(kube, fast_config().partitioner, "p-1", min_interval_s=0.05, resync_s=30)
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))
     kube.add_pod(pod("p1", "1g.10gb"))
@@ -121,7 +121,7 @@ async def test_without_leader_election_the_runner_plans_directly() -> None:
     kube = cluster()
     cfg = fast_config()
     cfg.partitioner.leader_election.enabled = False
-    runner = PartitionerRunner(kube, cfg, "solo", min_interval_s=0.05)
+    runner = PartitionerRunner(kube, cfg.partitioner, "solo", min_interval_s=0.05)
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))
     kube.add_pod(pod("p1", "1g.10gb"))
@@ -146,7 +146,7 @@ def new_nvml() -> SimulatedNvml:
 
 
 def make_agent(kube: MemoryKube, nvml: SimulatedNvml) -> MigAgent:
-    config = AgentConfig(report_interval_s=1000, restart_device_plugin=False)
+    config = AgentConfig(report_interval_seconds=1000, restart_device_plugin=False)
     return MigAgent("n1", nvml, kube, None, config)
 
 
@@ -190,7 +190,7 @@ async def test_restart_waits_for_allocatable_with_timeout_and_event(published: b
     body = agent_node("n1")
     body["status"] = {"allocatable": {"cpu": "8", "nvidia.com/mig-7g.80gb": "1"}}
     kube.add_node(body)
-    cfg = DevicePluginConfig(poll_s=0.01, allocatable_timeout_s=0.5)
+    cfg = DevicePluginConfig(poll_seconds=0.01, timeout_seconds=0.5)
     restarter = DevicePluginRestarter(kube, "n1", cfg)
 
     async def plugin_publishes() -> None:

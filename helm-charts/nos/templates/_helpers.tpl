@@ -86,6 +86,11 @@ partitioner:
   fillSpare: {{ $p.fillSpare }}
   planBudgetSeconds: {{ $p.planBudgetSeconds }}
   knownGeometriesFile: /etc/nos/known-mig-geometries.yaml
+  livenessTimeoutSeconds: {{ $p.livenessTimeoutSeconds | toJson }}
+  fairness:
+    agingStepSeconds: {{ $p.fairness.agingStepSeconds | toJson }}
+    reserveAfterSeconds: {{ $p.fairness.reserveAfterSeconds | toJson }}
+    maxReservedShare: {{ $p.fairness.maxReservedShare | toJson }}
   leaderElection:
     enabled: {{ $le.enabled }}
     leaseName: {{ $le.leaseName | toJson }}
@@ -96,6 +101,8 @@ partitioner:
 agent:
   reportIntervalSeconds: {{ $a.reportIntervalSeconds | int }}
   podResourcesSocket: {{ printf "%s/kubelet.sock" (trimSuffix "/" $a.podResourcesHostPath) | toJson }}
+  nvmlCallTimeoutSeconds: {{ $a.nvmlCallTimeoutSeconds | toJson }}
+  livenessTimeoutSeconds: {{ $a.livenessTimeoutSeconds | toJson }}
   devicePlugin:
     namespace: {{ $a.devicePlugin.namespace | toJson }}
     labelSelector: {{ $a.devicePlugin.labelSelector | toJson }}

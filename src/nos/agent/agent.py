@@ -24,25 +24,16 @@ and every NVML call has a deadline (``DeadlineNvml``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any, NamedTuple, TypeVar
 
 from nos.agent.apply import Applier, ApplyResult, BusyProcesses
-from nos.agent.device_plugin import (
-    DevicePluginConfig,
-    DevicePluginRestarter,
-    Sleep,
-    advertises,
-    mig_allocatable,
-)
+from nos.agent.device_plugin import DevicePluginRestarter, Sleep, advertises, mig_allocatable
 from nos.agent.nvml_deadline import DeadlineNvml
 from nos.agent.podresources import PodResourcesError, PodResourcesSource
 from nos.agent.reconcile import (
@@ -56,6 +47,7 @@ from nos.agent.reconcile import (
     unmatched_mig_ids,
 )
 from nos.agent.report import Reporter, advertised_instances, status_annotations, status_instances
+from nos.config import AgentConfig
 from nos.contract.annotations import GpuAnnotations, decode_spec, decode_status, is_mig_partitioned, is_spec_key
 from nos.gpu.port import GpuInfo, GpuInstanceInfo, Nvml, NvmlError
 from nos.kube.port import Event, Kube, ObjectRef
@@ -64,22 +56,6 @@ from nos.mig.layout import Instance
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-class AgentConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    report_interval_s: float = Field(default=60.0, gt=0)
-    """How often ``run`` reconciles and re-reports (a report is only patched when it changed)."""
-    dry_run: bool = False
-    """Plan only: no NVML mutation, no device plugin restart, no status patch."""
-    restart_device_plugin: bool = True
-    nvml_call_timeout_s: float | None = Field(default=60.0, gt=0)
-    """Deadline of every NVML call; a call past it fails (GPU reported unreadable) and the liveness
-    probe fails until it returns. None: no deadline (calls run on the caller's thread)."""
-    liveness_timeout_s: float = Field(default=900.0, gt=0)
-    """``/healthz`` fails when one reconcile has been running longer than this (device plugin restart
-    and allocatable waits included)."""
-    device_plugin: DevicePluginConfig = Field(default_factory=DevicePluginConfig)
 
 
 @dataclass
@@ -111,8 +87,15 @@ def expected_mig_resources(gpus: Iterable[Iterable[Instance]]) -> dict[str, int]
     return dict(counts)
 
 
-Observed = tuple[Any, set[int], set[str]]
-"""Per GPU: the GPU instances NVML reports, the in-use GI ids, the profiles the driver offers."""
+class Observed(NamedTuple):
+    """What one GPU holds, as read through NVML and kubelet."""
+
+    instances: list[GpuInstanceInfo]
+    """The GPU instances NVML reports (half-created ones included)."""
+    in_use: set[int]
+    """GI ids allocated to pods or busy (all of them when kubelet cannot tell)."""
+    profiles: set[str]
+    """The profiles the driver offers on this GPU."""
 
 
 @dataclass
@@ -130,7 +113,7 @@ class Observation:
 
 
 def _expected(observed: Mapping[int, Observed]) -> dict[str, int]:
-    return expected_mig_resources(advertised_instances(actual) for actual, _, _ in observed.values())
+    return expected_mig_resources(advertised_instances(o.instances) for o in observed.values())
 
 
 def gpu_model(catalog: Catalog, gpu: GpuInfo) -> GpuModel | None:
@@ -152,11 +135,11 @@ class MigAgent:
     ) -> None:
         """``podresources`` None: no kubelet (offline use); only NVML's busy instances count as in use."""
         self.config = config or AgentConfig()
-        timeout = self.config.nvml_call_timeout_s
+        timeout = self.config.nvml_call_timeout_seconds
         self.nvml: Nvml = nvml if timeout is None else DeadlineNvml(nvml, timeout)
         self.node_name, self.kube, self.podresources = node_name, kube, podresources
         self.catalog = catalog or default_catalog()
-        self.reporter = Reporter(kube, node_name, self.config.report_interval_s, clock)
+        self.reporter = Reporter(kube, node_name)
         self.restarter = DevicePluginRestarter(kube, node_name, self.config.device_plugin, clock, sleep)
         self._busy = BusyProcesses(self.nvml)
         self._applier = Applier(self.nvml, self._in_use_now, self._busy)
@@ -237,7 +220,7 @@ class MigAgent:
         used = allocated_ids(allocated or {})
         for i, (actual, busy, available) in raw.items():
             in_use = {g.gi_id for g in actual} if cannot_tell else in_use_gi_ids(actual, used, busy)
-            obs.gpus[i] = (actual, in_use, available)
+            obs.gpus[i] = Observed(actual, in_use, available)
         if obs.unmatched and self.podresources is not None:
             obs.unmatched_advertised = self._advertised(obs.unmatched)
         return obs
@@ -322,11 +305,11 @@ class MigAgent:
         for i, model in sorted(managed.items()):
             if i not in obs.gpus:
                 continue
-            actual, in_use, available = obs.gpus[i]
+            gpu = obs.gpus[i]
             if not has_spec or bad_gpus is None or i in bad_gpus:
                 continue
             desired = Desired.from_annotations(spec.gpus.get(i) or GpuAnnotations())
-            result.plans.append(plan_gpu(model, i, desired, actual, in_use, available or None))
+            result.plans.append(plan_gpu(model, i, desired, gpu.instances, gpu.in_use, gpu.profiles or None))
         await self._note_skipped(result.skipped)
 
         if result.ops and not self.config.dry_run:
@@ -346,7 +329,7 @@ class MigAgent:
             await self._restart_device_plugin(result, obs.gpus)
 
         report: dict[int, tuple[Instance, ...]] = {
-            i: status_instances(actual, in_use) for i, (actual, in_use, _) in obs.gpus.items()
+            i: status_instances(o.instances, o.in_use) for i, o in obs.gpus.items()
         }
         await self._report(result, report, obs.unreadable, spec.plan_id)
         return result
@@ -406,7 +389,7 @@ class MigAgent:
         """The node advertises other MIG devices than exist, and no restart of ours may still be settling."""
         if self.config.dry_run or not self.config.restart_device_plugin:
             return False
-        settling = self.config.device_plugin.timeout_s
+        settling = self.config.device_plugin.timeout_seconds
         if self._last_restart is not None and self._clock() - self._last_restart < settling:
             return False
         return not advertises(mig_allocatable(node), _expected(observed))
@@ -417,17 +400,6 @@ class MigAgent:
         if current and current != self._last_skipped:
             await self._event("SpecPartlyUnreachable", "; ".join(current)[:1000])
         self._last_skipped = current
-
-    async def run(self, stop: asyncio.Event | None = None) -> None:
-        """Reconcile every ``report_interval_s`` until ``stop`` is set; errors are logged, not fatal."""
-        stop = stop or asyncio.Event()
-        while not stop.is_set():
-            try:
-                await self.reconcile_once()
-            except Exception:
-                log.exception("reconcile of node %s failed", self.node_name)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self.config.report_interval_s)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False)

@@ -14,28 +14,13 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from nos.config import DevicePluginConfig
 from nos.kube.port import Event, Kube, NotFound, ObjectRef
 from nos.mig.catalog import MIG_RESOURCE_PREFIX
 
 log = logging.getLogger(__name__)
 
 Sleep = Callable[[float], Awaitable[None]]
-
-
-class DevicePluginConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    namespace: str = "gpu-operator"
-    label_selector: str = "app=nvidia-device-plugin-daemonset"
-    """The GPU operator's label (the standalone Helm chart: app.kubernetes.io/name=nvidia-device-plugin)."""
-    timeout_s: float = Field(default=180.0, gt=0)
-    poll_s: float = Field(default=2.0, gt=0)
-    find_attempts: int = Field(default=3, ge=1)
-    """How many times to look for exactly one plugin pod before giving up (a rollout may be running)."""
-    allocatable_timeout_s: float | None = Field(default=None, gt=0)
-    """After a restart, wait up to this long for the node's allocatable to show the MIG devices that
-    exist (the plugin registered them with kubelet); None = do not wait (offline runs, simulator)."""
 
 
 def _running(pod: dict[str, Any]) -> bool:
@@ -79,7 +64,7 @@ class DevicePluginRestarter:
             if len(pods) == 1:
                 break
             if attempt + 1 < cfg.find_attempts:
-                await self._sleep(cfg.poll_s)
+                await self._sleep(cfg.poll_seconds)
         if len(pods) != 1:
             names = ", ".join(sorted(p["metadata"]["name"] for p in pods)) or "none"
             await self._warn(
@@ -92,7 +77,7 @@ class DevicePluginRestarter:
         log.info("deleting device plugin pod %s/%s", cfg.namespace, old["name"])
         with contextlib.suppress(NotFound):  # already going away: wait for its replacement all the same
             await self._kube.delete("pods", old["name"], cfg.namespace)
-        deadline = self._clock() + cfg.timeout_s
+        deadline = self._clock() + cfg.timeout_seconds
         while True:
             replacement = [
                 p
@@ -105,18 +90,19 @@ class DevicePluginRestarter:
             if self._clock() >= deadline:
                 await self._warn(
                     "DevicePluginRestartTimeout",
-                    f"no new device plugin pod running on this node {cfg.timeout_s:g}s after deleting {old['name']}",
+                    f"no new device plugin pod running on this node {cfg.timeout_seconds:g}s "
+                    f"after deleting {old['name']}",
                 )
                 return False
-            await self._sleep(cfg.poll_s)
+            await self._sleep(cfg.poll_seconds)
 
     async def wait_allocatable(self, expected: Mapping[str, int]) -> bool:
         """Poll the Node until every ``nvidia.com/mig-*`` resource in its allocatable equals ``expected``
         (missing = 0). Pods are only schedulable on the new devices from then on. False (Warning Event)
-        after ``allocatable_timeout_s``; True at once when no timeout is configured."""
-        timeout = self.config.allocatable_timeout_s
-        if timeout is None:
+        after ``timeout_seconds``; True at once when ``wait_allocatable`` is off."""
+        if not self.config.wait_allocatable:
             return True
+        timeout = self.config.timeout_seconds
         deadline = self._clock() + timeout
         while True:
             node = await self._kube.get("nodes", self._node)
@@ -130,7 +116,7 @@ class DevicePluginRestarter:
                     f"plugin restart, expected {dict(sorted(expected.items()))}",
                 )
                 return False
-            await self._sleep(self.config.poll_s)
+            await self._sleep(self.config.poll_seconds)
 
 
 def advertises(actual: Mapping[str, int], expected: Mapping[str, int]) -> bool:

@@ -7,8 +7,7 @@ advertises. A half-created instance is a transient the next reconcile removes or
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from nos.contract.annotations import encode_status, merge_patch
 from nos.gpu.port import GpuInstanceInfo
@@ -44,19 +43,8 @@ def status_annotations(
 class Reporter:
     """Patches the node's status annotations when they differ from the desired ones."""
 
-    def __init__(
-        self,
-        kube: Kube,
-        node_name: str,
-        interval_s: float = 60.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._kube, self._node, self.interval_s, self._clock = kube, node_name, interval_s, clock
-        self._last: float | None = None
-
-    def due(self) -> bool:
-        """A periodic report is due (the first one always is)."""
-        return self._last is None or self._clock() - self._last >= self.interval_s
+    def __init__(self, kube: Kube, node_name: str) -> None:
+        self._kube, self._node = kube, node_name
 
     async def report(
         self,
@@ -72,7 +60,6 @@ class Reporter:
             current = node.get("metadata", {}).get("annotations") or {}
         desired = status_annotations(gpus, plan_id, unreadable)
         patch = merge_patch(current, desired, owned="status")
-        self._last = self._clock()
         if patch:
             log.info("reporting status of node %s: %s", self._node, patch)
             await self._kube.patch("nodes", self._node, annotations_patch(patch))

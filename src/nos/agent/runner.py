@@ -4,7 +4,7 @@ The agent watches only its Node (field selector ``metadata.name=<node>``), so it
 moment when the partitioner writes a new spec instead of at the next period, and it costs the
 apiserver one watch per node. A change of the spec annotations or of the opt-in label wakes a
 reconcile (debounced by ``min_interval_s``); its own status patches do not. Every
-``report_interval_s`` it reconciles anyway (re-reports, catches changes made behind its back).
+``report_interval_seconds`` it reconciles anyway (re-reports, catches changes made behind its back).
 
 Shutdown: ``stop`` is checked between reconciles; a running reconcile is never cancelled, because
 its NVML operations run on a worker thread that cancellation could not stop anyway and a finished
@@ -72,18 +72,18 @@ class AgentRunner:
 
     def live(self) -> bool:
         """Progress, for ``/healthz``: no NVML call stuck past its deadline and no reconcile running
-        longer than ``liveness_timeout_s`` (a wedged agent is restarted instead of reporting 200)."""
+        longer than ``liveness_timeout_seconds`` (a wedged agent is restarted instead of reporting 200)."""
         if self.agent.nvml_hung is not None:
             return False
         started = self._reconcile_started
-        return started is None or self.clock() - started < self.agent.config.liveness_timeout_s
+        return started is None or self.clock() - started < self.agent.config.liveness_timeout_seconds
 
     async def run(self, stop: asyncio.Event) -> None:
         cache = asyncio.create_task(self.node.run(), name="reflector-node")
         try:
             if not await wait_synced([self.node], stop):
                 return
-            interval = self.agent.config.report_interval_s
+            interval = self.agent.config.report_interval_seconds
             while not stop.is_set():
                 self.wake.clear()
                 if self._seen is not None:  # the Node exists (a deleted Node: wait for it to come back)

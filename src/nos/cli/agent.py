@@ -188,6 +188,7 @@ def agent(
         config_file,
         {
             "agent.reportIntervalSeconds": interval,
+            "agent.dryRun": dry_run or None,
             "agent.podResourcesSocket": podresources_socket,
             "agent.devicePlugin.namespace": device_plugin_namespace,
             "agent.devicePlugin.labelSelector": device_plugin_selector,
@@ -200,7 +201,7 @@ def agent(
     )
     simulated = backend.startswith("simulated:")
     offline = spec_file is not None or (simulated and kubeconfig is None)
-    once = once or (offline and (dry_run or spec_file is None))
+    once = once or (offline and (settings.agent.dry_run or spec_file is None))
     in_cluster = not offline and not once
     if in_cluster:
         setup_logging(settings.log.level, settings.log.format)
@@ -239,7 +240,8 @@ def agent(
     if not offline_without_kubelet:
         _require_grpc()
     podresources = None if offline_without_kubelet else PodResourcesClient(podresources_socket)
-    config = settings.agent.agent_config(dry_run=dry_run)
+    # offline there is no device plugin to restart
+    config = settings.agent
     if offline:  # no device plugin to restart
         config = config.model_copy(update={"restart_device_plugin": False})
     mig_agent = MigAgent(node_name, gpu.nvml, kube, podresources, config)

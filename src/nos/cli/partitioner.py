@@ -18,7 +18,7 @@ from nos.cli.options import (
     log_options,
     port_options,
 )
-from nos.config import ConfigError, NosConfig, load_config, set_path
+from nos.config import ConfigError, NosConfig, flag_overrides, load_config
 from nos.kube.leader import LeadershipLost
 from nos.kube.port import Kube
 from nos.mig.geometries import GeometryConfigError, load_known_geometries
@@ -30,15 +30,6 @@ from nos.obs.metrics import Metrics
 from nos.partitioner.runner import PartitionerRunner
 
 log = logging.getLogger(__name__)
-
-
-def flag_overrides(pairs: dict[str, Any]) -> dict[str, Any]:
-    """CLI flags (dotted camelCase paths → value, None = not given) as a nested override mapping."""
-    out: dict[str, Any] = {}
-    for path, value in pairs.items():
-        if value is not None:
-            set_path(out, path.split("."), value)
-    return out
 
 
 def load_or_exit(config_file: Path | None, flags: dict[str, Any]) -> NosConfig:
@@ -124,7 +115,9 @@ async def serve(
     """Run until SIGTERM/SIGINT (or ``stop``): 0 after a clean shutdown, 1 when leadership was lost."""
     stop = stop or asyncio.Event()
     metrics = Metrics()
-    runner = PartitionerRunner(kube, config, identity, metrics=metrics, geometries=geometries, **runner_options)
+    runner = PartitionerRunner(
+        kube, config.partitioner, identity, metrics=metrics, geometries=geometries, **runner_options
+    )
     server = ObservabilityServer(
         metrics, runner.ready, config.server.metrics_port, config.server.health_port, live=runner.live
     )

@@ -4,13 +4,13 @@
   comparing our clock with ``renewTime`` written by another machine (clocks differ).
 * Acquire and renew are a read followed by a replace carrying the read resourceVersion, so two
   candidates can never both succeed: the loser gets 409 Conflict.
-* The leader renews every ``retry_period_s``; if no renewal succeeds within ``renew_deadline_s`` (or
+* The leader renews every ``retry_period_seconds``; if no renewal succeeds within ``renew_deadline_seconds`` (or
   one answers 409, or the Lease names another holder) it stops leading at once: its work is cancelled
   and ``run`` raises ``LeadershipLost`` (the process should exit and restart with fresh caches).
 * On graceful shutdown the leader releases the Lease (empty holder), so a standby takes over after
   its next retry instead of waiting for the lease to expire.
-* Fencing: ``holds_lease()`` is true only until ``renew_deadline_s`` after the *start* of the last
-  successful acquire/renew. A standby takes over no earlier than ``lease_duration_s`` after it saw
+* Fencing: ``holds_lease()`` is true only until ``renew_deadline_seconds`` after the *start* of the last
+  successful acquire/renew. A standby takes over no earlier than ``lease_duration_seconds`` after it saw
   that renewal, so a leader that checks ``holds_lease()`` right before each write never writes while
   another replica may lead, even when its event loop or its renewals stalled (the margin,
   lease - renew deadline, covers the time between the check and the write reaching the apiserver).
@@ -25,33 +25,18 @@ import contextlib
 import logging
 import random
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from nos.config import LEASE_JITTER as JITTER
+from nos.config import LeaderElectionConfig
 from nos.kube.port import Conflict, Kube, KubeError, NotFound, Obj
 
 log = logging.getLogger(__name__)
 
-JITTER = 1.2
-"""client-go's JitterFactor: retries wait between 1 and 1.2 retry periods."""
-
 
 class LeadershipLost(Exception):
     """Renewal failed; the leader's work was cancelled."""
-
-
-@dataclass(frozen=True)
-class ElectionConfig:
-    lease_name: str = "nos-partitioner"
-    namespace: str = "nos-system"
-    lease_duration_s: float = 15.0
-    renew_deadline_s: float = 10.0
-    retry_period_s: float = 2.0
-
-    def __post_init__(self) -> None:
-        if not self.lease_duration_s > self.renew_deadline_s > JITTER * self.retry_period_s > 0:
-            raise ValueError("leader election needs leaseDuration > renewDeadline > 1.2 * retryPeriod > 0")
 
 
 def _micro_time(now: datetime) -> str:
@@ -65,11 +50,11 @@ class LeaderElector:
         self,
         kube: Kube,
         identity: str,
-        config: ElectionConfig | None = None,
+        config: LeaderElectionConfig | None = None,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.kube, self.identity = kube, identity
-        self.config = config or ElectionConfig()
+        self.config = config or LeaderElectionConfig()
         self._wall = wall_clock
         self.is_leader = False
         self.running = False
@@ -82,7 +67,7 @@ class LeaderElector:
         return asyncio.get_running_loop().time()
 
     async def _sleep_jittered(self) -> None:
-        await asyncio.sleep(self.config.retry_period_s * random.uniform(1.0, JITTER))
+        await asyncio.sleep(self.config.retry_period_seconds * random.uniform(1.0, JITTER))
 
     # -- one attempt -------------------------------------------------------------------------------
     async def try_acquire_or_renew(self) -> bool:
@@ -96,7 +81,7 @@ class LeaderElector:
         except NotFound:
             first = {
                 "holderIdentity": self.identity,
-                "leaseDurationSeconds": round(cfg.lease_duration_s),
+                "leaseDurationSeconds": round(cfg.lease_duration_seconds),
                 "acquireTime": now,
                 "renewTime": now,
                 "leaseTransitions": 0,
@@ -110,12 +95,12 @@ class LeaderElector:
         if spec != self._observed:
             self._observe(spec)
         holder = spec.get("holderIdentity") or ""
-        duration = float(spec.get("leaseDurationSeconds") or cfg.lease_duration_s)
+        duration = float(spec.get("leaseDurationSeconds") or cfg.lease_duration_seconds)
         if holder and holder != self.identity and self._now() < self._observed_at + duration:
             return False  # someone else holds a lease that has not expired by our own observation
         new_spec = {
             "holderIdentity": self.identity,
-            "leaseDurationSeconds": round(cfg.lease_duration_s),
+            "leaseDurationSeconds": round(cfg.lease_duration_seconds),
             "acquireTime": spec.get("acquireTime") if holder == self.identity else now,
             "renewTime": now,
             "leaseTransitions": int(spec.get("leaseTransitions") or 0) + (holder != self.identity),
@@ -126,10 +111,10 @@ class LeaderElector:
         return True
 
     def holds_lease(self) -> bool:
-        """Leading, and the last successful renewal started less than ``renew_deadline_s`` ago: safe
+        """Leading, and the last successful renewal started less than ``renew_deadline_seconds`` ago: safe
         to write now (see the module docstring). Call it from the event loop, right before a write."""
         held = self._held_since
-        return self.is_leader and held is not None and self._now() < held + self.config.renew_deadline_s
+        return self.is_leader and held is not None and self._now() < held + self.config.renew_deadline_seconds
 
     def _observe(self, spec: dict[str, Any]) -> None:
         self._observed, self._observed_at = spec, self._now()
@@ -151,15 +136,15 @@ class LeaderElector:
             except KubeError as e:  # Conflict included: someone was faster
                 log.debug("acquiring the lease failed: %s", e)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.config.retry_period_s * random.uniform(1.0, JITTER))
+                await asyncio.wait_for(stop.wait(), self.config.retry_period_seconds * random.uniform(1.0, JITTER))
         return False
 
     async def _renew_until_lost(self) -> None:
         """Returns when leadership is lost."""
         cfg = self.config
         while True:
-            await asyncio.sleep(cfg.retry_period_s)
-            deadline = self._now() + cfg.renew_deadline_s
+            await asyncio.sleep(cfg.retry_period_seconds)
+            deadline = self._now() + cfg.renew_deadline_seconds
             while True:
                 try:
                     async with asyncio.timeout(max(deadline - self._now(), 0.0)):
@@ -176,7 +161,7 @@ class LeaderElector:
                     log.warning("renewing lease %s failed: %s", cfg.lease_name, e or "timeout")
                 if self._now() >= deadline:
                     return
-                await asyncio.sleep(min(cfg.retry_period_s, max(deadline - self._now(), 0.0)))
+                await asyncio.sleep(min(cfg.retry_period_seconds, max(deadline - self._now(), 0.0)))
 
     async def release(self) -> None:
         """Give the Lease up if we still hold it (best effort: on failure it simply expires)."""

@@ -13,20 +13,18 @@ from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from nos.config import PartitionerConfig
 from nos.contract.annotations import SPEC_PLAN, STATUS_PLAN, merge_patch
 from nos.kube.port import Conflict, Event, Kube, KubeError, Obj, ObjectRef, annotations_patch
 from nos.mig.catalog import Catalog, default_catalog
 from nos.mig.packing import Geometry
 from nos.partitioner import fairness
 from nos.partitioner.batch import Batcher
-from nos.partitioner.fairness import Fairness
 from nos.planner.checker import isolate_failures
 from nos.planner.cluster import ClusterState, build_cluster
 from nos.planner.incremental import BuildCache
 from nos.planner.plan import Plan
-from nos.planner.planner import DEFAULT_BUDGET_S, plan_state
+from nos.planner.planner import plan_state
 
 log = logging.getLogger(__name__)
 
@@ -53,21 +51,6 @@ async def inline(fn: Callable[..., Any], *args: Any) -> Any:
 ObjectSource = Callable[[], Awaitable[tuple[list[Obj], list[Obj]]]]
 """() -> (nodes, pods) to plan from; the default lists through the ``Kube`` port, ``nos partitioner``
 reads its watch caches instead."""
-
-
-class PartitionerConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    batch_window_idle_seconds: float = Field(default=10.0, ge=0)
-    batch_window_timeout_seconds: float = Field(default=60.0, gt=0)
-    report_timeout_seconds: float = Field(default=300.0, gt=0)
-    """How long to wait for every agent to report the previous plan before planning anyway."""
-    fill_spare: bool = False
-    """Fill spare slots of reconfigured GPUs (see ``nos.planner.planner.plan``)."""
-    plan_budget_seconds: float = Field(default=DEFAULT_BUDGET_S, gt=0)
-    """Time a planning round may take (greedy passes and optimizing stage; ``nos plan --budget``)."""
-    patch_attempts: int = Field(default=5, ge=1)
-    fairness: Fairness = Field(default_factory=Fairness)
-    """Aging and reservation of a draining GPU, so large pods are not starved (``nos.partitioner.fairness``)."""
 
 
 @dataclass

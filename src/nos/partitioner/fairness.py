@@ -32,8 +32,7 @@ import math
 from collections.abc import Hashable
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from nos.config import FairnessConfig
 from nos.contract.pods import CandidatePod
 from nos.kube.views.scheduling import node_refusal
 from nos.mig.packing import Packer
@@ -41,18 +40,6 @@ from nos.planner.cluster import ClusterState, GpuState, NodeState
 
 LEVELS = 1000
 """Age levels per priority class (a pod waiting ``LEVELS * step_s`` or more stays at the top one)."""
-
-
-class Fairness(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    aging_step_seconds: float | None = Field(default=None, gt=0)
-    """Each such wait moves a pending pod one level ahead of younger pods of its priority; None
-    (the default): off. 600 was measured (docs/simulate.md)."""
-    reserve_after_seconds: float | None = Field(default=None, gt=0)
-    """A pod that waited this long and fits nowhere gets a GPU drained for it; None (the default):
-    off. 1800 was measured (docs/simulate.md)."""
-    max_reserved_share: float = Field(default=0.25, ge=0, le=1)
-    """At most this share of the GPUs is reserved at once (at least one when reservation is on)."""
 
 
 def waited(created: str, now: float) -> float:
@@ -78,7 +65,7 @@ class Reservation:
     """In-use memory slots still overlapping the region."""
 
 
-def apply(state: ClusterState, now: float, fairness: Fairness, packer: Packer | None = None) -> ClusterState:
+def apply(state: ClusterState, now: float, fairness: FairnessConfig, packer: Packer | None = None) -> ClusterState:
     """``state`` with aged priorities and reserved regions (the same state with both off)."""
     if fairness.aging_step_seconds is None and fairness.reserve_after_seconds is None:
         return state
@@ -96,7 +83,9 @@ def apply(state: ClusterState, now: float, fairness: Fairness, packer: Packer | 
     return state
 
 
-def reserve(state: ClusterState, waits: dict[str, float], fairness: Fairness, packer: Packer) -> list[Reservation]:
+def reserve(
+    state: ClusterState, waits: dict[str, float], fairness: FairnessConfig, packer: Packer
+) -> list[Reservation]:
     """Regions to drain, oldest (highest effective priority) waiting pods first."""
     assert fairness.reserve_after_seconds is not None
     gpus = [(name, ns, gs) for name, ns in state.nodes.items() if not ns.frozen for gs in ns.gpus if not gs.frozen]

@@ -12,7 +12,7 @@ then the Lease is released. Losing the Lease cancels the cycle at once and raise
 
 Staying live: building the cluster state, planning and checking run on a worker thread
 (``asyncio.to_thread``), so a long plan never stops the loop that renews the Lease and answers the
-probes; ``live()`` fails when one cycle runs longer than ``liveness_s``. Fencing: right before every
+probes; ``live()`` fails when one cycle runs longer than ``liveness_timeout_seconds``. Fencing: right before every
 node patch (and Event) the partitioner asks ``LeaderElector.holds_lease()``; a replica whose Lease
 may have passed writes nothing more (``FencedOut``), even if its renew loop has not noticed yet.
 """
@@ -25,7 +25,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from nos.config import NosConfig
+from nos.config import PartitionerConfig
 from nos.kube.leader import LeaderElector
 from nos.kube.port import Kube, Obj
 from nos.kube.reflector import Reflector, wait_synced
@@ -40,7 +40,7 @@ class PartitionerRunner:
     def __init__(
         self,
         kube: Kube,
-        config: NosConfig,
+        config: PartitionerConfig,
         identity: str,
         *,
         metrics: Metrics | None = None,
@@ -50,7 +50,6 @@ class PartitionerRunner:
         min_interval_s: float = 1.0,
         resync_s: float = 60.0,
         shutdown_grace_s: float = 10.0,
-        liveness_s: float = 600.0,
     ) -> None:
         self.kube, self.config, self.identity = kube, config, identity
         self.metrics = metrics or Metrics()
@@ -59,19 +58,18 @@ class PartitionerRunner:
         self.wake = asyncio.Event()
         self.nodes = Reflector(kube, "nodes", watch_timeout_s=watch_timeout_s, on_change=self._changed("nodes"))
         self.pods = Reflector(kube, "pods", watch_timeout_s=watch_timeout_s, on_change=self._changed("pods"))
-        election = config.partitioner.leader_election
-        self.elector = LeaderElector(kube, identity, election.election()) if election.enabled else None
+        election = config.leader_election
+        self.elector = LeaderElector(kube, identity, election) if election.enabled else None
         self.partitioner = Partitioner(
             kube,
             clock,
-            config.partitioner.partitioner_config(),
+            config,
             geometries=geometries,
             source=self._snapshot,
             offload=asyncio.to_thread,
             fence=self.elector.holds_lease if self.elector is not None else None,
         )
         self.cycles = 0
-        self.liveness_s = liveness_s
         self._progress_at: float | None = None
 
     def _changed(self, resource: str) -> Callable[[str, Obj], None]:
@@ -90,10 +88,10 @@ class PartitionerRunner:
 
     def live(self) -> bool:
         """For ``/healthz``: a leader whose loop has not come round (a cycle ended) within
-        ``liveness_s`` is stuck; a standby is live. Planning runs on a worker thread, so the probe
+        ``liveness_timeout_seconds`` is stuck; a standby is live. Planning runs on a worker thread, so the probe
         itself is answered during a long plan."""
         progress = self._progress_at
-        return progress is None or time.monotonic() - progress < self.liveness_s
+        return progress is None or time.monotonic() - progress < self.config.liveness_timeout_seconds
 
     def ready(self) -> bool:
         """Caches synced and (with election) the elector campaigning or leading."""

@@ -29,6 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from nos.config import PLAN_BUDGET_SECONDS
 from nos.contract.annotations import SPEC_PLACEMENT_PREFIX, SPEC_PLAN, SPEC_PREFIX, encode_spec
 from nos.contract.pods import CandidatePod, is_mig_resource
 from nos.kube.views.objects import POD_COUNT, SchedulingClass
@@ -682,7 +683,7 @@ class _Planning:
         return NodePlan(ns.name, gpu_plans, annotations, write)
 
 
-DEFAULT_BUDGET_S = 2.0
+DEFAULT_BUDGET_S = PLAN_BUDGET_SECONDS
 """Seconds a planning round may take (greedy passes, optimizing stage and writing the plan): the
 measurements behind it are in docs/benchmarks.md."""
 WHOLE_CLUSTER_NODES = 60

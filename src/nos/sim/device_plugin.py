@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from nos.agent.device_plugin import DevicePluginConfig
+from nos.config import DevicePluginConfig
 from nos.kube.fake.memory import MemoryKube
 from nos.kube.port import Obj
 from nos.sim.clock import VirtualClock

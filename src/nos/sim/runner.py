@@ -17,11 +17,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
-from nos.agent.agent import AgentConfig, MigAgent
-from nos.agent.device_plugin import DevicePluginConfig
+from nos.agent.agent import MigAgent
+from nos.config import AgentConfig, DevicePluginConfig, FairnessConfig, PartitionerConfig
 from nos.kube.port import Obj
-from nos.partitioner.controller import Partitioner, PartitionerConfig
-from nos.partitioner.fairness import Fairness
+from nos.partitioner.controller import Partitioner
 from nos.sim import nodes as sim_nodes
 from nos.sim.clock import VirtualClock
 from nos.sim.cluster import SimCluster
@@ -97,9 +96,9 @@ async def _simulate(
             cluster.kube,
             SimPodResources(node, cluster.resource_of),
             AgentConfig(
-                report_interval_s=timings.agent_interval_s,
-                nvml_call_timeout_s=None,  # a wall-clock deadline means nothing on simulated GPUs
-                device_plugin=DevicePluginConfig(poll_s=timings.device_plugin_poll_s),
+                report_interval_seconds=timings.agent_interval_s,
+                nvml_call_timeout_seconds=None,  # a wall-clock deadline means nothing on simulated GPUs
+                device_plugin=DevicePluginConfig(poll_seconds=timings.device_plugin_poll_s, wait_allocatable=False),
             ),
             cluster.catalog,
             clock=clock.now,
@@ -116,7 +115,7 @@ async def _simulate(
             report_timeout_seconds=timings.report_timeout_s,
             fairness=scenario.fairness
             if policy == "nos"
-            else Fairness(aging_step_seconds=None, reserve_after_seconds=None),
+            else FairnessConfig(aging_step_seconds=None, reserve_after_seconds=None),
         )
         store = cluster.kube.store
 

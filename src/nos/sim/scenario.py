@@ -16,8 +16,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from nos import yaml_errors
+from nos.config import FairnessConfig
 from nos.mig.catalog import default_catalog
-from nos.partitioner.fairness import Fairness
 
 POLICIES = ("ideal", "best-static", "whole-gpu", "greedy", "nos", "static")
 Policy = Literal["ideal", "best-static", "whole-gpu", "greedy", "nos", "static"]
@@ -145,7 +145,7 @@ class Timings(_Strict):
     """The partitioner also runs on pod/node changes (watch events); this is its periodic resync."""
     report_timeout_s: float = Field(default=300, gt=0)
     agent_interval_s: float = Field(default=60, gt=0)
-    """``AgentConfig.report_interval_s``: each agent reconciles and reports this often."""
+    """``AgentConfig.report_interval_seconds``: each agent reconciles and reports this often."""
     device_plugin_restart_s: float = Field(default=30, ge=0)
     """From the plugin pod's deletion to its replacement running and advertising the devices."""
     device_plugin_poll_s: float = Field(default=2, gt=0)
@@ -167,7 +167,7 @@ class Scenario(_Strict):
     static_layout: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_STATIC_LAYOUT))
     """The layout of every GPU under the ``static`` policy (the fixed-layout baseline)."""
     timings: Timings = Field(default_factory=Timings)
-    fairness: Fairness = Field(default_factory=Fairness)
+    fairness: FairnessConfig = Field(default_factory=FairnessConfig)
     """nos' aging and reservation settings (``PartitionerConfig.fairness``); the greedy has neither."""
 
     @model_validator(mode="after")

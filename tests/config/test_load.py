@@ -1,4 +1,4 @@
-"""The YAML config: schema, defaults from the existing models, env and flag overrides, one-line errors."""
+"""Loading the config: file, env and flag overrides merged, defaults, one-line errors."""
 
 from __future__ import annotations
 
@@ -17,11 +17,15 @@ partitioner:
   reportTimeoutSeconds: 120
   fillSpare: false
   knownGeometriesFile: /etc/nos/geometries.yaml
+  livenessTimeoutSeconds: 120
+  fairness: {agingStepSeconds: 600, reserveAfterSeconds: 1800}
   leaderElection: {enabled: true, leaseName: p, namespace: ns, leaseDurationSeconds: 20,
                    renewDeadlineSeconds: 12, retryPeriodSeconds: 3}
 agent:
   reportIntervalSeconds: 30
   podResourcesSocket: /run/kubelet.sock
+  nvmlCallTimeoutSeconds: 20
+  livenessTimeoutSeconds: 300
   devicePlugin: {namespace: kube-system, labelSelector: app=dp, timeoutSeconds: 90}
 server: {metricsPort: 9090, healthPort: 9091}
 log: {level: debug, format: text}
@@ -34,28 +38,36 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def test_defaults_match_the_models() -> None:
+def test_defaults() -> None:
     cfg = load_config(None, env={})
-    p = cfg.partitioner.partitioner_config()
+    p = cfg.partitioner
     assert (p.batch_window_idle_seconds, p.batch_window_timeout_seconds, p.report_timeout_seconds) == (10, 60, 300)
-    a = cfg.agent.agent_config()
-    assert a.report_interval_s == 60 and a.device_plugin.namespace == "gpu-operator"
-    assert a.device_plugin.allocatable_timeout_s == 180  # in the cluster the restart waits for allocatable
-    e = cfg.partitioner.leader_election.election()
-    assert (e.lease_name, e.namespace, e.lease_duration_s) == ("nos-partitioner", "nos-system", 15)
+    a = cfg.agent
+    assert a.report_interval_seconds == 60 and a.device_plugin.namespace == "gpu-operator"
+    assert a.device_plugin.wait_allocatable and a.device_plugin.timeout_seconds == 180  # restart waits for allocatable
+    assert (a.nvml_call_timeout_seconds, a.liveness_timeout_seconds) == (60, 900)
+    assert p.fairness.aging_step_seconds is None and p.fairness.reserve_after_seconds is None  # off
+    e = p.leader_election
+    assert (e.lease_name, e.namespace, e.lease_duration_seconds) == ("nos-partitioner", "nos-system", 15)
     assert (cfg.server.metrics_port, cfg.server.health_port, cfg.log.format) == (8080, 8081, "json")
 
 
-def test_full_file_converts_into_the_existing_models(tmp_path: Path) -> None:
-    cfg = load_config(write(tmp_path, FULL), env={})
-    p = cfg.partitioner.partitioner_config()
+def test_full_file(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, FULL), env={}, overrides={"agent": {"dryRun": True}})
+    p = cfg.partitioner
     assert (p.batch_window_idle_seconds, p.batch_window_timeout_seconds, p.fill_spare) == (5, 30, False)
-    assert cfg.partitioner.known_geometries_file == Path("/etc/nos/geometries.yaml")
-    e = cfg.partitioner.leader_election.election()
-    assert (e.lease_name, e.namespace, e.renew_deadline_s, e.retry_period_s) == ("p", "ns", 12, 3)
-    a = cfg.agent.agent_config(dry_run=True)
-    assert a.dry_run and a.report_interval_s == 30
-    assert (a.device_plugin.namespace, a.device_plugin.label_selector, a.device_plugin.timeout_s) == (
+    assert p.known_geometries_file == Path("/etc/nos/geometries.yaml")
+    assert (p.fairness.aging_step_seconds, p.fairness.reserve_after_seconds, p.liveness_timeout_seconds) == (
+        600,
+        1800,
+        120,
+    )
+    e = p.leader_election
+    assert (e.lease_name, e.namespace, e.renew_deadline_seconds, e.retry_period_seconds) == ("p", "ns", 12, 3)
+    a = cfg.agent
+    assert a.dry_run and a.report_interval_seconds == 30
+    assert (a.nvml_call_timeout_seconds, a.liveness_timeout_seconds) == (20, 300)
+    assert (a.device_plugin.namespace, a.device_plugin.label_selector, a.device_plugin.timeout_seconds) == (
         "kube-system",
         "app=dp",
         90,
