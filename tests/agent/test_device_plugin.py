@@ -145,3 +145,26 @@ async def test_custom_namespace_and_selector() -> None:
     assert deleted == ["dp-x"]
     assert pod_names(kube) == {"dp-xx", "dp-x-n2", "dp-operator", "dp-y"}
     assert kube.events == []
+
+
+@pytest.mark.parametrize("published", [True, False])
+async def test_restart_waits_for_allocatable_with_timeout_and_event(published: bool) -> None:
+    kube = MemoryKube()
+    body = node("n1")
+    body["status"] = {"allocatable": {"cpu": "8", "nvidia.com/mig-7g.80gb": "1"}}
+    kube.add_node(body)
+    cfg = DevicePluginConfig(poll_seconds=0.01, timeout_seconds=0.5)
+    restarter = DevicePluginRestarter(kube, "n1", cfg)
+
+    async def plugin_publishes() -> None:
+        await asyncio.sleep(0.1)
+        current = kube.store.get("nodes", "n1")
+        current["status"]["allocatable"] = {"cpu": "8", "nvidia.com/mig-7g.80gb": "0", "nvidia.com/mig-3g.40gb": "2"}
+        kube.update_node(current)
+
+    publisher = asyncio.create_task(plugin_publishes()) if published else None
+    ok = await restarter.wait_allocatable({"nvidia.com/mig-3g.40gb": 2})
+    assert ok is published
+    assert [e.reason for e in kube.events] == ([] if published else ["DevicePluginAllocatableTimeout"])
+    if publisher is not None:
+        await publisher

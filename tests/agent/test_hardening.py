@@ -14,16 +14,16 @@ import pytest
 from nos.agent.agent import MigAgent
 from nos.agent.podresources import PodResourcesClient
 from nos.agent.runner import AgentRunner
-from nos.config import AgentConfig
+from nos.config import AgentConfig, ServerConfig
 from nos.contract.annotations import decode_status, encode_spec, encode_status
 from nos.gpu.port import GpuInstanceInfo, NvmlError
 from nos.gpu.simulated import SimulatedNvml
 from nos.kube.fake.memory import MemoryKube
 from nos.mig.layout import Instance
-from nos.obs.health import ObservabilityServer
-from nos.obs.metrics import Metrics
+from nos.runtime.manager import Manager
 from tests.agent.fake_kubelet import FakeKubelet
 from tests.agent.helpers import annotations_of, node, provision
+from tests.runtime.helpers import eventually
 
 WHOLE = encode_spec({0: [Instance(0, "7g.80gb")]}, "p2")
 
@@ -167,42 +167,47 @@ async def test_a_hung_nvml_call_times_out_and_liveness_fails_until_it_returns() 
     nvml = faulty()
     nvml.hang = threading.Event()
     a, kube = agent(nvml, WHOLE, nvml_call_timeout_seconds=0.2)
-    runner = AgentRunner(a)
+    manager = Manager(kube, server=ServerConfig(metrics_port=0, health_port=0))
+    stop = asyncio.Event()
     started = time.monotonic()
-    result = await runner.reconcile()
-    assert result is not None and time.monotonic() - started < 5
-    status = decode_status(annotations_of(kube))
-    assert "NVML_ERROR_TIMEOUT" in status.unreadable[0]
-    assert a.nvml_hung is not None and runner.live() is False
-
-    server = ObservabilityServer(Metrics(), runner.ready, 0, 0, host="127.0.0.1", live=runner.live)
-    await server.start()
+    task = asyncio.create_task(manager.run(AgentRunner(manager, a), stop))
     try:
+        await eventually(lambda: "NVML_ERROR_TIMEOUT" in str(annotations_of(kube)), what="the GPU reported unreadable")
+        assert time.monotonic() - started < 5
+        status = decode_status(annotations_of(kube))
+        assert "NVML_ERROR_TIMEOUT" in status.unreadable[0]
+        assert a.nvml_hung is not None and manager.live() is False
+        assert manager.server is not None
+        health = f"http://127.0.0.1:{manager.server.ports['health']}/healthz"
         async with aiohttp.ClientSession() as http:
-            async with http.get(f"http://127.0.0.1:{server.ports['health']}/healthz") as resp:
+            async with http.get(health) as resp:
                 assert resp.status == 503
             nvml.hang.set()  # the driver call returns at last: healthy again
             await asyncio.sleep(0.1)
-            async with http.get(f"http://127.0.0.1:{server.ports['health']}/healthz") as resp:
+            async with http.get(health) as resp:
                 assert resp.status == 200
+        assert a.nvml_hung is None and manager.live() is True
     finally:
-        await server.stop()
-        a.close()
-    assert a.nvml_hung is None and runner.live() is True
+        nvml.hang.set()
+        stop.set()
+        await asyncio.wait_for(task, 5)
 
 
 async def test_liveness_fails_when_one_reconcile_runs_past_its_deadline() -> None:
     nvml = faulty()
     nvml.hang = threading.Event()
-    a, _ = agent(nvml, WHOLE, nvml_call_timeout_seconds=None, liveness_timeout_seconds=0.1)
-    runner = AgentRunner(a)
-    task = asyncio.create_task(runner.reconcile())
+    a, kube = agent(nvml, WHOLE, nvml_call_timeout_seconds=None, liveness_timeout_seconds=0.1)
+    manager = Manager(kube)
+    stop = asyncio.Event()
+    task = asyncio.create_task(manager.run(AgentRunner(manager, a), stop))
+    await eventually(lambda: manager.progress.started is not None, what="the reconcile started")
     await asyncio.sleep(0.3)
-    assert runner.live() is False
+    assert manager.live() is False
     nvml.hang.set()
-    await task
-    assert runner.live() is True
-    a.close()
+    await eventually(lambda: manager.progress.reconciles >= 1, what="the reconcile ended")
+    assert manager.live() is True
+    stop.set()
+    await asyncio.wait_for(task, 5)
 
 
 # -- finding 7: one Event per change --------------------------------------------------------------

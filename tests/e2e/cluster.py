@@ -26,6 +26,7 @@ from nos.config import AgentConfig, DevicePluginConfig, NosConfig, load_config
 from nos.gpu.simulated import SimulatedNvml
 from nos.kube.client import LightkubeKube, RetryPolicy
 from nos.partitioner.runner import PartitionerRunner
+from nos.runtime.manager import Manager
 from tests.e2e.fake_kubelet import PLUGIN_NAMESPACE, FakeKubelet, LockedNvml
 from tests.realkube.control_plane import ControlPlane, eventually
 
@@ -53,10 +54,25 @@ def partitioner_config(batch_timeout_s: float = 5, **partitioner: Any) -> NosCon
     )
 
 
+def partitioner_process(
+    kube: LightkubeKube, config: NosConfig, identity: str, *, watch_timeout_seconds: int, resync_seconds: float
+) -> tuple[Manager, PartitionerRunner]:
+    """What ``nos partitioner`` builds (a 0.2 s debounce); ``manager.run(runner, stop)`` runs it."""
+    manager = Manager(
+        kube,
+        election=config.partitioner.leader_election,
+        identity=identity,
+        debounce_seconds=0.2,
+        watch_timeout_seconds=watch_timeout_seconds,
+    )
+    return manager, PartitionerRunner(manager, config.partitioner, resync_seconds=resync_seconds)
+
+
 @dataclass
 class AgentHandle:
     agent: MigAgent
     runner: AgentRunner
+    manager: Manager
     kube: LightkubeKube
     stop: asyncio.Event
     task: asyncio.Task[None]
@@ -70,6 +86,7 @@ class E2ECluster:
     namespace: str
     partitioner_kube: LightkubeKube | None = None
     partitioner: PartitionerRunner | None = None
+    partitioner_manager: Manager | None = None
     partitioner_stop: asyncio.Event = field(default_factory=asyncio.Event)
     partitioner_task: asyncio.Task[None] | None = None
     kubelets: dict[str, FakeKubelet] = field(default_factory=dict)
@@ -110,7 +127,7 @@ class E2ECluster:
         await self.start_agent(name)
         return name
 
-    agent_watch_timeout_s = 60.0
+    agent_watch_timeout_seconds = 60
 
     def agent_kube(self, node: str) -> LightkubeKube:
         return LightkubeKube(self.cp.client(), component="agent", instance=f"agent-{node}", retry=QUICK_RETRY)
@@ -123,11 +140,19 @@ class E2ECluster:
 
     async def start_agent(self, node: str) -> AgentHandle:
         kube = self.agent_kube(node)
-        agent = MigAgent(node, self.nvml[node], kube, self.kubelets[node].podresources(), self.agent_config())
-        runner = AgentRunner(agent, watch_timeout_s=self.agent_watch_timeout_s, min_interval_s=0.1)
+        manager = Manager(kube, debounce_seconds=0.1, watch_timeout_seconds=self.agent_watch_timeout_seconds)
+        agent = MigAgent(
+            node,
+            self.nvml[node],
+            kube,
+            self.kubelets[node].podresources(),
+            self.agent_config(),
+            recorder=manager.recorder,
+        )
+        runner = AgentRunner(manager, agent)
         stop = asyncio.Event()
-        task = asyncio.create_task(runner.run(stop), name=f"agent-{node}")
-        handle = AgentHandle(agent, runner, kube, stop, task)
+        task = asyncio.create_task(manager.run(runner, stop), name=f"agent-{node}")
+        handle = AgentHandle(agent, runner, manager, kube, stop, task)
         self.agents[node] = handle
         return handle
 
@@ -147,10 +172,13 @@ class E2ECluster:
         self.partitioner_kube = LightkubeKube(
             self.cp.client(), component="partitioner", instance="partitioner-e2e", retry=QUICK_RETRY
         )
-        self.partitioner = PartitionerRunner(
-            self.partitioner_kube, config.partitioner, "e2e", watch_timeout_s=60, min_interval_s=0.2, resync_s=5
+        manager, self.partitioner = partitioner_process(
+            self.partitioner_kube, config, "e2e", watch_timeout_seconds=60, resync_seconds=5
         )
-        self.partitioner_task = asyncio.create_task(self.partitioner.run(self.partitioner_stop), name="partitioner")
+        self.partitioner_manager = manager
+        self.partitioner_task = asyncio.create_task(
+            manager.run(self.partitioner, self.partitioner_stop), name="partitioner"
+        )
         return self.partitioner
 
     # -- pods --------------------------------------------------------------------------------------

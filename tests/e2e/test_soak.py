@@ -41,7 +41,8 @@ from nos.kube.port import Conflict, Event, KubeError, Obj, Resource, WatchEvent
 from nos.partitioner.runner import PartitionerRunner
 from nos.planner.cluster import build_cluster
 from nos.planner.planner import plan_state
-from tests.e2e.cluster import QUICK_RETRY, E2ECluster, partitioner_config
+from nos.runtime.manager import Manager
+from tests.e2e.cluster import QUICK_RETRY, E2ECluster, partitioner_config, partitioner_process
 from tests.realkube.control_plane import ControlPlane, Process
 
 log = logging.getLogger(__name__)
@@ -118,6 +119,7 @@ class FaultyKube(LightkubeKube):
 
 @dataclass
 class Replica:
+    manager: Manager
     runner: PartitionerRunner
     kube: FaultyKube
     stop: asyncio.Event
@@ -137,7 +139,7 @@ class Soak(E2ECluster):
         self.observer = LightkubeKube(self.cp.client(), component="observer", retry=QUICK_RETRY)
         self.violations, self.figures, self.replicas, self.closing = [], Counter(), [], []
 
-    agent_watch_timeout_s = 30.0
+    agent_watch_timeout_seconds = 30
 
     def agent_kube(self, node: str) -> LightkubeKube:
         return FaultyKube(
@@ -177,11 +179,11 @@ class Soak(E2ECluster):
             identity=identity,
             soak=self,
         )
-        runner = PartitionerRunner(
-            kube, self.replica_config().partitioner, identity, watch_timeout_s=30, min_interval_s=0.2, resync_s=3
+        manager, runner = partitioner_process(
+            kube, self.replica_config(), identity, watch_timeout_seconds=30, resync_seconds=3
         )
         stop = asyncio.Event()
-        replica = Replica(runner, kube, stop, asyncio.create_task(runner.run(stop), name=identity))
+        replica = Replica(manager, runner, kube, stop, asyncio.create_task(manager.run(runner, stop), name=identity))
         self.replicas.append(replica)
         return replica
 
@@ -196,7 +198,7 @@ class Soak(E2ECluster):
 
     async def kill_replica(self, rng: random.Random) -> None:
         victim = rng.choice(self.replicas)
-        leader = victim.runner.elector is not None and victim.runner.elector.is_leader
+        leader = victim.manager.elector is not None and victim.manager.elector.is_leader
         victim.task.cancel()  # kill -9: no release, the Lease must expire
         await asyncio.gather(victim.task, return_exceptions=True)
         self.replicas.remove(victim)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from nos.config import PartitionerConfig
 from nos.contract.annotations import SPEC_PLAN, STATUS_PLAN, decode_spec
 from nos.kube.fake.memory import MemoryKube
@@ -108,3 +110,37 @@ async def test_persistent_conflict_is_reported_not_raised() -> None:
     kube.fail_next("patch nodes", Conflict("node a changed"), times=5)
     result = await part.cycle()
     assert result.written == [] and "a" in result.failed
+
+
+async def test_the_cycle_says_when_it_wants_to_run_again() -> None:
+    """``requeue_after``: the open batch's deadline, then the report timeout while agents lag, else None."""
+    kube, clock = await _cluster(), Clock()
+    part = Partitioner(kube, clock, PartitionerConfig(batch_window_idle_seconds=10, report_timeout_seconds=100))
+    opened = await part.cycle()
+    assert opened.plan is None and opened.requeue_after == pytest.approx(10, abs=0.01)
+    clock.now += 4
+    assert (await part.cycle()).requeue_after == pytest.approx(6, abs=0.01)
+    clock.now += 6
+    planned = await part.cycle()
+    assert planned.written == ["a"] and planned.requeue_after is None  # batch closed, nothing pending
+    kube.add_pod(pod("p3", "1g.10gb"))
+    await part.cycle()
+    clock.now += 10
+    waiting = await part.cycle()
+    assert waiting.waiting_for == ["a"] and waiting.requeue_after == pytest.approx(90, abs=0.01)
+    clock.now += 90
+    assert (await part.cycle()).plan is not None  # the report timed out: planned anyway
+
+
+async def test_pod_events_are_said_once_per_change_of_what_is_said() -> None:
+    kube, clock = await _cluster(), Clock()
+    part = Partitioner(kube, clock, PartitionerConfig(batch_window_idle_seconds=0))
+    first = await part.cycle()
+    assert first.plan is not None
+    await kube.patch("nodes", "a", annotations_patch({STATUS_PLAN: first.plan.plan_id}))
+    kube.add_pod(pod("p4", "1g.10gb"))  # a new candidate: a new batch, a new plan
+    second = await part.cycle()
+    assert second.plan is not None and any(u.pod.endswith("p2") for u in second.plan.unplaced)
+    assert ("p4", "MigPlanned") in {(e.regarding.name, e.reason) for e in kube.events}
+    unplaceable = [e for e in kube.events if e.regarding.name == "p2" and e.reason == "MigUnplaceable"]
+    assert len(unplaceable) == 1  # the same reason again: not repeated

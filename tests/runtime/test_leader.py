@@ -9,8 +9,8 @@ import pytest
 from nos.config import LeaderElectionConfig
 from nos.kube.client import LightkubeKube
 from nos.kube.fake.memory import MemoryKube
-from nos.kube.leader import LeaderElector, LeadershipLost
 from nos.kube.port import Conflict, Kube, KubeError
+from nos.runtime.leader import LeaderElector, LeadershipLost
 from tests.kube.fake_apiserver import FakeApiServer
 from tests.runtime.helpers import eventually
 

@@ -21,9 +21,10 @@ from lightkube.types import PatchType
 from nos.config import LeaderElectionConfig, load_config
 from nos.contract.annotations import SPEC_PLAN
 from nos.kube.client import LightkubeKube, RetryPolicy
-from nos.kube.reflector import Reflector
 from nos.mig.layout import Instance as I
 from nos.partitioner.runner import PartitionerRunner
+from nos.runtime.manager import Manager
+from nos.runtime.reflector import Reflector
 from tests.planner.factories import node as planner_node
 from tests.planner.factories import pod as planner_pod
 from tests.realkube.control_plane import ControlPlane, find_binaries
@@ -135,9 +136,10 @@ async def test_partitioner_cycle_writes_the_spec_on_the_real_server(kube: Lightk
             }
         },
     )
-    runner = PartitionerRunner(kube, config.partitioner, "rk", min_interval_s=0.05)
+    manager = Manager(kube, election=config.partitioner.leader_election, identity="rk", debounce_seconds=0.05)
+    runner = PartitionerRunner(manager, config.partitioner)
     stop = asyncio.Event()
-    task = asyncio.create_task(runner.run(stop))
+    task = asyncio.create_task(manager.run(runner, stop))
     try:
 
         async def written() -> bool:

@@ -53,6 +53,7 @@ from nos.gpu.port import GpuInfo, GpuInstanceInfo, Nvml, NvmlError
 from nos.kube.port import Event, Kube, ObjectRef
 from nos.mig.catalog import Catalog, GpuModel, default_catalog, resource_for
 from nos.mig.layout import Instance
+from nos.runtime.events import EventRecorder
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -132,22 +133,26 @@ class MigAgent:
         catalog: Catalog | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Sleep = asyncio.sleep,
+        recorder: EventRecorder | None = None,
     ) -> None:
-        """``podresources`` None: no kubelet (offline use); only NVML's busy instances count as in use."""
+        """``podresources`` None: no kubelet (offline use); only NVML's busy instances count as in use.
+        ``recorder``: the process' Event recorder (default: one of its own)."""
         self.config = config or AgentConfig()
         timeout = self.config.nvml_call_timeout_seconds
         self.nvml: Nvml = nvml if timeout is None else DeadlineNvml(nvml, timeout)
         self.node_name, self.kube, self.podresources = node_name, kube, podresources
         self.catalog = catalog or default_catalog()
+        self.recorder = recorder or EventRecorder(kube)
         self.reporter = Reporter(kube, node_name)
-        self.restarter = DevicePluginRestarter(kube, node_name, self.config.device_plugin, clock, sleep)
+        self.restarter = DevicePluginRestarter(
+            kube, node_name, self.config.device_plugin, clock, sleep, recorder=self.recorder
+        )
         self._busy = BusyProcesses(self.nvml)
         self._applier = Applier(self.nvml, self._in_use_now, self._busy)
         self._gpu_indices: list[int] = []
         self._last_problems: tuple[str, ...] = ()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nvml")
         self._lock = asyncio.Lock()
-        self._warned: set[str] = set()
         self._last_skipped: tuple[str, ...] = ()
         self._clock = clock
         self._last_restart: float | None = None
@@ -162,16 +167,12 @@ class MigAgent:
         return self.nvml.hung if isinstance(self.nvml, DeadlineNvml) else None
 
     async def _event(self, reason: str, note: str, warning: bool = True, once_key: str | None = None) -> None:
-        if once_key is not None:
-            if once_key in self._warned:
-                return
-            self._warned.add(once_key)
+        """Logged, then sent through the recorder (best effort); with ``once_key`` once per process."""
+        if once_key is not None and self.recorder.told(once_key):
+            return
         log.log(logging.WARNING if warning else logging.INFO, "%s: %s", reason, note)
         event = Event(ObjectRef("Node", self.node_name), reason, note, "Warning" if warning else "Normal")
-        try:
-            await self.kube.create_event(event)
-        except Exception as e:  # an Event is best effort; never let it stop a reconcile
-            log.warning("cannot create event %s: %s", reason, e)
+        await self.recorder.record(event, subject=once_key)
 
     def _allocated(self) -> dict[str, set[str]] | None:
         """resource -> allocated device ids; None when kubelet cannot tell (then everything counts as in use)."""

@@ -17,6 +17,7 @@ from typing import Any
 from nos.config import DevicePluginConfig
 from nos.kube.port import Event, Kube, NotFound, ObjectRef
 from nos.mig.catalog import MIG_RESOURCE_PREFIX
+from nos.runtime.events import EventRecorder
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +36,10 @@ class DevicePluginRestarter:
         config: DevicePluginConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Sleep = asyncio.sleep,
+        recorder: EventRecorder | None = None,
     ) -> None:
         self._kube, self._node = kube, node_name
+        self._recorder = recorder or EventRecorder(kube)
         self.config = config or DevicePluginConfig()
         self._clock, self._sleep = clock, sleep
 
@@ -50,7 +53,7 @@ class DevicePluginRestarter:
 
     async def _warn(self, reason: str, note: str) -> None:
         log.warning("%s: %s", reason, note)
-        await self._kube.create_event(
+        await self._recorder.record(
             Event(ObjectRef("Node", self._node), reason, note, type="Warning", action="RestartDevicePlugin")
         )
 

@@ -1,4 +1,5 @@
-"""``nos agent``: run the MIG agent for one node (wiring only; the logic lives in ``nos.agent``)."""
+"""``nos agent``: options in, ``Manager.run(AgentRunner)`` for one node (the logic lives in ``nos.agent``,
+the loop in ``nos.runtime``); offline it prints what the agent did."""
 
 from __future__ import annotations
 
@@ -20,14 +21,11 @@ from nos.agent.runner import AgentRunner
 from nos.cli.errors import BadInput, CliError, Command
 from nos.cli.options import chosen_log_level, config_option, kubeconfig_option, log_options, port_options
 from nos.cli.partitioner import load_or_exit
-from nos.config import NosConfig
 from nos.gpu.port import Nvml, NvmlError
 from nos.kube.fake.memory import MemoryKube
 from nos.kube.port import Kube
-from nos.obs.health import ObservabilityServer
-from nos.obs.lifecycle import stop_on_signals
 from nos.obs.logging import setup_logging
-from nos.obs.metrics import Metrics
+from nos.runtime.manager import Manager
 
 
 class _Backend:
@@ -208,7 +206,6 @@ def agent(
     else:
         offline_level = (chosen_log_level(log_level, verbose) or "warning").upper()
         logging.basicConfig(level=getattr(logging, offline_level), format="%(levelname)s %(message)s")
-    interval = settings.agent.report_interval_seconds
     podresources_socket = settings.agent.pod_resources_socket
     kube: Any
     name_source: str | None = None
@@ -244,50 +241,20 @@ def agent(
     config = settings.agent
     if offline:  # no device plugin to restart
         config = config.model_copy(update={"restart_device_plugin": False})
-    mig_agent = MigAgent(node_name, gpu.nvml, kube, podresources, config)
+    manager = Manager(kube, server=settings.server if in_cluster else None)
+    mig_agent = MigAgent(node_name, gpu.nvml, kube, podresources, config, recorder=manager.recorder)
     if in_cluster:
-        raise SystemExit(asyncio.run(serve_agent(mig_agent, settings)))
+        raise SystemExit(asyncio.run(manager.run(AgentRunner(manager, mig_agent))))
     note = f"# node {node_name}: {name_source} name (--node to choose)" if name_source else None
-    failed = asyncio.run(_loop(mig_agent, gpu, once, interval, print_status=offline, note=note))
-    if failed:
+    saved = gpu
+
+    def after(result: ReconcileResult) -> None:
+        if not config.dry_run:
+            saved.save()
+        _print_result(result, config.dry_run, offline and (once or bool(result.patch)), note)
+
+    runner = AgentRunner(manager, mig_agent, watch=False, after=after)
+    asyncio.run(manager.run(runner, once=once))
+    last = runner.last
+    if once and last is not None and last.applied is not None and last.applied.failures:
         raise SystemExit(1)
-
-
-async def serve_agent(mig_agent: MigAgent, settings: NosConfig, stop: asyncio.Event | None = None) -> int:
-    """In-cluster mode until SIGTERM/SIGINT (or ``stop``); 0 after a clean shutdown."""
-    stop = stop or asyncio.Event()
-    metrics = Metrics()
-    runner = AgentRunner(mig_agent, metrics=metrics)
-    server = ObservabilityServer(
-        metrics, runner.ready, settings.server.metrics_port, settings.server.health_port, live=runner.live
-    )
-    with stop_on_signals(stop):
-        await server.start()
-        try:
-            await runner.run(stop)
-        finally:
-            await server.stop()
-            mig_agent.close()
-            close = getattr(mig_agent.kube, "close", None)
-            if close is not None:
-                await close()
-    return 0
-
-
-async def _loop(
-    mig_agent: MigAgent, gpu: _Backend, once: bool, interval: float, print_status: bool, note: str | None = None
-) -> bool:
-    try:
-        while True:
-            result = await mig_agent.reconcile_once()
-            if not mig_agent.config.dry_run:
-                gpu.save()
-            _print_result(result, mig_agent.config.dry_run, print_status and (once or bool(result.patch)), note)
-            if once:
-                return bool(result.applied and result.applied.failures)
-            await asyncio.sleep(interval)
-    finally:
-        mig_agent.close()
-        close = getattr(mig_agent.kube, "close", None)
-        if close is not None:
-            await close()

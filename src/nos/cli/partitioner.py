@@ -1,4 +1,4 @@
-"""``nos partitioner``: the in-cluster partitioner (wiring only; see ``nos.partitioner.runner``)."""
+"""``nos partitioner``: options in, ``Manager.run(PartitionerRunner)`` (``nos.runtime``, ``nos.partitioner.runner``)."""
 
 from __future__ import annotations
 
@@ -19,15 +19,13 @@ from nos.cli.options import (
     port_options,
 )
 from nos.config import ConfigError, NosConfig, flag_overrides, load_config
-from nos.kube.leader import LeadershipLost
 from nos.kube.port import Kube
 from nos.mig.geometries import GeometryConfigError, load_known_geometries
 from nos.mig.packing import Geometry
-from nos.obs.health import ObservabilityServer
-from nos.obs.lifecycle import default_identity, stop_on_signals
+from nos.obs.lifecycle import default_identity
 from nos.obs.logging import setup_logging
-from nos.obs.metrics import Metrics
 from nos.partitioner.runner import PartitionerRunner
+from nos.runtime.manager import Manager
 
 log = logging.getLogger(__name__)
 
@@ -99,40 +97,12 @@ def partitioner(
     )
     setup_logging(config.log.level, config.log.format)
     allowed = _geometries(config)
-    kube = api_kube(kubeconfig, "partitioner")
-    code = asyncio.run(serve(kube, config, identity or default_identity(), allowed))
-    raise SystemExit(code)
-
-
-async def serve(
-    kube: Kube,
-    config: NosConfig,
-    identity: str,
-    geometries: dict[str, list[Geometry]] | None = None,
-    stop: asyncio.Event | None = None,
-    **runner_options: Any,
-) -> int:
-    """Run until SIGTERM/SIGINT (or ``stop``): 0 after a clean shutdown, 1 when leadership was lost."""
-    stop = stop or asyncio.Event()
-    metrics = Metrics()
-    runner = PartitionerRunner(
-        kube, config.partitioner, identity, metrics=metrics, geometries=geometries, **runner_options
+    manager = Manager(
+        api_kube(kubeconfig, "partitioner"),
+        server=config.server,
+        election=config.partitioner.leader_election,
+        identity=identity or default_identity(),
     )
-    server = ObservabilityServer(
-        metrics, runner.ready, config.server.metrics_port, config.server.health_port, live=runner.live
-    )
-    code = 0
-    with stop_on_signals(stop):
-        await server.start()
-        try:
-            await runner.run(stop)
-        except LeadershipLost as e:
-            log.error("%s; exiting so that a fresh process campaigns again", e)
-            code = 1
-        finally:
-            await server.stop()
-            close = getattr(kube, "close", None)
-            if close is not None:
-                await close()
+    code = asyncio.run(manager.run(PartitionerRunner(manager, config.partitioner, allowed)))
     log.info("partitioner stopped")
-    return code
+    raise SystemExit(code)

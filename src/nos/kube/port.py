@@ -137,3 +137,7 @@ class Kube(Protocol):
     async def create_event(self, event: Event) -> None:
         """Record ``event`` as an events.k8s.io/v1 Event; a repeat counts on the first one's series."""
         ...
+
+    async def close(self) -> None:
+        """Release the connections (the runtime manager calls it when the process stops)."""
+        ...

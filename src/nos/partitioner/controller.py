@@ -25,6 +25,7 @@ from nos.planner.cluster import ClusterState, build_cluster
 from nos.planner.incremental import BuildCache
 from nos.planner.plan import Plan
 from nos.planner.planner import plan_state
+from nos.runtime.events import EventRecorder
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,10 @@ cluster, so a long plan never blocks the event loop that renews the Lease and an
 
 Fence = Callable[[], bool]
 """True while this replica may write (it holds the Lease); asked right before every write."""
+
+
+WAKE_MARGIN_S = 1e-3
+"""A requested wake-up lands this much after the deadline it waits for, so the deadline has passed."""
 
 
 class FencedOut(Exception):
@@ -67,6 +72,9 @@ class CycleResult:
     frozen_nodes: int = 0
     frozen_gpus: int = 0
     """Managed nodes (and GPUs of the other nodes) left as they are in this cycle's input or plan."""
+    requeue_after: float | None = None
+    """Seconds until the partitioner wants to run again even if nothing changes: the open batch
+    closes, or the wait for agents' reports times out (None: only on a change)."""
 
 
 def pending_reports(state: ClusterState) -> list[str]:
@@ -91,7 +99,9 @@ class Partitioner:
         source: ObjectSource | None = None,
         offload: Offload | None = None,
         fence: Fence | None = None,
+        recorder: EventRecorder | None = None,
     ) -> None:
+        """``recorder``: the process' Event recorder (default: one of its own, behind ``fence``)."""
         self.kube = kube
         self.offload = offload or inline
         self.fence = fence
@@ -104,8 +114,7 @@ class Partitioner:
         self.batcher = Batcher(self.config.batch_window_idle_seconds, self.config.batch_window_timeout_seconds)
         self.last_plan_at: float | None = None
         self.last_plan_id: str | None = None
-        self._told: dict[str, str] = {}
-        self._frozen_told: dict[str, str] = {}
+        self.recorder = recorder or EventRecorder(kube, fence)
         self.frozen = (0, 0)
         """(nodes, GPUs of the other nodes) left as they are by the last plan."""
         self.cache = BuildCache()
@@ -124,7 +133,23 @@ class Partitioner:
         return plan_id
 
     async def cycle(self) -> CycleResult:
-        """Observe the cluster; plan and write when a batch has closed and agents have caught up."""
+        """Observe the cluster; plan and write when a batch has closed and agents have caught up.
+        The result says when to run again (``requeue_after``)."""
+        result = await self._cycle()
+        result.requeue_after = self._requeue_after(result)
+        return result
+
+    def _requeue_after(self, result: CycleResult) -> float | None:
+        now = self.clock()
+        if result.waiting_for:
+            if self.last_plan_at is None:
+                return None
+            deadline: float | None = self.last_plan_at + self.config.report_timeout_seconds
+        else:
+            deadline = self.batcher.next_deadline()
+        return None if deadline is None else max(deadline - now, 0.0) + WAKE_MARGIN_S
+
+    async def _cycle(self) -> CycleResult:
         now = self.clock()
         nodes, pods = await self.source()
         state: ClusterState = await self.offload(build_cluster, nodes, pods, self.catalog, self.cache)
@@ -205,11 +230,12 @@ class Partitioner:
                 result.frozen_gpus += len(gpus)
             why = [*ns.problems, *([whole] if whole else [])]
             text = "; ".join(dict.fromkeys(why))
-            if self._frozen_told.get(name) == text:
-                continue
-            self._frozen_told[name] = text
+            subject = ("frozen", name)
             if text:
-                await self._node_event(name, "NodeFrozen" if whole else "GpuFrozen", text, "Warning")
+                reason = "NodeFrozen" if whole else "GpuFrozen"
+                await self.recorder.record(_node(name, reason, text, "Warning"), subject=subject, topic=text)
+            elif self.recorder.told(subject):
+                self.recorder.remember(subject, "")
         self.frozen = (result.frozen_nodes, result.frozen_gpus)
 
     async def _list(self) -> tuple[list[Obj], list[Obj]]:
@@ -270,19 +296,14 @@ class Partitioner:
                 await self._node_event(name, "MigRepartition", f"plan {plan.plan_id}: " + "; ".join(changes))
 
     async def _pod_event(self, pod: Any, reason: str, note: str, type_: str, key: str) -> None:
-        if self._told.get(pod.key) == key:
-            return
-        self._told[pod.key] = key
+        """A pod hears the same thing once."""
         ref = ObjectRef("Pod", pod.name, pod.namespace)
-        await self._send(Event(ref, reason, note, "Warning" if type_ == "Warning" else "Normal"))
+        event = Event(ref, reason, note, "Warning" if type_ == "Warning" else "Normal")
+        await self.recorder.record(event, subject=("pod", pod.key), topic=key)
 
     async def _node_event(self, name: str, reason: str, note: str, type_: str = "Normal") -> None:
-        await self._send(Event(ObjectRef("Node", name), reason, note, "Warning" if type_ == "Warning" else "Normal"))
+        await self.recorder.record(_node(name, reason, note, type_))
 
-    async def _send(self, event: Event) -> None:
-        if self.fence is not None and not self.fence():
-            return  # a replica that lost the Lease says nothing either
-        try:
-            await self.kube.create_event(event)
-        except KubeError as e:  # events explain; they must never stop the partitioner
-            log.warning("could not record event %s on %s: %s", event.reason, event.regarding.name, e)
+
+def _node(name: str, reason: str, note: str, type_: str = "Normal") -> Event:
+    return Event(ObjectRef("Node", name), reason, note, "Warning" if type_ == "Warning" else "Normal")

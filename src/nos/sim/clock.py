@@ -159,3 +159,29 @@ class VirtualClock:
         self._current = actor
         go()
         await self._idle
+
+
+class ClockTrigger:
+    """``nos.runtime.loop.Trigger`` on the virtual clock, for actor ``actor``: waiting is a virtual
+    sleep, ``set`` a kick (a watch event reaching the controller). The run's end cancels the actors,
+    so it never stops by itself."""
+
+    def __init__(self, clock: VirtualClock, actor: str) -> None:
+        self.clock, self.actor = clock, actor
+
+    def set(self) -> None:
+        self.clock.kick(self.actor)
+
+    def stopped(self) -> bool:
+        return False
+
+    def clear(self) -> None:
+        pass
+
+    async def wait(self, timeout: float) -> bool:
+        until = self.clock.t + max(timeout, 0.0)
+        await self.clock.sleep(timeout)
+        return self.clock.t < until
+
+    async def settle(self, seconds: float) -> None:
+        await self.clock.sleep(seconds)

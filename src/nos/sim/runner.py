@@ -1,9 +1,10 @@
 """One simulated run of one policy: wires the cluster model to the production ``Partitioner`` and one
 production ``MigAgent`` per node, drives them on the virtual clock and measures.
 
-The loops here are wiring only (what a Deployment's main loop and a DaemonSet's main loop do): the
-partitioner runs ``cycle()`` when a pod becomes unschedulable or an agent reports (its watches), when
-the open batch is due to close, and every ``partitioner_resync_s``; each agent runs
+The partitioner and the agents run in the production control loop (``nos.runtime.loop.run_loop``)
+on the virtual clock (``ClockTrigger``): the partitioner runs ``cycle()`` when a pod becomes
+unschedulable or an agent reports (its watches), when the cycle asks for it (``requeue_after``: the open
+batch closes, the report wait times out), and every ``partitioner_resync_s``; each agent runs
 ``reconcile_once()`` every ``agent_interval_s``. After every reconcile the invariants are checked.
 """
 
@@ -21,8 +22,9 @@ from nos.agent.agent import MigAgent
 from nos.config import AgentConfig, DevicePluginConfig, FairnessConfig, PartitionerConfig
 from nos.kube.port import Obj
 from nos.partitioner.controller import Partitioner
+from nos.runtime.loop import run_loop
 from nos.sim import nodes as sim_nodes
-from nos.sim.clock import VirtualClock
+from nos.sim.clock import ClockTrigger, VirtualClock
 from nos.sim.cluster import SimCluster
 from nos.sim.device_plugin import SimPodResources
 from nos.sim.invariants import check_bound_devices_exist, check_in_use_kept, check_layouts
@@ -205,12 +207,11 @@ async def _simulate(
 async def _agent_loop(
     agent: MigAgent, node: SimNode, cluster: SimCluster, clock: VirtualClock, counters: _Counters
 ) -> None:
-    interval = cluster.scenario.timings.agent_interval_s
-    while True:
+    async def reconcile() -> float | None:
         before = cluster.devices_in_use(node.name)
         try:
             result = await agent.reconcile_once()
-        except Exception:  # as MigAgent.run: a failed reconcile is logged, the loop goes on
+        except Exception:  # as in the cluster: a failed reconcile is logged, the loop goes on
             log.exception("reconcile of node %s failed", node.name)
             counters.agent_errors += 1
             result = None
@@ -223,19 +224,20 @@ async def _agent_loop(
                 counters.reconfigurations += 1
             if result.patch:
                 clock.kick(PARTITIONER)  # the partitioner watches nodes
-        await clock.sleep(interval)
+        return None
+
+    trigger = ClockTrigger(clock, f"agent-{node.name}")
+    await run_loop(reconcile, trigger, resync_seconds=agent.config.report_interval_seconds)
 
 
 async def _partitioner_loop(
     partitioner: Partitioner, clock: VirtualClock, scenario: Scenario, counters: _Counters
 ) -> None:
-    resync = scenario.timings.partitioner_resync_s
-    while True:
+    async def reconcile() -> float | None:
         result = await partitioner.cycle()
         if result.plan is not None and result.written:
             counters.plans += 1
-        wait = resync
-        deadline = partitioner.batcher.next_deadline()
-        if deadline is not None and not result.waiting_for:
-            wait = min(wait, max(deadline - clock.now(), 0.0) + 1e-3)
-        await clock.sleep(wait)
+        return result.requeue_after
+
+    trigger = ClockTrigger(clock, PARTITIONER)
+    await run_loop(reconcile, trigger, resync_seconds=scenario.timings.partitioner_resync_s)

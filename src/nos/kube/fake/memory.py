@@ -146,6 +146,10 @@ class MemoryKube:
         self._enter("patch", resource)
         return self.store.merge_patch(resource, name, patch, namespace)
 
+    async def close(self) -> None:
+        """Nothing to release; counted in ``calls`` so tests see that the owner closed it."""
+        self.calls.append("close")
+
     async def delete(self, resource: Resource, name: str, namespace: str | None = None) -> None:
         self._enter("delete", resource)
         self.store.delete(resource, name, namespace)

@@ -6,8 +6,8 @@ re-list and diff the new list against the cache, so objects deleted while we wer
 produce a (synthetic) DELETED. Selector transitions need no code here: the server sends an object
 entering the selector as ADDED and one leaving it as DELETED.
 
-The cache is what controllers read instead of listing; ``changed`` (an ``asyncio.Event``) and the
-optional ``on_change`` callback tell them something moved. Why not lightkube's watch alone: it has
+The cache is what controllers read instead of listing; the ``on_change`` callback tells them
+something moved (the runtime manager wakes the loop with it). Why not lightkube's watch alone: it has
 no cache, no re-list on 410 and no diff (see shared/docs/python-k8s-stack.md §1.3).
 """
 
@@ -55,6 +55,7 @@ class Reflector:
         field_selector: str | None = None,
         watch_timeout_s: int = 300,
         on_change: OnChange | None = None,
+        on_list: Callable[[], None] | None = None,
         backoff_base_s: float = 0.2,
         backoff_max_s: float = 10.0,
     ) -> None:
@@ -62,11 +63,11 @@ class Reflector:
         self.namespace, self.label_selector, self.field_selector = namespace, label_selector, field_selector
         self.watch_timeout_s = watch_timeout_s
         self.on_change = on_change
+        self.on_list = on_list
         self.backoff_base_s, self.backoff_max_s = backoff_base_s, backoff_max_s
         self.cache: dict[str, Obj] = {}
         self.resource_version: str | None = None
         self.synced = asyncio.Event()
-        self.changed = asyncio.Event()
         self.lists = 0
         """How many lists were made (1 + one per 410): for tests and metrics."""
         self.watches = 0
@@ -75,9 +76,6 @@ class Reflector:
     def items(self) -> list[Obj]:
         """The cached objects (shared, do not mutate), in key order."""
         return [self.cache[k] for k in sorted(self.cache)]
-
-    def get(self, key: str) -> Obj | None:
-        return self.cache.get(key)
 
     # -- loop --------------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -105,6 +103,8 @@ class Reflector:
             self.resource, self.namespace, self.label_selector, self.field_selector
         )
         self.lists += 1
+        if self.on_list is not None:
+            self.on_list()
         fresh = {object_key(o): o for o in items}
         for key in sorted(set(self.cache) - set(fresh)):  # deleted while we were not watching
             self._apply("DELETED", self.cache[key])
@@ -158,7 +158,6 @@ class Reflector:
         else:
             log.debug("%s: ignoring watch event %s", self.resource, kind)
             return
-        self.changed.set()
         if self.on_change is not None:
             try:
                 self.on_change(kind, obj)

@@ -1,4 +1,4 @@
-"""Issue 10 finding 4: a long plan never blocks the partitioner's event loop, ``/healthz`` follows
+"""Issue 10 finding 4 (``nos.partitioner``): a long plan never blocks the partitioner's event loop, ``/healthz`` follows
 loop progress, and a replica whose Lease may have passed on writes nothing (fencing)."""
 
 from __future__ import annotations
@@ -7,18 +7,21 @@ import asyncio
 import time
 from typing import Any
 
+import pytest
+
 from nos.config import LeaderElectionConfig, PartitionerConfig
 from nos.kube.fake.memory import MemoryKube
-from nos.kube.leader import LeaderElector
 from nos.mig.layout import Instance as I
 from nos.partitioner.controller import Partitioner
-from nos.partitioner.runner import PartitionerRunner
 from nos.planner.cluster import ClusterState
 from nos.planner.plan import Plan
 from nos.planner.planner import plan_state
+from nos.runtime.leader import LeaderElector
+from tests.partitioner.test_runner import fast_config, partitioner
 from tests.planner.factories import node, pod
 from tests.runtime.helpers import eventually
-from tests.runtime.test_runners import fast_config
+
+pytestmark = pytest.mark.timeout(20)
 
 ELECTION = LeaderElectionConfig(
     namespace="nos-system", lease_duration_seconds=1.5, renew_deadline_seconds=1.0, retry_period_seconds=0.2
@@ -96,14 +99,14 @@ async def test_liveness_follows_cycle_progress() -> None:
     kube = cluster()
     live_config = fast_config()
     live_config.partitioner.liveness_timeout_seconds = 0.3
-    runner = PartitionerRunner(kube, live_config.partitioner, "p-1", min_interval_s=0.05, resync_s=30)
+    manager, runner = partitioner(kube, live_config)
     runner.partitioner.planner = slow(1.0)
     stop = asyncio.Event()
-    task = asyncio.create_task(runner.run(stop))
+    task = asyncio.create_task(manager.run(runner, stop))
     try:
-        assert runner.live()
-        await eventually(lambda: not runner.live(), timeout=5, what="a stuck cycle to fail liveness")
-        await eventually(runner.live, timeout=5, what="liveness after the cycle ended")
+        assert manager.live()
+        await eventually(lambda: not manager.live(), timeout=5, what="a stuck cycle to fail liveness")
+        await eventually(manager.live, timeout=5, what="liveness after the cycle ended")
         assert runner.cycles >= 1
     finally:
         stop.set()
