@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from benchmarks.generate import Spec, generate
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from nos.mig.catalog import default_catalog
 from nos.mig.layout import Instance as I
+from nos.mig.layout import layout_errors
 from nos.planner.checker import check_plan
 from nos.planner.cluster import build_cluster
-from nos.sim.greedy import default_geometries, plan_greedy, plan_greedy_state, reachable, reachable_placed
+from nos.sim.greedy import _place, default_geometries, plan_greedy, plan_greedy_state, reachable, reachable_placed
+from tests.mig.reference import every_layout, reference_layouts
 from tests.planner.factories import node, pod
 
 A100 = default_catalog().model("A100-80GB")
@@ -53,3 +59,21 @@ def test_greedy_plan_is_sound_when_reachable() -> None:
     assert len(plan.placed) + len(plan.unplaced) == len(state.candidates)
     if reachable_placed(state, plan) == len(plan.placed):
         assert check_plan(state, plan) == []
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_materialized_counts_are_placed_exactly_when_some_placement_exists(data: st.DataObject) -> None:
+    """The greedy plans counts; its layouts are placed by the one placement search whenever some
+    placement exists (checked against the brute-force oracle)."""
+    layouts = every_layout(A100)
+    used = tuple(sorted(i for i in data.draw(st.sampled_from(layouts)) if data.draw(st.booleans())))
+    free = tuple(sorted(data.draw(st.sampled_from(layouts))))
+    target = Counter(i.profile for i in data.draw(st.sampled_from(layouts)))
+    rest = tuple(sorted(target.items()))
+    got = _place(A100, used, free, rest)
+    fits = [x for x in reference_layouts(A100, used) if Counter(i.profile for i in x[len(used) :]) == target]
+    assert (got is None) == (not fits)
+    if got is not None:
+        assert not layout_errors(A100, got) and set(used) <= set(got)
+        assert Counter(i.profile for i in got) == target + Counter(i.profile for i in used)

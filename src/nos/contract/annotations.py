@@ -1,6 +1,6 @@
 """The node labels and annotations nos shares with users and with the original nos.
 
-Wire contract (shared/docs/nos-contract.md), kept as is:
+Wire contract (docs/contract.md), kept as is:
 
 * ``nos.nebuly.com/spec-gpu-<i>-<profile>: "<count>"`` desired layout, ``...spec-partitioning-plan``;
 * ``nos.nebuly.com/status-gpu-<i>-<profile>-{free,used}: "<count>"`` actual layout,

@@ -8,7 +8,7 @@ entering the selector as ADDED and one leaving it as DELETED.
 
 The cache is what controllers read instead of listing; the ``on_change`` callback tells them
 something moved (the runtime manager wakes the loop with it). Why not lightkube's watch alone: it has
-no cache, no re-list on 410 and no diff (see shared/docs/python-k8s-stack.md §1.3).
+no cache, no re-list on 410 and no diff (docs/kubernetes.md, "Client choice").
 """
 
 from __future__ import annotations

@@ -60,9 +60,9 @@ from nos.kube.views.objects import POD_COUNT
 from nos.kube.views.scheduling import insufficient, node_refusal
 from nos.mig.catalog import MIG_RESOURCE_PREFIX, Catalog, GpuModel, default_catalog
 from nos.mig.geometries import supported_geometries
-from nos.mig.layout import Instance, layout_errors
+from nos.mig.layout import Instance, layout_errors, occupied_mask
 from nos.mig.packing import Geometry
-from nos.mig.placement import reachable_counts
+from nos.mig.placement import fits_counts, groups_of, placements, reachable_counts, search_order
 from nos.planner.cluster import ClusterState, GpuState, NodeState, build_cluster
 from nos.planner.plan import GpuPlan, NodePlan, Placed, Plan, Unplaced
 
@@ -374,32 +374,21 @@ def _counts_key(c: Counter[str]) -> _Counts:
 def _place(
     model: GpuModel, used: tuple[Instance, ...], free: tuple[Instance, ...], rest: _Counts
 ) -> tuple[Instance, ...] | None:
-    wanted = sorted((model.profile(p) for p, n in rest for _ in range(n)), key=lambda p: (-p.slots, -p.compute, p.name))
-    taken = 0
-    for i in used:
-        taken |= model.profile(i.profile).mask(i.start)
-    prefer = {(i.profile, i.start) for i in free}
-
-    def rec(k: int, mask: int, acc: list[Instance]) -> tuple[Instance, ...] | None:
-        if k == len(wanted):
-            layout = (*used, *acc)
-            return tuple(sorted(layout)) if not layout_errors(model, layout) else None
-        p = wanted[k]
-        same = k > 0 and wanted[k - 1] is p
-        floor = acc[-1].start + 1 if same else 0
-        starts = sorted((s for s in p.starts if s >= floor), key=lambda s: ((p.name, s) not in prefer, s))
-        for s in starts:
-            m = p.mask(s)
-            if m & mask:
-                continue
-            acc.append(Instance(s, p.name))
-            got = rec(k + 1, mask | m, acc)
-            acc.pop()
-            if got is not None:
-                return got
+    """The rest's placement around the used instances that a walk trying the existing free
+    instances' starts first would find first: the smallest by (not an existing free instance, start)
+    per instance, largest profiles first; None when none exists."""
+    wanted = search_order(model.profile(p) for p, n in rest for _ in range(n))
+    if layout_errors(model, used) or not fits_counts(model, [*(model.profile(i.profile) for i in used), *wanted]):
         return None
-
-    return rec(0, taken, [])
+    prefer = {(i.profile, i.start) for i in free}
+    best = min(
+        (placed for _, placed in placements(model, occupied_mask(model, used), groups_of(wanted))),
+        key=lambda placed: tuple(((p.name, s) not in prefer, s) for p, s in placed),
+        default=None,
+    )
+    if best is None:
+        return None
+    return tuple(sorted((*used, *(Instance(s, p.name) for p, s in best))))
 
 
 # ----------------------------------------------------------------------------- entry points
