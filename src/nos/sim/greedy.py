@@ -1,5 +1,6 @@
-"""The original nos planner (Go, nebuly-ai/nos), re-implemented as a baseline for ``nos simulate``'s
-``greedy`` policy and the benchmarks; production never runs it.
+"""The original nos' greedy planner (Go, nebuly-ai/nos), re-implemented as a baseline.
+
+``nos simulate``'s ``greedy`` policy and the benchmarks compare nos with it; production never runs it.
 
 Reproduced from ``internal/partitioning/core/planner.go``, ``core/tracker.go``,
 ``core/snapshot.go`` and ``pkg/gpu/mig/{gpu,node}.go``:
