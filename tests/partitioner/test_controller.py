@@ -118,6 +118,7 @@ async def test_the_cycle_says_when_it_wants_to_run_again() -> None:
     part = Partitioner(kube, clock, PartitionerConfig(batch_window_idle_seconds=10, report_timeout_seconds=100))
     opened = await part.cycle()
     assert opened.plan is None and opened.requeue_after == pytest.approx(10, abs=0.01)
+    assert opened.candidates == 2
     clock.now += 4
     assert (await part.cycle()).requeue_after == pytest.approx(6, abs=0.01)
     clock.now += 6

@@ -1,5 +1,6 @@
 """The runtime manager (``nos.runtime.manager``) around a scripted controller: caches wake the loop,
-probes, the HTTP server's public exposition, closing the controller and the client on every exit."""
+probes, the HTTP server's public exposition, closing the controller and the client on every exit.
+Virtual time (looptime) except where real sockets serve the probes."""
 
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ def node(name: str, **labels: str) -> Obj:
     return {"metadata": {"name": name, "labels": dict(labels)}}
 
 
+@pytest.mark.looptime
 async def test_cache_changes_wake_the_loop_unless_filtered_out() -> None:
     kube = MemoryKube()
     kube.add_node(node("a"))
@@ -95,6 +97,7 @@ async def test_probes_and_metrics_over_http() -> None:
     await asyncio.wait_for(task, 5)
 
 
+@pytest.mark.looptime
 async def test_a_reconcile_running_past_the_liveness_timeout_fails_liveness() -> None:
     manager = Manager(MemoryKube())
     ctl = Scripted(liveness_timeout_seconds=0.1)
@@ -107,6 +110,7 @@ async def test_a_reconcile_running_past_the_liveness_timeout_fails_liveness() ->
     await asyncio.wait_for(task, 5)
 
 
+@pytest.mark.looptime
 async def test_a_failing_reconcile_still_closes_the_controller_and_the_client() -> None:
     kube = MemoryKube()
     manager = Manager(kube)

@@ -72,6 +72,8 @@ class CycleResult:
     frozen_nodes: int = 0
     frozen_gpus: int = 0
     """Managed nodes (and GPUs of the other nodes) left as they are in this cycle's input or plan."""
+    candidates: int = 0
+    """Pending pods in the open batch after this cycle."""
     requeue_after: float | None = None
     """Seconds until the partitioner wants to run again even if nothing changes: the open batch
     closes, or the wait for agents' reports times out (None: only on a change)."""
@@ -136,6 +138,7 @@ class Partitioner:
         """Observe the cluster; plan and write when a batch has closed and agents have caught up.
         The result says when to run again (``requeue_after``)."""
         result = await self._cycle()
+        result.candidates = len(self.batcher.seen)
         result.requeue_after = self._requeue_after(result)
         return result
 

@@ -85,7 +85,7 @@ class PartitionerRunner:
 
     def _record(self, result: CycleResult, duration_s: float) -> None:
         m = self.manager.metrics
-        m.candidate_pods.set(len(self.partitioner.batcher.seen))
+        m.candidate_pods.set(result.candidates)
         if result.fenced:
             m.fenced.inc()
         m.frozen.labels("node").set(self.partitioner.frozen[0])

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -71,11 +70,16 @@ class WakeTrigger:
             await asyncio.wait_for(self.stop.wait(), seconds)
 
 
+def loop_time() -> float:
+    """The running event loop's clock (monotonic; virtual under looptime and in tests)."""
+    return asyncio.get_running_loop().time()
+
+
 class Progress:
     """When the running reconcile started (None between reconciles): a reconcile running past a
-    limit means the process is stuck (``/healthz``); waiting is progress."""
+    limit means the process is stuck (``/healthz``); waiting is progress. Read on the event loop."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = loop_time) -> None:
         self.clock = clock
         self.started: float | None = None
         self.reconciles = 0
