@@ -1,4 +1,4 @@
-"""Process lifecycle shared by the in-cluster commands: SIGTERM/SIGINT → a stop Event."""
+"""Process lifecycle helpers of the runtime manager: SIGTERM/SIGINT → a stop Event, the elector's identity."""
 
 from __future__ import annotations
 
