@@ -29,7 +29,7 @@ from lightkube.resources.core_v1 import Node, Pod
 from lightkube.resources.events_v1 import Event as EventResource
 from lightkube.types import PatchType
 
-from nos.kube.events import EventSeries, event_body
+from nos.kube.events import EventSeries
 from nos.kube.port import Conflict, Event, Gone, KubeError, NotFound, Obj, ObjList, Resource, WatchEvent
 
 _KINDS: dict[str, Any] = {"nodes": Node, "pods": Pod, "leases": Lease}
@@ -211,24 +211,17 @@ class LightkubeKube:
         await self._call(lambda: self._client.delete(kind, name, namespace=_namespace(kind, namespace)), replay_ok=404)
 
     async def create_event(self, event: Event) -> None:
-        when = self._clock()
-        repeat = self._series.repeat(event, when)
-        if repeat is not None:  # a repeat: count it on the first Event's series
-            name, namespace, patch = repeat
-            try:
-                await self._call(
-                    lambda: self._client.patch(
-                        EventResource, name, patch, namespace=namespace, patch_type=PatchType.MERGE
-                    )
-                )
-                return
-            except NotFound:
-                self._series.forget(event)
-        body = event_body(event, self.component, self.instance, when)
-        # from_dict is annotated as returning DictMixin; it returns the class it is called on.
-        resource = cast(EventResource, EventResource.from_dict(body))
-        await self._call(lambda: self._client.create(resource), replay_ok=409)
-        self._series.created(event, body, when)
+        async def patch(name: str, namespace: str, body: Obj) -> None:
+            await self._call(
+                lambda: self._client.patch(EventResource, name, body, namespace=namespace, patch_type=PatchType.MERGE)
+            )
+
+        async def create(body: Obj) -> None:
+            # from_dict is annotated as returning DictMixin; it returns the class it is called on.
+            resource = cast(EventResource, EventResource.from_dict(body))
+            await self._call(lambda: self._client.create(resource), replay_ok=409)
+
+        await self._series.send(event, self._clock(), self.component, self.instance, patch, create)
 
     async def list_with_version(
         self,

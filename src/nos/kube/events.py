@@ -10,13 +10,11 @@ A repeated Event updates the first one's ``series`` instead of creating an objec
 from __future__ import annotations
 
 import itertools
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
-from nos.kube.port import Event
-
-Obj = dict[str, Any]
+from nos.kube.port import Event, NotFound, Obj
 
 CONTROLLER_PREFIX = "nos.nebuly.com/"
 NOTE_LIMIT_BYTES = 1024
@@ -85,7 +83,7 @@ class EventSeries:
     """client-go's event deduplication for events.k8s.io/v1: an Event equal to one sent less than
     ``window_s`` ago (same regarding object, reason, type, action and note) is not a new object; the
     first one's ``series`` (``count``, ``lastObservedTime``) is patched instead. Shared by both
-    ``Kube`` implementations; they call ``repeat`` first and ``created`` after a create."""
+    ``Kube`` implementations through ``send``."""
 
     def __init__(self, window_s: float = SERIES_WINDOW_S, max_entries: int = 4096) -> None:
         self.window_s, self.max_entries = window_s, max_entries
@@ -124,3 +122,27 @@ class EventSeries:
     def forget(self, event: Event) -> None:
         """The Event object is gone (expired): the next repeat creates a new one."""
         self._seen.pop(self._key(event), None)
+
+    async def send(
+        self,
+        event: Event,
+        when: datetime,
+        component: str,
+        instance: str,
+        patch: Callable[[str, str, Obj], Awaitable[object]],
+        create: Callable[[Obj], Awaitable[object]],
+    ) -> None:
+        """Send ``event`` through an adapter's calls: a repeat patches the first Event's series
+        (``patch(name, namespace, body)``); a new Event, or a repeat whose first one expired (404),
+        is created (``create(body)``)."""
+        repeat = self.repeat(event, when)
+        if repeat is not None:
+            name, namespace, series = repeat
+            try:
+                await patch(name, namespace, series)
+                return
+            except NotFound:
+                self.forget(event)
+        body = event_body(event, component, instance, when)
+        await create(body)
+        self.created(event, body, when)

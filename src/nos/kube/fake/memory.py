@@ -13,7 +13,7 @@ import copy
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
-from nos.kube.events import EventSeries, event_body
+from nos.kube.events import EventSeries
 from nos.kube.fake.selectors import Selector
 from nos.kube.fake.store import ObjectStore, Watch
 from nos.kube.port import Event, KubeError, Obj, ObjList, Resource
@@ -156,22 +156,15 @@ class MemoryKube:
 
     async def create_event(self, event: Event) -> None:
         self._enter("create_event")
-        when = self._clock()
-        repeat = self._series.repeat(event, when)
-        if repeat is not None:
-            name, namespace, patch = repeat
-            try:
-                self.store.merge_patch("events", name, patch, namespace)
-                self.events.append(event)
-                return
-            except KubeError as e:
-                if e.status != 404:
-                    raise
-                self._series.forget(event)
-        body = event_body(event, self.component, self.instance, when)
-        self.store.create("events", body, body["metadata"]["namespace"])
+
+        async def patch(name: str, namespace: str, body: Obj) -> None:
+            self.store.merge_patch("events", name, body, namespace)
+
+        async def create(body: Obj) -> None:
+            self.store.create("events", body, body["metadata"]["namespace"])
+
+        await self._series.send(event, self._clock(), self.component, self.instance, patch, create)
         self.events.append(event)
-        self._series.created(event, body, when)
 
 
 def recreate_after(kube: MemoryKube, delay: float, rename: Callable[[str], str] | None = None) -> PodHook:
