@@ -37,7 +37,7 @@ from nos.kube.views.scheduling import insufficient, node_refusal
 from nos.mig.catalog import Catalog, GpuModel, default_catalog
 from nos.mig.layout import Instance
 from nos.mig.packing import Geometry, Packer
-from nos.planner import lns
+from nos.planner import bound, lns
 from nos.planner.cluster import ClusterState, GpuState, NodeState, build_cluster
 from nos.planner.eligibility import Eligibility
 from nos.planner.plan import Device, GpuPlan, NodePlan, Placed, Plan, Search, Unplaced
@@ -710,6 +710,8 @@ def plan_state(
     passes = 1
     eligibility = Eligibility([ns.info for ns in state.nodes.values()])
     deadline = started + budget
+    limit = bound.Bound(state, packer, eligibility)
+    unbeatable = False
     for strategy in strategies:
         now = time.perf_counter()
         if best is not None and now + 1.25 * (now - started) / passes > deadline:
@@ -718,9 +720,17 @@ def plan_state(
         passes = passes + 1 if best is not None else 1
         if best is None or work.score() > best.score():
             best = work
+            # no later pass or stage can score higher (the common round under a backlog: nothing fits)
+            unbeatable = limit.met([p.pod for p in work.placed], sum(n.changed for n in work.nodes))
+            if unbeatable:
+                break
     assert best is not None, "at least one strategy is needed"
     search = Search("greedy", False, "optimizing stage off")
-    if optimize:
+    if unbeatable:
+        # with no node reconfigured no free instance is destroyed either: the whole objective is at its best
+        changed = sum(n.changed for n in best.nodes)
+        search = Search("greedy", changed == 0, "the greedy plan meets the upper bound (nos.planner.bound)")
+    elif optimize:
         # keep a quarter of a pass for writing the plan (materialising the layouts)
         reserve = 0.25 * (time.perf_counter() - started) / passes
         best, search = _optimize(state, packer, best, deadline - reserve)
