@@ -53,7 +53,10 @@ def test_pods_that_fit_somewhere_count_and_the_rest_do_not() -> None:
         pod("hungry", "3g.40gb", cpu="8"),  # only a has room, and too little cpu
     ]
     state = build_cluster(nodes, pods)
-    assert bound.placeable(state, Packer()) == Counter({5: 1, 0: 1})
+    assert bound.placeable(state, Packer()) == (
+        Counter({5: 1, 0: 1}),
+        frozenset({"nvidia.com/mig-1g.10gb", "nvidia.com/mig-3g.40gb"}),
+    )
     assert bound.always_changed(state) == 0
     limit = bound.Bound(state, Packer())
     assert limit.met(["default/small", "default/half"], 0)
@@ -73,7 +76,7 @@ def test_a_gpu_without_instances_makes_its_node_changed_in_every_plan() -> None:
 def test_no_plan_places_more_than_the_bound(cluster: Cluster) -> None:
     nodes, pods = cluster
     state = build_cluster(nodes, pods)
-    limit = bound.placeable(state, Packer())
+    limit, _ = bound.placeable(state, Packer())
     for result in (plan_state(state, optimize=False), plan_state(state, budget=20.0)):
         assert check_plan(state, result) == []
         got = placed_by_priority(result, pods, nodes)
@@ -93,3 +96,21 @@ def test_skipping_on_the_bound_gives_the_plan_the_full_search_gives(cluster: Clu
         full = plan_state(state, plan_id="1", budget=20.0)
     assert result.placed == full.placed
     assert {n: p.annotations for n, p in result.nodes.items()} == {n: p.annotations for n, p in full.nodes.items()}
+
+
+def test_the_room_left_on_the_gpus_bounds_pods_that_each_fit_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(*_: Any, **__: Any) -> None:
+        raise AssertionError("the optimizing stage ran")
+
+    monkeypatch.setattr(lns, "improve", fail)
+    nodes = [node("a", status={0: [I(0, "7g.80gb")]}), node("b", status=FULL)]
+    pods = [pod(f"w{i}", "7g.80gb", priority=1) for i in range(4)] + [pod(f"s{i}", "4g.40gb") for i in range(3)]
+    state = build_cluster(nodes, pods)
+    assert bound.placeable(state, Packer())[0] == Counter({1: 4, 0: 3})
+    assert bound.capacity(state, frozenset({"nvidia.com/mig-7g.80gb", "nvidia.com/mig-4g.40gb"})) == 1
+    limit = bound.Bound(state, Packer())
+    assert limit.met(["default/w0"], 0)
+    assert not limit.met(["default/s0"], 0)  # the higher priority could have had the GPU
+    result = plan_state(state)
+    assert [p.pod for p in result.placed] == ["default/w0"]
+    assert result.search is not None and "upper bound" in result.search.note

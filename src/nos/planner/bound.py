@@ -43,15 +43,19 @@ def open_resources(node: NodeState, packer: Packer) -> frozenset[str]:
     return frozenset(out)
 
 
-def placeable(state: ClusterState, packer: Packer, eligibility: Eligibility | None = None) -> Counter[int]:
+def placeable(
+    state: ClusterState, packer: Packer, eligibility: Eligibility | None = None
+) -> tuple[Counter[int], frozenset[str]]:
     """Per priority, how many candidates meet the necessary conditions of a placement (see the
-    module docstring): no plan places more. ``eligibility`` is over ``state.nodes`` in order."""
+    module docstring), and the MIG resources those pods ask for. ``eligibility`` is over
+    ``state.nodes`` in order."""
     nodes = list(state.nodes.values())
     eligibility = eligibility or Eligibility([n.info for n in nodes])
     opened = [open_resources(n, packer) for n in nodes]
     hosts: dict[tuple[Placement, frozenset[str]], list[NodeState]] = {}
     fits: dict[tuple[Placement, frozenset[str], tuple[tuple[str, int], ...]], bool] = {}
     out: Counter[int] = Counter()
+    asked: set[str] = set()
     for pod in state.candidates:
         if pod.mig_problem:
             continue
@@ -72,7 +76,33 @@ def placeable(state: ClusterState, packer: Packer, eligibility: Eligibility | No
             )
         if ok:
             out[pod.priority] += 1
-    return out
+            asked |= devices
+    return out, frozenset(asked)
+
+
+def capacity(state: ClusterState, resources: frozenset[str]) -> int:
+    """The most MIG devices of ``resources`` that fit the GPUs at once next to their in-use instances:
+    per GPU, its free compute slices (and memory slots) over the fewest any of them takes."""
+    total = 0
+    smallest: dict[str, tuple[int, int] | None] = {}
+    for node in state.nodes.values():
+        model = node.model
+        if node.frozen or model is None:
+            continue
+        if model.name not in smallest:
+            sizes = [(p.compute, p.slots) for r in resources if (p := model.profile_for_resource(r)) is not None]
+            smallest[model.name] = (min(c for c, _ in sizes), min(s for _, s in sizes)) if sizes else None
+        least = smallest[model.name]
+        if least is None:
+            continue
+        for gpu in node.gpus:
+            if gpu.frozen:
+                continue
+            used = [model.profile(i.profile) for i in gpu.used]
+            compute = model.compute_slices - sum(p.compute for p in used)
+            slots = model.memory_slots - sum(p.slots for p in used)
+            total += max(0, min(compute // max(least[0], 1), slots // max(least[1], 1)))
+    return total
 
 
 def always_changed(state: ClusterState) -> int:
@@ -92,18 +122,30 @@ class Bound:
         self.state, self.packer, self.eligibility = state, packer, eligibility
         self._placeable: Counter[int] | None = None
         self._changed: int | None = None
+        self._capacity = 0
         self._priority = {p.key: p.priority for p in state.candidates}
 
     def met(self, placed: Sequence[str], changed_nodes: int) -> bool:
-        """For a plan placing the candidates ``placed`` (pod keys) and reconfiguring ``changed_nodes`` nodes."""
+        """For a plan placing the candidates ``placed`` (pod keys) and reconfiguring ``changed_nodes``
+        nodes. Priorities are compared from the highest: a plan beating this one places as many at
+        each higher priority and more at the first that differs, which neither the candidates meeting
+        the conditions nor the devices left to place (``capacity``, less those of the higher
+        priorities) allow when this one reaches both."""
         if self._changed is None:
             self._changed = always_changed(self.state)
         if changed_nodes > self._changed:
             return False
         if self._placeable is None:
-            self._placeable = placeable(self.state, self.packer, self.eligibility)
+            counts, resources = placeable(self.state, self.packer, self.eligibility)
+            self._placeable = counts
+            self._capacity = capacity(self.state, resources) if counts else 0
         got = Counter(self._priority[k] for k in placed)
-        return all(got[p] >= n for p, n in self._placeable.items())
+        left = self._capacity
+        for priority in sorted(self._placeable, reverse=True):
+            if got[priority] < min(self._placeable[priority], left):
+                return False
+            left -= got[priority]
+        return True
 
 
 def _requests(pod: PodInfo) -> tuple[tuple[str, int], ...]:
