@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from nos.kube.objects import POD_COUNT, Placement, PodInfo, is_mig_resource
+from nos.kube.views.objects import POD_COUNT, Placement, PodInfo, is_mig_resource
 from nos.mig.packing import Packer
 from nos.planner.cluster import ClusterState, NodeState
 from nos.planner.eligibility import Eligibility
