@@ -18,7 +18,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from nos.kube.views.objects import POD_COUNT, Placement, PodInfo, is_mig_resource
+from nos.contract.pods import CandidatePod, is_mig_resource
+from nos.kube.views.objects import POD_COUNT, SchedulingClass
 from nos.mig.packing import Packer
 from nos.planner.cluster import ClusterState, NodeState
 from nos.planner.eligibility import Eligibility
@@ -52,23 +53,23 @@ def placeable(
     nodes = list(state.nodes.values())
     eligibility = eligibility or Eligibility([n.info for n in nodes])
     opened = [open_resources(n, packer) for n in nodes]
-    hosts: dict[tuple[Placement, frozenset[str]], list[NodeState]] = {}
-    fits: dict[tuple[Placement, frozenset[str], tuple[tuple[str, int], ...]], bool] = {}
+    hosts: dict[tuple[SchedulingClass, frozenset[str]], list[NodeState]] = {}
+    fits: dict[tuple[SchedulingClass, frozenset[str], tuple[tuple[str, int], ...]], bool] = {}
     out: Counter[int] = Counter()
     asked: set[str] = set()
     for pod in state.candidates:
         if pod.mig_problem:
             continue
         devices = frozenset(pod.mig_devices)
-        where = hosts.get((pod.placement, devices))
+        where = hosts.get((pod.scheduling_class, devices))
         if where is None:
-            where = hosts[(pod.placement, devices)] = [
-                nodes[i] for i in eligibility.of(pod.placement) if devices <= opened[i]
+            where = hosts[(pod.scheduling_class, devices)] = [
+                nodes[i] for i in eligibility.of(pod.scheduling_class) if devices <= opened[i]
             ]
         if not where:
             continue
         requests = _requests(pod)
-        key = (pod.placement, devices, requests)
+        key = (pod.scheduling_class, devices, requests)
         ok = fits.get(key)
         if ok is None:
             ok = fits[key] = any(
@@ -148,5 +149,5 @@ class Bound:
         return True
 
 
-def _requests(pod: PodInfo) -> tuple[tuple[str, int], ...]:
+def _requests(pod: CandidatePod) -> tuple[tuple[str, int], ...]:
     return tuple(sorted((r, n) for r, n in pod.requests.items() if n > 0 and not is_mig_resource(r)))
