@@ -305,3 +305,13 @@ def test_yaml_error_gives_the_line(tmp_path: Path) -> None:
 def test_missing_catalog_file(tmp_path: Path) -> None:
     with pytest.raises(CatalogError, match="cannot read"):
         load_catalog(tmp_path / "absent.yaml")
+
+
+def test_resource_size_comes_from_the_catalog() -> None:
+    # (compute slices, memory GB) of the profile serving a resource: the planner's candidate order
+    assert CAT.resource_size("nvidia.com/mig-3g.40gb") == (3, 40)
+    assert CAT.resource_size("nvidia.com/mig-1g.24gb-me") == (1, 24), "a -me resource is its own profile"
+    assert CAT.resource_size("nvidia.com/mig-9g.99gb") is None, "no model offers it"
+    for model in CAT.models:
+        for p in model.profiles.values():
+            assert CAT.resource_size(p.resource) == (p.compute, p.memory_gb), p.name

@@ -230,3 +230,18 @@ def test_unlabelled_nodes_are_never_touched() -> None:
     result = run([plain, legacy], [pod("p", "1g.10gb")])
     assert set(result.nodes) == {"legacy"}
     assert where(result) == {"default/p": ("legacy", 0)}
+
+
+def test_candidates_are_ordered_by_the_catalogs_profile_sizes() -> None:
+    """Priority first, then smaller profiles (compute slices, then memory, from the catalog), then age;
+    a resource no model offers comes after every real profile."""
+    from nos.contract.pods import CandidatePod, read_pod
+    from nos.mig.catalog import default_catalog
+    from nos.planner.planner import candidate_order
+
+    wanted = [("big", "3g.40gb", 0), ("small", "1g.10gb", 0), ("double", "1g.20gb", 0)]
+    wanted += [("unknown", "9g.99gb", 0), ("urgent", "7g.80gb", 10)]
+    pods = {name: read_pod(pod(name, profile, priority=prio)) for name, profile, prio in wanted}
+    assert all(isinstance(p, CandidatePod) for p in pods.values())
+    order = sorted(pods, key=lambda n: candidate_order(pods[n], default_catalog()))  # type: ignore[arg-type]
+    assert order == ["urgent", "small", "double", "big", "unknown"]
