@@ -235,12 +235,18 @@ def spec_error(model: GpuModel, gpu: GpuAnnotations) -> str | None:
     return None
 
 
-def _parsed(cache: BuildCache | None, kind: str, obj: Mapping[str, Any], parse: Callable[[Any], T]) -> T | str:
-    """``parse(obj)``, or the ``ObjectError`` text; reused from ``cache`` while the object is unchanged."""
+def _parsed(
+    cache: BuildCache | None,
+    kind: str,
+    obj: Mapping[str, Any],
+    parse: Callable[[Any], T],
+    version: tuple[str, str] | None,
+) -> T | str:
+    """``parse(obj)``, or the ``ObjectError`` text; reused from ``cache`` while the object is
+    unchanged (``version``: its ``version_key``)."""
     if cache is not None:
-        key = version_key(obj)
-        if key is not None:
-            return cache.get((kind, *key), lambda: _parsed(None, kind, obj, parse))
+        if version is not None:
+            return cache.get((kind, *version), lambda: _parsed(None, kind, obj, parse, None))
         cache.changed = True
     try:
         return parse(obj)
@@ -264,20 +270,22 @@ def build_cluster(
     versions: dict[int, tuple[str, str] | None] = {}
     """id(parsed object) -> its (uid, resourceVersion), while cached."""
     for obj in nodes:
-        node = _parsed(cache, "node", obj, node_from_dict)
+        version = version_key(obj)
+        node = _parsed(cache, "node", obj, node_from_dict, version)
         if isinstance(node, str):
             problems.append(node)
         else:
             infos.append(node)
-            versions[id(node)] = version_key(obj)
+            versions[id(node)] = version
     pod_infos: list[PodInfo] = []
     for obj in pods:
-        pod = _parsed(cache, "pod", obj, read_pod)
+        version = version_key(obj)
+        pod = _parsed(cache, "pod", obj, read_pod, version)
         if isinstance(pod, str):
             problems.append(pod)
         else:
             pod_infos.append(pod)
-            versions[id(pod)] = version_key(obj)
+            versions[id(pod)] = version
     bound: dict[str, list[PodInfo]] = {}
     for pod in pod_infos:
         if pod.node_name and not pod.terminated:

@@ -11,6 +11,7 @@ events.k8s.io/v1 validation (422), watch history with 410 Expired, and the selec
 from __future__ import annotations
 
 import asyncio
+import bisect
 import copy
 import inspect
 import re
@@ -207,6 +208,8 @@ class ObjectStore:
 
     def __init__(self, history_limit: int = 1000, clock: Clock | None = None) -> None:
         self._objects: dict[tuple[str, str, str], Obj] = {}
+        self._listed: dict[str, list[tuple[str, str, str]]] = {}
+        """Per resource (plural) listed so far, its keys in list order (kept so on every create and delete)."""
         self._rv = 0
         self._history: deque[Change] = deque()
         self._history_limit = history_limit
@@ -238,20 +241,22 @@ class ObjectStore:
         """Every stored object of ``resource``, in ``list`` order, *not copied*: for a reader that
         only reads (a controller's watch cache does the same), e.g. the simulator's partitioner. A
         write replaces the stored dict, so an object handed out here never changes under its reader."""
-        plural = self.info(resource).plural
-        return [obj for _, obj in sorted((key, obj) for key, obj in self._objects.items() if key[0] == plural)]
+        objects = self._objects
+        return [objects[key] for key in self._keys(self.info(resource).plural)]
+
+    def _keys(self, plural: str) -> list[tuple[str, str, str]]:
+        keys = self._listed.get(plural)
+        if keys is None:
+            keys = self._listed[plural] = sorted(key for key in self._objects if key[0] == plural)
+        return keys
 
     def list(
         self, resource: str, namespace: str | None = None, selector: Selector | None = None
     ) -> tuple[list[Obj], str]:
         info = self.info(resource)
         sel = selector or Selector()
-        matching = sorted(
-            (key, obj)
-            for key, obj in self._objects.items()
-            if key[0] == info.plural and (not namespace or key[1] == namespace)
-        )
-        return [copy.deepcopy(obj) for _, obj in matching if sel.matches(obj)], self.resource_version
+        matching = (self._objects[key] for key in self._keys(info.plural) if not namespace or key[1] == namespace)
+        return [copy.deepcopy(obj) for obj in matching if sel.matches(obj)], self.resource_version
 
     # -- writes ------------------------------------------------------------------------------------
     def create(self, resource: str, obj: Obj, namespace: str | None = None) -> Obj:
@@ -321,6 +326,8 @@ class ObjectStore:
             raise NotFound(f'{resource} "{name}" not found')
         self._rv += 1
         del self._objects[key]
+        if (keys := self._listed.get(key[0])) is not None:
+            del keys[bisect.bisect_left(keys, key)]
         gone = copy.deepcopy(old)
         gone["metadata"]["resourceVersion"] = str(self._rv)
         self._record(Change(self._rv, info.plural, key[1], name, old, None))
@@ -423,6 +430,8 @@ class ObjectStore:
     def _commit(self, info: ResourceInfo, key: tuple[str, str, str], old: Obj | None, new: Obj) -> Obj:
         self._rv += 1
         new["metadata"]["resourceVersion"] = str(self._rv)
+        if old is None and (keys := self._listed.get(key[0])) is not None:
+            bisect.insort(keys, key)
         self._objects[key] = new
         self._record(Change(self._rv, info.plural, key[1], key[2], old, new))
         return copy.deepcopy(new)

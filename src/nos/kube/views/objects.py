@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from nos.kube.views.quantity import to_int
@@ -87,8 +88,9 @@ class PodInfo:
     nominated: bool = False
     owner_kinds: tuple[str, ...] = ()
 
-    @property
+    @cached_property
     def key(self) -> str:
+        """``namespace/name``; worked out once (the partitioner asks it of thousands of pods every cycle)."""
         return f"{self.namespace}/{self.name}"
 
     @property
