@@ -84,6 +84,33 @@ def test_the_budget_bounds_the_search() -> None:
     assert len(result.placed) >= len(greedy.placed)
 
 
+def test_local_moves_that_stall_hand_the_time_to_the_whole_cluster_mip(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After ``STALL_MOVES`` local moves in a row that improve nothing, the whole-cluster MIP runs
+    with (nearly) all the time left, not a fixed share."""
+    from nos.planner import optimize
+
+    real = optimize.solve
+    calls: list[tuple[int, float]] = []
+
+    def solve(state: Any, pods: Any, nodes: Any, free: Any, limit: float, *args: Any, **kw: Any) -> Any:
+        nodes = list(nodes)
+        calls.append((len(nodes), limit))
+        if len(nodes) < len(state.nodes):
+            return optimize.Solution()  # a local move that finds nothing
+        return real(state, pods, nodes, free, limit, *args, **kw)
+
+    monkeypatch.setattr(optimize, "solve", solve)
+    nodes = [node(f"n{i}", status={0: [I(0, "4g.40gb", True)], 1: []}, cpu="6") for i in range(30)]
+    pods = [pod(f"p{i}", ("1g.10gb", "2g.20gb", "3g.40gb")[i % 3], cpu=str(1 + i % 4)) for i in range(200)]
+    state = build_cluster(nodes, pods)
+    result = plan_state(state, budget=3.0)
+    assert check_plan(state, result) == []
+    moves = [c for c in calls if c[0] < 30]
+    assert len(moves) == lns.STALL_MOVES
+    whole = [c for c in calls if c[0] == 30]
+    assert len(whole) == 1 and whole[0][1] > 1.5, calls
+
+
 def test_falls_back_to_the_greedy_plan_when_its_own_does_not_fit(monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(state: Any, pods: Any, placements: Any, deadline: float, *args: Any) -> lns.Outcome:
         # every pod on GPU 0 of node a as a new 7g: cannot fit

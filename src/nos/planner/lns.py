@@ -8,8 +8,11 @@ priority first), a random handful of the nodes it may use, take every pod placed
 pending pods of that priority that could go there, and re-solve that piece exactly, everything
 else fixed. A move
 is kept when it places more pods, compared per priority from the highest (so a higher priority is
-never traded for lower ones). Then, on clusters small enough, the MIP over the whole cluster,
-warm-started with the result, improves it further or proves it optimal, within what is left.
+never traded for lower ones). On clusters small enough, once ``STALL_MOVES`` moves in a row have
+improved nothing (or no pending pod is left to try), the MIP over the whole cluster, warm-started
+with the result, improves it further or proves it optimal, within what is left: where local moves
+cannot help (an improvement that moves pods across most nodes) the MIP gets nearly all the time,
+where they keep improving they keep it.
 """
 
 from __future__ import annotations
@@ -37,8 +40,11 @@ MOVE_SECONDS = 0.3
 """Time limit of one move's MIP."""
 TRIES_PER_CLASS = 3
 """Moves tried for a pending pod class before it is given up."""
-LNS_SHARE = 0.5
-"""Share of the time left that the local moves may use before the whole-cluster MIP, when there is one."""
+STALL_MOVES = 6
+"""Moves in a row that improve nothing after which the local search hands the time left to the
+whole-cluster MIP, when there is one (measured on the dense family, docs/benchmarks.md: a fixed
+half of the time each starved the MIP where local moves could not help and the moves where they
+could)."""
 
 
 @dataclass
@@ -92,9 +98,8 @@ def improve(
     rng = random.Random(0)
     tries: Counter[optimize.PodClass] = Counter()
     moves = improved = 0
-    now = time.perf_counter()
-    lns_deadline = now + (deadline - now) * (LNS_SHARE if whole_cluster_mip else 1.0)
-    while time.perf_counter() < lns_deadline:
+    stalled = 0
+    while time.perf_counter() < deadline:
         pending = [p for p in pods if p.key not in current and tries[class_of[p.key]] < TRIES_PER_CLASS and eligible(p)]
         if not pending:
             break
@@ -119,7 +124,7 @@ def improve(
             or (p.key not in current and p.priority >= top and chosen.intersection(eligible(p)))
         ]
         start = {k: v for k, v in current.items() if v[0] in chosen}
-        left = lns_deadline - time.perf_counter()
+        left = deadline - time.perf_counter()
         if left <= 0.02:
             break
         solution = optimize.solve(
@@ -138,6 +143,11 @@ def improve(
             current.update(solution.pods)
             improved += 1
             tries.clear()
+            stalled = 0
+        else:
+            stalled += 1
+            if whole_cluster_mip and stalled >= STALL_MOVES:
+                break
     note = f"local search: {improved} of {moves} move(s) improved the plan" if moves else ""
     if whole_cluster_mip:
         left = deadline - time.perf_counter()
