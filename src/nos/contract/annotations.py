@@ -22,6 +22,7 @@ import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from nos.mig.catalog import annotation_spelling, profile_from_annotation
 from nos.mig.layout import Instance
@@ -118,6 +119,7 @@ class DecodedAnnotations:
         return out
 
 
+@lru_cache(maxsize=4096)  # many GPUs of a cluster report the same layout
 def _parse_placements(value: str, with_state: bool) -> tuple[Instance, ...]:
     out = []
     for item in filter(None, (v.strip() for v in value.split(","))):
