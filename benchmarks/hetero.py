@@ -23,6 +23,7 @@ spec gives the same objects.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -240,13 +241,16 @@ SIZES = ((6, 3), (12, 5), (25, 4), (40, 3))
 RATIOS = {"dense": (10, 20, 12, 15), "multi": (1, 2, 1.5, 2), "pools": (2, 4, 3, 5)}
 
 
-def hetero_specs(quick: bool = False) -> list[HeteroSpec]:
-    """Every family with four seeds of growing size (quick: two small seeds per family)."""
+def hetero_specs(quick: bool = False, seeds: Sequence[int] | None = None) -> list[HeteroSpec]:
+    """Every family with four seeds of growing size (quick: two small seeds per family). Other
+    ``seeds`` draw other clusters of every family (sizes cycling through the same four): the
+    generalization check of ``benchmarks/run.py --seeds``."""
     specs = []
     for family in FAMILIES:
-        for seed, (nodes, ratio) in enumerate(SIZES[:2] if quick else SIZES):
+        for seed in seeds if seeds is not None else range(2 if quick else len(SIZES)):
+            nodes, ratio = SIZES[seed % len(SIZES)]
             r = RATIOS.get(family, ())
-            specs.append(HeteroSpec(f"{family}-{seed}", family, nodes, r[seed] if r else ratio, seed))
+            specs.append(HeteroSpec(f"{family}-{seed}", family, nodes, r[seed % len(r)] if r else ratio, seed))
     return specs
 
 

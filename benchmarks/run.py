@@ -149,7 +149,10 @@ class Result:
         return counted[0] / counted[1]
 
 
-def instances(quick: bool) -> list[Instance]:
+def instances(quick: bool, seeds: Sequence[int] | None = None) -> list[Instance]:
+    """The benchmark instances; with ``seeds``, only the heterogeneous families drawn with those seeds."""
+    if seeds is not None:
+        return [Instance(h.name, "hetero", _hetero(h), h.nodes, h.family) for h in hetero_specs(seeds=seeds)]
     out = [Instance(s.name, "synthetic", _synthetic(s), s.nodes) for s in synthetic_specs(quick)]
     out += [Instance(t.name, "trace", _trace(t), t.nodes) for t in trace_specs(quick)]
     out += [Instance(h.name, "hetero", _hetero(h), h.nodes, h.family) for h in hetero_specs(quick)]
@@ -351,9 +354,10 @@ def run(
     exact_limit: float = 60.0,
     exact_max_nodes: int = 100,
     echo: Callable[[str], None] = print,
+    seeds: Sequence[int] | None = None,
 ) -> list[Result]:
     results = []
-    for inst in instances(quick):
+    for inst in instances(quick, seeds):
         if only and inst.name not in only:
             continue
         r = run_instance(inst, exact_limit, exact_max_nodes)
@@ -370,6 +374,15 @@ def run(
     return results
 
 
+def _seeds(text: str) -> list[int]:
+    """``4-7`` or ``4,9``: the seeds named."""
+    out: list[int] = []
+    for part in text.split(","):
+        low, _, high = part.partition("-")
+        out += range(int(low), int(high or low) + 1)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small instances only; docs are not rewritten")
@@ -379,19 +392,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="results JSON (default benchmarks/results[-quick].json)")
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
     parser.add_argument("--save-cases", action="store_true", help="save instances missing a target as snapshots")
+    parser.add_argument(
+        "--seeds",
+        type=_seeds,
+        help="only the heterogeneous families drawn with these seeds, e.g. 4-7 (generalization check; docs untouched)",
+    )
     args = parser.parse_args(argv)
-    results = run(args.quick, args.only, args.exact_limit, args.exact_max_nodes)
+    results = run(args.quick, args.only, args.exact_limit, args.exact_max_nodes, seeds=args.seeds)
     print()
     print(table(results))
     print(family_table(results))
     for m in family_misses(results):
         print(f"MISSED: {m}")
-    out = args.json or REPO_ROOT / "benchmarks" / ("results-quick.json" if args.quick else "results.json")
+    name = "results-seeds.json" if args.seeds is not None else "results-quick.json" if args.quick else "results.json"
+    out = args.json or REPO_ROOT / "benchmarks" / name
     out.write_text(json.dumps([{**asdict(r), "share": r.share} for r in results], indent=1) + "\n")
-    if not args.quick and not args.no_docs and not args.only:
+    if not args.quick and not args.no_docs and not args.only and args.seeds is None:
         write_docs(results)
     if args.save_cases:
-        by_name = {i.name: i for i in instances(args.quick)}
+        by_name = {i.name: i for i in instances(args.quick, args.seeds)}
         for r in results:
             if r.misses:
                 print(f"saved {save_case(by_name[r.name])}")

@@ -186,6 +186,26 @@ def test_hetero_smallest_instances_meet_targets() -> None:
         assert lex_ge(r.nos_by_priority, r.greedy_by_priority), inst.name
 
 
+def test_other_seeds_draw_other_clusters_of_every_family() -> None:
+    """``run.py --seeds 4-7``: every family again with other seeds (the generalization check),
+    sizes cycling through the same four; the default set is seeds 0-3."""
+    from benchmarks.hetero import FAMILIES, generate_hetero, hetero_specs
+    from benchmarks.run import _seeds, instances
+
+    assert _seeds("4-7") == [4, 5, 6, 7] and _seeds("4,9") == [4, 9]
+    assert hetero_specs() == hetero_specs(seeds=range(4))
+    other = hetero_specs(seeds=[4, 5])
+    assert {s.family for s in other} == set(FAMILIES) and {s.name for s in other}.isdisjoint(
+        {s.name for s in hetero_specs()}
+    )
+    first = {s.family: s for s in hetero_specs() if s.seed == 0}
+    for spec in other:
+        if spec.seed == 4:
+            assert spec.nodes == first[spec.family].nodes
+            assert generate_hetero(spec) != generate_hetero(first[spec.family])
+    assert [i.name for i in instances(False, [5])] == [s.name for s in hetero_specs(seeds=[5])]
+
+
 def test_write_docs_replaces_the_generated_block(tmp_path: Path) -> None:
     from benchmarks.run import END_MARK, START_MARK, Result, write_docs
 
