@@ -245,3 +245,16 @@ def test_candidates_are_ordered_by_the_catalogs_profile_sizes() -> None:
     assert all(isinstance(p, CandidatePod) for p in pods.values())
     order = sorted(pods, key=lambda n: candidate_order(pods[n], default_catalog()))  # type: ignore[arg-type]
     assert order == ["urgent", "small", "double", "big", "unknown"]
+
+
+def test_unplaced_reason_counts_full_nodes_that_accept_the_pod_but_not_frozen_ones() -> None:
+    # "a" is left without cpu by the first pod (it leaves the planner's index as full) yet still
+    # accepts the second; "b" accepts it too but is frozen (an impossible GPU count): not eligible
+    nodes = [
+        node("a", gpus=1, cpu="2", status={0: [I(0, "7g.80gb")]}),
+        node("b", gpus=1, labels={"nvidia.com/gpu.count": "999"}, status={0: [I(0, "7g.80gb")]}),
+    ]
+    pods = [pod("first", "1g.10gb", cpu="2", priority=10), pod("second", "1g.10gb", cpu="1")]
+    result = run(nodes, pods)
+    assert where(result) == {"default/first": ("a", 0)}
+    assert reasons(result)["default/second"] == "fits no node: insufficient cpu on 1 of 1 eligible node(s)"

@@ -172,6 +172,8 @@ class _Planning:
         """Why pods of a failed signature found no place, worked out once per pass (thousands of
         pending pods share few signatures)."""
         self.offering: dict[tuple[str, ...], list[_Node]] = {}
+        # the nodes a class may go to, full ones included (``classes`` forgets full nodes)
+        self.accepting: dict[SchedulingClass, frozenset[int]] = {}
         self.placed: list[Placed] = []
         self.unplaced: list[Unplaced] = []
         self.offered: dict[str, set[str]] = {}
@@ -242,6 +244,7 @@ class _Planning:
             eligible = self.classes[scheduling_class] = {
                 i for i in self.eligibility.of(scheduling_class) if not nodes[i].state.frozen and nodes[i].state.model
             }
+            self.accepting[scheduling_class] = frozenset(eligible)
         return eligible
 
     @staticmethod
@@ -538,12 +541,24 @@ class _Planning:
                 if n.state.model is not None and all(r in n.state.model.by_resource for r in devices)
             ]
         # a node that accepts the pod may have left the index because it is full: it still counts
-        eligible = [n for n in offering if n.id in eligible_ids or not node_refusal(scheduling_class, n.state.info)]
+        accepting = self.accepting.get(scheduling_class, frozenset(eligible_ids))
+        eligible = [n for n in offering if n.id in accepting]
         if not eligible:
             refusals = Counter(node_refusal(scheduling_class, n.state.info) for n in offering)
             why = "; ".join(f"{c} node(s): {r}" for r, c in sorted(refusals.items(), key=str) if r)
             return f"no node offering {resource} accepts the pod ({why or 'all managed nodes are frozen'})"
-        roomy = [n for n in eligible if self._fits(n, requests)]
+        # one walk over the eligible nodes: the first roomy node with a GPU that could host the
+        # device settles the common case (a busy cluster) without visiting the rest
+        roomy: list[_Node] = []
+        for n in eligible:
+            if not self._fits(n, requests):
+                continue
+            roomy.append(n)
+            if len(devices) == 1 and any(self._could_host(gpu, resource) for gpu in n.gpus):
+                return (
+                    f"the GPU capacity that could host {resource} went to pods planned before it"
+                    " (higher priority or smaller profiles)"
+                )
         if not roomy:
             lacking = Counter(r for n in eligible for r in insufficient(dict(requests), n.free))
             what = ", ".join(f"{r} on {c}" for r, c in sorted(lacking.items()))
@@ -553,14 +568,6 @@ class _Planning:
                 f"no eligible node can host all {len(devices)} of its MIG devices ({', '.join(devices)}) at once"
                 " next to its in-use instances and the pods planned before it"
             )
-        for n in roomy:
-            for gpu in n.gpus:
-                p = gpu.model.profile_for_resource(resource)
-                if p is not None and self.packer.feasible(gpu.model, gpu.state.used, (p.name,), gpu.state.blocked):
-                    return (
-                        f"the GPU capacity that could host {resource} went to pods planned before it"
-                        " (higher priority or smaller profiles)"
-                    )
         restricted = (
             " within the allowed geometries"
             if any(self.packer.restricted(g.model) for n in roomy for g in n.gpus)
@@ -569,6 +576,11 @@ class _Planning:
         return (
             f"no GPU of the {len(roomy)} eligible node(s) can host {resource} next to its in-use instances" + restricted
         )
+
+    def _could_host(self, gpu: _Gpu, resource: str) -> bool:
+        """Whether the GPU, emptied of every instance not in use, could host the device."""
+        p = gpu.model.profile_for_resource(resource)
+        return p is not None and self.packer.feasible(gpu.model, gpu.state.used, (p.name,), gpu.state.blocked)
 
     # ------------------------------------------------------------------ result
 
