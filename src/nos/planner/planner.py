@@ -772,7 +772,8 @@ def _optimize(state: ClusterState, packer: Packer, greedy: _Planning, deadline: 
         # measured in nos simulate: at an equal score the greedy's best-fit placements keep larger
         # free blocks for later pods (default scenario: mean pending 7.2 min with the stage's plan,
         # 5.6 min with the greedy's); proven optimal on pods and reconfigured nodes if the stage's was
-        return greedy, Search("greedy", outcome.optimal, f"{outcome.note}; equal score: greedy plan kept")
+        note = "; ".join(filter(None, (outcome.note, "equal score: greedy plan kept")))
+        return greedy, Search("greedy", outcome.optimal, note)
     return greedy, Search("greedy", False, outcome.note)
 
 
