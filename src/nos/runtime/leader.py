@@ -66,9 +66,6 @@ class LeaderElector:
     def _now(self) -> float:
         return asyncio.get_running_loop().time()
 
-    async def _sleep_jittered(self) -> None:
-        await asyncio.sleep(self.config.retry_period_seconds * random.uniform(1.0, JITTER))
-
     # -- one attempt -------------------------------------------------------------------------------
     async def try_acquire_or_renew(self) -> bool:
         """One read + create/replace. True when we hold the Lease afterwards. Raises ``Conflict`` when

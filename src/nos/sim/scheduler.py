@@ -20,16 +20,9 @@ instantaneous and containers start at once.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 from nos.sim.nodes import SimNode
 from nos.sim.workload import SimPod
-
-
-@dataclass
-class Decisions:
-    bind: list[tuple[SimPod, SimNode]] = field(default_factory=list)
-    unschedulable: list[SimPod] = field(default_factory=list)
 
 
 def queue_order(pod: SimPod) -> tuple[int, float, str]:
