@@ -3,8 +3,12 @@ when nothing changed (``nos.planner.incremental``, ``Partitioner.cycle``)."""
 
 from __future__ import annotations
 
+import copy
 from datetime import UTC, datetime
 from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nos.config import FairnessConfig, PartitionerConfig
 from nos.kube.fake.memory import MemoryKube
@@ -98,3 +102,55 @@ async def test_aging_counts_as_a_change() -> None:
         clock.now += 300
         await part.cycle()
     assert plans == [0, 1, 2, 3]  # waited 300 s ... 1800 s: re-planned only when the level moved
+
+
+_OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["add", "add-bound", "add-bad", "bind", "finish", "remove", "patch-node", "none"]),
+        st.integers(0, 5),
+        st.sampled_from(["1g.10gb", "3g.40gb", "7g.80gb"]),
+    ),
+    max_size=25,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_OPS)
+def test_incremental_build_equals_a_fresh_one(ops: list[tuple[str, int, str]]) -> None:
+    """After any writes, a build that reuses the previous build (the same pods tuple: its pods'
+    part; or parses by version) equals a build from scratch, and ``changed`` says whether any
+    object moved."""
+    kube = _kube()
+    kube.add_node(node("b"))
+    cache = BuildCache()
+    build_cluster(kube.store.shared("nodes"), kube.store.shared("pods"), cache=cache)
+    for op, i, profile in ops:
+        name = f"p{i}"
+        before = kube.store.resource_version
+        existing = {o["metadata"]["name"]: o for o in kube.store.shared("pods")}
+        if op == "add" and name not in existing:
+            kube.add_pod(pod(name, profile))
+        elif op == "add-bound" and name not in existing:
+            kube.add_pod(pod(name, profile, node_name="ab"[i % 2]))
+        elif op == "add-bad" and name not in existing:
+            kube.add_pod(pod(name, profile, cpu="lots"))
+        elif op in ("bind", "finish") and name in existing:
+            body = copy.deepcopy(existing[name])
+            if op == "bind":
+                body["spec"]["nodeName"] = "ab"[i % 2]
+                body["status"] = {"phase": "Running"}
+            else:
+                body["status"] = {"phase": "Succeeded"}
+            kube.update_pod(body)
+        elif op == "remove" and name in existing:
+            kube.remove_pod("default", name)
+        elif op == "patch-node":
+            kube.store.merge_patch("nodes", "ab"[i % 2], {"metadata": {"annotations": {"x": str(i)}}})
+        nodes, pods = kube.store.shared("nodes"), kube.store.shared("pods")
+        assert isinstance(pods, tuple)
+        built = build_cluster(nodes, pods, cache=cache)
+        assert built == build_cluster(list(nodes), list(pods))
+        assert cache.changed == (kube.store.resource_version != before)
+        if not cache.changed:
+            assert kube.store.shared("pods") is pods  # the same snapshot: its pods are not walked again
+            assert build_cluster(nodes, pods, cache=cache) == built and not cache.changed

@@ -53,9 +53,10 @@ async def inline(fn: Callable[..., Any], *args: Any) -> Any:
     return fn(*args)
 
 
-ObjectSource = Callable[[], Awaitable[tuple[list[Obj], list[Obj]]]]
+ObjectSource = Callable[[], Awaitable[tuple[Sequence[Obj], Sequence[Obj]]]]
 """() -> (nodes, pods) to plan from; the default lists through the ``Kube`` port, ``nos partitioner``
-reads its watch caches instead."""
+reads its watch caches instead. A source that hands out the same tuple again promises the same
+snapshot: the build does not walk it again (``nos.planner.incremental``)."""
 
 
 @dataclass
@@ -241,7 +242,7 @@ class Partitioner:
                 self.recorder.remember(subject, "")
         self.frozen = (result.frozen_nodes, result.frozen_gpus)
 
-    async def _list(self) -> tuple[list[Obj], list[Obj]]:
+    async def _list(self) -> tuple[Sequence[Obj], Sequence[Obj]]:
         return await self.kube.list("nodes"), await self.kube.list("pods")
 
     def _plan_checked(self, state: ClusterState, plan_id: str) -> tuple[Plan, list[str]]:

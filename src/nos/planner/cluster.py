@@ -254,6 +254,38 @@ def _parsed(
         return str(e)
 
 
+@dataclass
+class _PodPart:
+    """What a build takes from the pods: a function of the pods alone (``BuildCache.pod_part``)."""
+
+    problems: list[str]
+    bound: dict[str, list[PodInfo]]
+    """Node name -> its pods that have not terminated, in input order."""
+    candidates: list[CandidatePod]
+    versions: dict[int, tuple[str, str] | None]
+    """id(parsed pod) -> its (uid, resourceVersion)."""
+
+
+def _pod_part(pods: Iterable[Mapping[str, Any]], cache: BuildCache | None) -> _PodPart:
+    if cache is not None:
+        cache.start()
+    part = _PodPart([], {}, [], {})
+    for obj in pods:
+        version = version_key(obj)
+        pod = _parsed(cache, "pod", obj, read_pod, version)
+        if isinstance(pod, str):
+            part.problems.append(pod)
+            continue
+        part.versions[id(pod)] = version
+        if pod.node_name and not pod.terminated:
+            part.bound.setdefault(pod.node_name, []).append(pod)
+        if isinstance(pod, CandidatePod):
+            part.candidates.append(pod)
+    if cache is not None:
+        cache.finish()
+    return part
+
+
 def build_cluster(
     nodes: Iterable[Mapping[str, Any]],
     pods: Iterable[Mapping[str, Any]],
@@ -261,14 +293,24 @@ def build_cluster(
     cache: BuildCache | None = None,
 ) -> ClusterState:
     """Managed nodes and candidate pods from Node and Pod objects (dicts). With ``cache`` (kept by
-    a controller between cycles), unchanged objects are not parsed again (``nos.planner.incremental``)."""
+    a controller between cycles), unchanged objects are not parsed again, and the same pods tuple
+    as the previous build's is not walked again (``nos.planner.incremental``)."""
     catalog = catalog or default_catalog()
+    pods_changed = True
+    if cache is None:
+        part = _pod_part(pods, None)
+    elif isinstance(pods, tuple) and pods is cache.pod_snapshot:
+        part, pods_changed = cache.pod_part, False
+    else:
+        part = _pod_part(pods, cache.pods)
+        pods_changed = cache.pods is None or cache.pods.changed
+        cache.pod_snapshot, cache.pod_part = (pods, part) if isinstance(pods, tuple) else (None, None)
     if cache is not None:
         cache.start()
     problems: list[str] = []
     infos: list[NodeInfo] = []
     versions: dict[int, tuple[str, str] | None] = {}
-    """id(parsed object) -> its (uid, resourceVersion), while cached."""
+    """id(parsed node) -> its (uid, resourceVersion), while cached."""
     for obj in nodes:
         version = version_key(obj)
         node = _parsed(cache, "node", obj, node_from_dict, version)
@@ -277,19 +319,8 @@ def build_cluster(
         else:
             infos.append(node)
             versions[id(node)] = version
-    pod_infos: list[PodInfo] = []
-    for obj in pods:
-        version = version_key(obj)
-        pod = _parsed(cache, "pod", obj, read_pod, version)
-        if isinstance(pod, str):
-            problems.append(pod)
-        else:
-            pod_infos.append(pod)
-            versions[id(pod)] = version
-    bound: dict[str, list[PodInfo]] = {}
-    for pod in pod_infos:
-        if pod.node_name and not pod.terminated:
-            bound.setdefault(pod.node_name, []).append(pod)
+    problems.extend(part.problems)
+    bound = part.bound
     managed: dict[str, NodeState] = {}
     others = 0
     for info in sorted(infos, key=lambda n: n.name):
@@ -297,7 +328,7 @@ def build_cluster(
             others += 1
             continue
         here = bound.get(info.name, ())
-        keys = [versions[id(info)], *(versions[id(p)] for p in here)]
+        keys = [versions[id(info)], *(part.versions[id(p)] for p in here)]
         if cache is None or None in keys:
             state = _node_state(info, catalog, here)
         else:  # the same node object with the same pods bound: the same state
@@ -306,7 +337,8 @@ def build_cluster(
         problems.extend(state.problems)
         if state.frozen:
             problems.append(state.frozen)
-    candidates = [p for p in pod_infos if isinstance(p, CandidatePod)]
+    candidates = list(part.candidates)  # each state its own list: a reader may reorder it
     if cache is not None:
         cache.finish()
+        cache.changed = cache.changed or pods_changed
     return ClusterState(managed, others, candidates, problems, catalog)

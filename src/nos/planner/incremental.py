@@ -9,6 +9,12 @@ are parsed every time.
 
 ``changed`` tells whether anything the state depends on differs from the previous build (an
 object added, removed or modified), so a controller can skip a re-plan of an unchanged cluster.
+
+A source that hands out its objects as a *tuple* promises that the same tuple object is the same
+snapshot (a watch cache or the fake API server hands out one tuple until something of the kind
+changes, and never mutates a handed-out object). The pods' part of a build (parses, which pods are
+bound where, the candidates) is then reused whole while the pods tuple is the one of the previous
+build, without walking thousands of pods again. Lists are always walked.
 """
 
 from __future__ import annotations
@@ -28,11 +34,16 @@ def version_key(obj: Mapping[str, Any]) -> tuple[str, str] | None:
 
 
 class BuildCache:
-    def __init__(self) -> None:
+    def __init__(self, *, pods: bool = True) -> None:
         self._old: dict[Hashable, Any] = {}
         self._new: dict[Hashable, Any] = {}
         self.changed = True
         """Whether the last build saw anything new or missed anything of the one before."""
+        self.pods: BuildCache | None = BuildCache(pods=False) if pods else None
+        """Parsed pods, apart so that a build that reuses the pods' part keeps them untouched."""
+        self.pod_snapshot: tuple[Any, ...] | None = None
+        """The pods tuple the pods' part was built from (held, so it is not freed and its id reused)."""
+        self.pod_part: Any = None
 
     def get(self, key: Hashable | None, make: Callable[[], T]) -> T:
         """The value cached under ``key`` (from the previous build or this one), else ``make()``."""

@@ -121,7 +121,7 @@ async def _simulate(
         )
         store = cluster.kube.store
 
-        async def snapshot() -> tuple[list[Obj], list[Obj]]:  # what a watch cache hands out: shared dicts
+        async def snapshot() -> tuple[Sequence[Obj], Sequence[Obj]]:  # what a watch cache hands out: shared dicts
             return store.shared("nodes"), store.shared("pods")
 
         partitioner = Partitioner(cluster.kube, clock.now, config, cluster.catalog, planner=planner, source=snapshot)

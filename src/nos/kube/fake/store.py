@@ -210,6 +210,8 @@ class ObjectStore:
         self._objects: dict[tuple[str, str, str], Obj] = {}
         self._listed: dict[str, list[tuple[str, str, str]]] = {}
         """Per resource (plural) listed so far, its keys in list order (kept so on every create and delete)."""
+        self._shared: dict[str, tuple[Obj, ...]] = {}
+        """Per resource (plural), what ``shared`` handed out, until an object of it is written."""
         self._rv = 0
         self._history: deque[Change] = deque()
         self._history_limit = history_limit
@@ -237,12 +239,18 @@ class ObjectStore:
             raise NotFound(f'{resource} "{name}" not found')
         return copy.deepcopy(obj)
 
-    def shared(self, resource: str) -> list[Obj]:
+    def shared(self, resource: str) -> tuple[Obj, ...]:
         """Every stored object of ``resource``, in ``list`` order, *not copied*: for a reader that
         only reads (a controller's watch cache does the same), e.g. the simulator's partitioner. A
-        write replaces the stored dict, so an object handed out here never changes under its reader."""
-        objects = self._objects
-        return [objects[key] for key in self._keys(self.info(resource).plural)]
+        write replaces the stored dict, so an object handed out here never changes under its reader;
+        the same tuple is handed out again until an object of ``resource`` is written, so a reader
+        may take "the same tuple" for "nothing changed" (``nos.planner.incremental``)."""
+        plural = self.info(resource).plural
+        out = self._shared.get(plural)
+        if out is None:
+            objects = self._objects
+            out = self._shared[plural] = tuple(objects[key] for key in self._keys(plural))
+        return out
 
     def _keys(self, plural: str) -> list[tuple[str, str, str]]:
         keys = self._listed.get(plural)
@@ -326,6 +334,7 @@ class ObjectStore:
             raise NotFound(f'{resource} "{name}" not found')
         self._rv += 1
         del self._objects[key]
+        self._shared.pop(key[0], None)
         if (keys := self._listed.get(key[0])) is not None:
             del keys[bisect.bisect_left(keys, key)]
         gone = copy.deepcopy(old)
@@ -433,6 +442,7 @@ class ObjectStore:
         if old is None and (keys := self._listed.get(key[0])) is not None:
             bisect.insort(keys, key)
         self._objects[key] = new
+        self._shared.pop(key[0], None)
         self._record(Change(self._rv, info.plural, key[1], key[2], old, new))
         return copy.deepcopy(new)
 
