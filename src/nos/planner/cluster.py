@@ -286,6 +286,43 @@ def _pod_part(pods: Iterable[Mapping[str, Any]], cache: BuildCache | None) -> _P
     return part
 
 
+_PodEntry = tuple[Mapping[str, Any], "PodInfo | str", "tuple[str, str] | None"]
+"""(pod object, its parse or problem text, its version)."""
+
+
+def _pod_part_from_snapshot(pods: tuple[Mapping[str, Any], ...], cache: BuildCache) -> tuple[_PodPart, bool]:
+    """The pods' part from a tuple of shared pods, parsing only the objects not in the previous
+    tuple (a written pod is a new object): set operations over ids instead of a walk per pod in
+    Python. The entries hold their objects, so an id cannot be reused by another object."""
+    entries: dict[int, _PodEntry] = cache.pod_entries
+    objs = dict(zip(map(id, pods), pods, strict=True))
+    gone = entries.keys() - objs.keys()
+    new = objs.keys() - entries.keys()
+    if not gone and not new and cache.pod_part is not None and not cache.pod_unversioned:
+        return cache.pod_part, False
+    cache.pods = BuildCache(pods=False)  # a later list's build must not compare with an old list
+    for i in gone:
+        del entries[i]
+    for i in new:
+        obj = objs[i]
+        version = version_key(obj)
+        entries[i] = (obj, _parsed(None, "pod", obj, read_pod, None), version)
+    seq = [entries[i] for i in objs]
+    part = _PodPart(
+        [e[1] for e in seq if isinstance(e[1], str)],
+        {},
+        [e[1] for e in seq if isinstance(e[1], CandidatePod)],
+        {id(e[1]): e[2] for e in seq},
+    )
+    for e in seq:
+        pod = e[1]
+        if not isinstance(pod, str) and pod.node_name and not pod.terminated:
+            part.bound.setdefault(pod.node_name, []).append(pod)
+    cache.pod_part = part
+    cache.pod_unversioned = any(e[2] is None for e in seq)
+    return part, True
+
+
 def build_cluster(
     nodes: Iterable[Mapping[str, Any]],
     pods: Iterable[Mapping[str, Any]],
@@ -293,18 +330,18 @@ def build_cluster(
     cache: BuildCache | None = None,
 ) -> ClusterState:
     """Managed nodes and candidate pods from Node and Pod objects (dicts). With ``cache`` (kept by
-    a controller between cycles), unchanged objects are not parsed again, and the same pods tuple
-    as the previous build's is not walked again (``nos.planner.incremental``)."""
+    a controller between cycles), unchanged objects are not parsed again, and of a pods tuple only
+    the objects not in the previous build's are looked at (``nos.planner.incremental``)."""
     catalog = catalog or default_catalog()
     pods_changed = True
     if cache is None:
         part = _pod_part(pods, None)
-    elif isinstance(pods, tuple) and pods is cache.pod_snapshot:
-        part, pods_changed = cache.pod_part, False
+    elif isinstance(pods, tuple):
+        part, pods_changed = _pod_part_from_snapshot(pods, cache)
     else:
+        cache.pod_entries, cache.pod_part = {}, None
         part = _pod_part(pods, cache.pods)
         pods_changed = cache.pods is None or cache.pods.changed
-        cache.pod_snapshot, cache.pod_part = (pods, part) if isinstance(pods, tuple) else (None, None)
     if cache is not None:
         cache.start()
     problems: list[str] = []

@@ -10,11 +10,12 @@ are parsed every time.
 ``changed`` tells whether anything the state depends on differs from the previous build (an
 object added, removed or modified), so a controller can skip a re-plan of an unchanged cluster.
 
-A source that hands out its objects as a *tuple* promises that the same tuple object is the same
-snapshot (a watch cache or the fake API server hands out one tuple until something of the kind
-changes, and never mutates a handed-out object). The pods' part of a build (parses, which pods are
-bound where, the candidates) is then reused whole while the pods tuple is the one of the previous
-build, without walking thousands of pods again. Lists are always walked.
+A source that hands out its pods as a *tuple* promises never to mutate a handed-out object (a write
+replaces it with a new object, as the fake API server's ``shared`` and a watch cache do). The pods'
+part of a build (parses, which pods are bound where, the candidates) is then updated from the
+objects that entered or left the tuple since the previous build, found by identity with set
+operations, without a walk per pod in Python over thousands of pods every cycle. Lists are
+walked as before.
 """
 
 from __future__ import annotations
@@ -41,9 +42,13 @@ class BuildCache:
         """Whether the last build saw anything new or missed anything of the one before."""
         self.pods: BuildCache | None = BuildCache(pods=False) if pods else None
         """Parsed pods, apart so that a build that reuses the pods' part keeps them untouched."""
-        self.pod_snapshot: tuple[Any, ...] | None = None
-        """The pods tuple the pods' part was built from (held, so it is not freed and its id reused)."""
+        self.pod_entries: dict[int, Any] = {}
+        """id(pod object) -> (the object, held so its id is not reused; its parse; its version), of
+        the last pods tuple."""
         self.pod_part: Any = None
+        """What the last pods tuple gave the build (``nos.planner.cluster``)."""
+        self.pod_unversioned = False
+        """The last pods tuple had objects without a version: they count as changed every build."""
 
     def get(self, key: Hashable | None, make: Callable[[], T]) -> T:
         """The value cached under ``key`` (from the previous build or this one), else ``make()``."""
