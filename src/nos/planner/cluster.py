@@ -286,8 +286,24 @@ def _pod_part(pods: Iterable[Mapping[str, Any]], cache: BuildCache | None) -> _P
     return part
 
 
-_PodEntry = tuple[Mapping[str, Any], "PodInfo | str", "tuple[str, str] | None"]
-"""(pod object, its parse or problem text, its version)."""
+@dataclass(frozen=True, slots=True)
+class _PodEntry:
+    """A pod object of the last pods tuple (held, so its id is not reused) and what it gave."""
+
+    obj: Mapping[str, Any]
+    parsed: PodInfo | str
+    version: tuple[str, str] | None
+    candidate: bool
+    node: str | None
+    """The node it is bound to while it has not terminated."""
+
+
+def _entry(obj: Mapping[str, Any]) -> _PodEntry:
+    pod = _parsed(None, "pod", obj, read_pod, None)
+    if isinstance(pod, str):
+        return _PodEntry(obj, pod, version_key(obj), False, None)
+    node = pod.node_name if pod.node_name and not pod.terminated else None
+    return _PodEntry(obj, pod, version_key(obj), isinstance(pod, CandidatePod), node)
 
 
 def _pod_part_from_snapshot(pods: tuple[Mapping[str, Any], ...], cache: BuildCache) -> tuple[_PodPart, bool]:
@@ -304,22 +320,20 @@ def _pod_part_from_snapshot(pods: tuple[Mapping[str, Any], ...], cache: BuildCac
     for i in gone:
         del entries[i]
     for i in new:
-        obj = objs[i]
-        version = version_key(obj)
-        entries[i] = (obj, _parsed(None, "pod", obj, read_pod, None), version)
-    seq = [entries[i] for i in objs]
+        entries[i] = _entry(objs[i])
+    seq = list(map(entries.__getitem__, objs))
     part = _PodPart(
-        [e[1] for e in seq if isinstance(e[1], str)],
+        [e.parsed for e in seq if isinstance(e.parsed, str)],
         {},
-        [e[1] for e in seq if isinstance(e[1], CandidatePod)],
-        {id(e[1]): e[2] for e in seq},
+        [e.parsed for e in seq if e.candidate and isinstance(e.parsed, CandidatePod)],
+        {},
     )
-    for e in seq:
-        pod = e[1]
-        if not isinstance(pod, str) and pod.node_name and not pod.terminated:
-            part.bound.setdefault(pod.node_name, []).append(pod)
+    for e in [e for e in seq if e.node is not None]:
+        if e.node is not None and not isinstance(e.parsed, str):
+            part.bound.setdefault(e.node, []).append(e.parsed)
+            part.versions[id(e.parsed)] = e.version
     cache.pod_part = part
-    cache.pod_unversioned = any(e[2] is None for e in seq)
+    cache.pod_unversioned = any(e.version is None for e in seq)
     return part, True
 
 

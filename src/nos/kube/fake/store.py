@@ -249,7 +249,7 @@ class ObjectStore:
         out = self._shared.get(plural)
         if out is None:
             objects = self._objects
-            out = self._shared[plural] = tuple(objects[key] for key in self._keys(plural))
+            out = self._shared[plural] = tuple(map(objects.__getitem__, self._keys(plural)))
         return out
 
     def _keys(self, plural: str) -> list[tuple[str, str, str]]:
