@@ -10,6 +10,7 @@ import pytest
 
 from nos.kube.port import Conflict, Event, NotFound, ObjectRef, annotations_patch
 from tests.kube.conftest import Backend, node, pod
+from tests.kube.selector_cases import LABEL_SELECTOR_CASES, NODE_LABELS
 
 
 def _names(objs: list[dict[str, object]]) -> list[str]:
@@ -34,23 +35,11 @@ async def test_get_missing_node_raises_not_found(backend: Backend) -> None:
 
 @pytest.mark.parametrize(
     ("selector", "expected"),
-    [
-        (None, ["a", "b", "c", "d"]),
-        ("nos.nebuly.com/gpu-partitioning=mig", ["a", "b"]),
-        ("nos.nebuly.com/gpu-partitioning!=mig", ["c", "d"]),  # != also matches nodes without the key
-        ("gpu in (a100,h100)", ["a", "c"]),
-        ("gpu notin (a100)", ["b", "c", "d"]),
-        ("gpu", ["a", "b", "c"]),
-        ("!gpu", ["d"]),
-        ("nos.nebuly.com/gpu-partitioning=mig,gpu=a100", ["a"]),
-    ],
+    LABEL_SELECTOR_CASES,
 )
 async def test_list_nodes_label_selectors(backend: Backend, selector: str | None, expected: list[str]) -> None:
-    mig = {"nos.nebuly.com/gpu-partitioning": "mig"}
-    backend.store.create("nodes", node("a", labels={**mig, "gpu": "a100"}))
-    backend.store.create("nodes", node("b", labels={**mig, "gpu": "v100"}))
-    backend.store.create("nodes", node("c", labels={"gpu": "h100"}))
-    backend.store.create("nodes", node("d"))
+    for name, labels in NODE_LABELS.items():
+        backend.store.create("nodes", node(name, labels=labels))
     assert _names(await backend.kube.list("nodes", label_selector=selector)) == expected
 
 

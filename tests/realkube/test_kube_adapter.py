@@ -24,6 +24,7 @@ from lightkube.types import PatchType
 
 from nos.kube.client import LightkubeKube, RetryPolicy, from_kubeconfig
 from nos.kube.port import Conflict, Event, KubeError, NotFound, Obj, ObjectRef, annotations_patch
+from tests.kube.selector_cases import LABEL_SELECTOR_CASES, NODE_LABELS
 from tests.realkube.control_plane import ControlPlane
 
 # Real errors must surface at once, not after retries: a few quick attempts only.
@@ -108,26 +109,14 @@ async def test_get_missing_node_raises_not_found(kube: LightkubeKube, unique: st
 
 @pytest.mark.parametrize(
     ("selector", "expected"),
-    [
-        (None, ["a", "b", "c", "d"]),
-        ("nos.nebuly.com/gpu-partitioning=mig", ["a", "b"]),
-        ("nos.nebuly.com/gpu-partitioning!=mig", ["c", "d"]),  # != also matches nodes without the key
-        ("gpu in (a100,h100)", ["a", "c"]),
-        ("gpu notin (a100)", ["b", "c", "d"]),
-        ("gpu", ["a", "b", "c"]),
-        ("!gpu", ["d"]),
-        ("nos.nebuly.com/gpu-partitioning=mig,gpu=a100", ["a"]),
-    ],
+    LABEL_SELECTOR_CASES,
 )
 async def test_list_nodes_label_selectors(
     kube: LightkubeKube, kube_client: AsyncClient, unique: str, selector: str | None, expected: list[str]
 ) -> None:
     scope = {"nos-test": unique}  # other tests' nodes live in the same server
-    mig = {"nos.nebuly.com/gpu-partitioning": "mig"}
-    await seed_node(kube_client, f"{unique}-a", labels={**scope, **mig, "gpu": "a100"})
-    await seed_node(kube_client, f"{unique}-b", labels={**scope, **mig, "gpu": "v100"})
-    await seed_node(kube_client, f"{unique}-c", labels={**scope, "gpu": "h100"})
-    await seed_node(kube_client, f"{unique}-d", labels=scope)
+    for name, labels in NODE_LABELS.items():
+        await seed_node(kube_client, f"{unique}-{name}", labels={**scope, **labels})
     full = f"nos-test={unique}" + (f",{selector}" if selector else "")
     got = await kube.list("nodes", label_selector=full)
     assert _names(got) == [f"{unique}-{n}" for n in expected]
