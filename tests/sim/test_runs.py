@@ -172,3 +172,14 @@ def test_cli_rejects_bad_input(tmp_path: Path) -> None:
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1 and "not a scenario" in result.output
     result = CliRunner().invoke(cli.simulate, ["--policies", "nos,bogus"])
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1 and "'ideal'" in result.output
+
+
+def test_agent_wakes_when_its_node_gets_a_new_spec(nvml_factory: NvmlFactory) -> None:
+    """As in the cluster (the agent watches its Node), a written plan is applied within moments,
+    not at the agent's next period."""
+    scenario = tiny([pod("big", "3g.40gb", at=5, duration=900)], layout={"1g.10gb": 7})
+    scenario = scenario.model_copy(update={"timings": scenario.timings.model_copy(update={"agent_interval_s": 3600})})
+    nos = simulate_policy(scenario, scenario.all_pods(), "nos", nvml_factory)
+    assert nos.completed == 1 and nos.node_reconfigurations >= 1
+    # batch idle window (10 s) + debounces (1 s each) + plugin restart (20 s) + the restarter's polls
+    assert 31 <= nos.mean_pending_s <= 10 + 2 + 20 + 6, nos.mean_pending_s

@@ -18,6 +18,10 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+DEBOUNCE_SECONDS = 1.0
+"""The processes' wait after a watch event, so a burst of changes costs one reconcile; the simulator
+waits it too."""
+
 Reconcile = Callable[[], Awaitable[float | None]]
 """One reconcile; returns ``requeue_after`` (seconds until it wants to run again, None: no wish)."""
 

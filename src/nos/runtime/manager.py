@@ -33,7 +33,7 @@ from nos.obs.lifecycle import stop_on_signals
 from nos.obs.metrics import Metrics
 from nos.runtime.events import EventRecorder
 from nos.runtime.leader import LeaderElector, LeadershipLost
-from nos.runtime.loop import Progress, WakeTrigger, run_loop
+from nos.runtime.loop import DEBOUNCE_SECONDS, Progress, WakeTrigger, run_loop
 from nos.runtime.reflector import Reflector, wait_synced
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ class Manager:
         election: LeaderElectionConfig | None = None,
         identity: str = "",
         metrics: Metrics | None = None,
-        debounce_seconds: float = 1.0,
+        debounce_seconds: float = DEBOUNCE_SECONDS,
         watch_timeout_seconds: int = 300,
         shutdown_grace_seconds: float = 10.0,
     ) -> None:

@@ -22,7 +22,7 @@ from nos.agent.agent import MigAgent
 from nos.config import AgentConfig, DevicePluginConfig, FairnessConfig, PartitionerConfig
 from nos.kube.port import Obj
 from nos.partitioner.controller import Partitioner
-from nos.runtime.loop import run_loop
+from nos.runtime.loop import DEBOUNCE_SECONDS, run_loop
 from nos.sim import nodes as sim_nodes
 from nos.sim.clock import ClockTrigger, VirtualClock
 from nos.sim.cluster import SimCluster
@@ -227,7 +227,9 @@ async def _agent_loop(
         return None
 
     trigger = ClockTrigger(clock, f"agent-{node.name}")
-    await run_loop(reconcile, trigger, resync_seconds=agent.config.report_interval_seconds)
+    await run_loop(
+        reconcile, trigger, resync_seconds=agent.config.report_interval_seconds, debounce_seconds=DEBOUNCE_SECONDS
+    )
 
 
 async def _partitioner_loop(
@@ -237,7 +239,11 @@ async def _partitioner_loop(
         result = await partitioner.cycle()
         if result.plan is not None and result.written:
             counters.plans += 1
+        for name in result.written:  # each agent watches its own Node: a new spec wakes it
+            clock.kick(f"agent-{name}")
         return result.requeue_after
 
     trigger = ClockTrigger(clock, PARTITIONER)
-    await run_loop(reconcile, trigger, resync_seconds=scenario.timings.partitioner_resync_s)
+    await run_loop(
+        reconcile, trigger, resync_seconds=scenario.timings.partitioner_resync_s, debounce_seconds=DEBOUNCE_SECONDS
+    )
