@@ -85,30 +85,36 @@ def test_the_budget_bounds_the_search() -> None:
 
 
 def test_local_moves_that_stall_hand_the_time_to_the_whole_cluster_mip(monkeypatch: pytest.MonkeyPatch) -> None:
-    """After ``STALL_MOVES`` local moves in a row that improve nothing, the whole-cluster MIP runs
-    with (nearly) all the time left, not a fixed share."""
+    """After ``STALL_MOVES`` local moves in a row that improve nothing (and no guided move left to
+    try from that plan), the whole-cluster MIP runs with (nearly) all the time left, not a fixed
+    share."""
     from nos.planner import optimize
 
-    real = optimize.solve
-    calls: list[tuple[int, float]] = []
+    local: list[float] = []
+    whole: list[tuple[bool, float]] = []
+    real = optimize.Model.solve
 
     def solve(state: Any, pods: Any, nodes: Any, free: Any, limit: float, *args: Any, **kw: Any) -> Any:
-        nodes = list(nodes)
-        calls.append((len(nodes), limit))
-        if len(nodes) < len(state.nodes):
-            return optimize.Solution()  # a local move that finds nothing
-        return real(state, pods, nodes, free, limit, *args, **kw)
+        local.append(limit)
+        return optimize.Solution()  # a local move that finds nothing
+
+    def model_solve(self: optimize.Model, limit: float, *args: Any, **kw: Any) -> Any:
+        whole.append((kw.get("fixed") is not None, limit))
+        return real(self, limit, *args, **kw)
 
     monkeypatch.setattr(optimize, "solve", solve)
+    monkeypatch.setattr(optimize.Model, "solve", model_solve)
     nodes = [node(f"n{i}", status={0: [I(0, "4g.40gb", True)], 1: []}, cpu="6") for i in range(30)]
     pods = [pod(f"p{i}", ("1g.10gb", "2g.20gb", "3g.40gb")[i % 3], cpu=str(1 + i % 4)) for i in range(200)]
     state = build_cluster(nodes, pods)
     result = plan_state(state, budget=3.0)
     assert check_plan(state, result) == []
-    moves = [c for c in calls if c[0] < 30]
-    assert len(moves) == lns.STALL_MOVES
-    whole = [c for c in calls if c[0] == 30]
-    assert len(whole) == 1 and whole[0][1] > 1.5, calls
+    assert len(local) == lns.STALL_MOVES
+    guided = [limit for held, limit in whole if held]
+    assert guided and all(limit <= lns.GUIDED_SECONDS for limit in guided), whole
+    final = [limit for held, limit in whole if not held]
+    assert len(final) == 1 and final[0] > 1.5 - lns.GUIDED_SECONDS * len(guided), whole
+    assert whole[-1][0] is False  # the whole-cluster MIP comes last
 
 
 def test_falls_back_to_the_greedy_plan_when_its_own_does_not_fit(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -53,6 +53,9 @@ WEIGHT_LIMIT = 1e7
 """Largest objective value one HiGHS solve is given: above it the gap tolerances blur single pods."""
 
 
+SETTLE_MIN_S = 0.01
+"""With ``settle``: the least time a run goes on after its first solution better than the start."""
+
 GRACE_S = 0.05
 """How long past its time limit a HiGHS run is waited for before its best solution so far is used."""
 
@@ -187,9 +190,14 @@ class Mip:
         objectives: Sequence[Mapping[int, float]],
         time_limit: float,
         start: Sequence[float] | None = None,
+        settle: bool = False,
+        fixed: Mapping[int, float] | None = None,
     ) -> MipResult:
         """Maximise each objective in turn (most important first) within ``time_limit`` seconds in
-        all; ``start`` is a feasible warm start."""
+        all; ``start`` is a feasible warm start. With ``settle``, the first objective's run stops
+        once it has a solution better than ``start`` and has spent as long again looking for a
+        better one (``SETTLE_MIN_S``): a move of the local search needs an improvement, not a
+        proof. ``fixed`` columns are held at the values given (``start`` must agree)."""
         import numpy as np
 
         deadline = time.perf_counter() + time_limit
@@ -202,7 +210,15 @@ class Mip:
             if left <= 0.01:
                 status = "time limit"
                 break
-            name, values, value, found = self._run(objective, extra, deadline, best, presolve=level == 0)
+            name, values, value, found = self._run(
+                objective,
+                extra,
+                deadline,
+                best,
+                presolve=level == 0,
+                settle=settle and level == 0 and best is not None,
+                fixed=fixed,
+            )
             if found:
                 best = values
             if name != "optimal":
@@ -215,6 +231,12 @@ class Mip:
             return MipResult(status, np.zeros(self.columns), False, proven)
         return MipResult(status, best, True, proven)
 
+    def relaxation(self, objective: Mapping[int, float], time_limit: float) -> np.ndarray[Any, Any] | None:
+        """Column values of an optimum of the linear relaxation with ``objective`` (maximised);
+        None when not found within ``time_limit`` seconds."""
+        name, values, _, found = self._run(objective, [], time.perf_counter() + time_limit, None, integral=False)
+        return values if name == "optimal" and found else None
+
     def _run(
         self,
         objective: Mapping[int, float],
@@ -222,6 +244,9 @@ class Mip:
         deadline: float,
         start: np.ndarray[Any, Any] | None,
         presolve: bool = True,
+        settle: bool = False,
+        fixed: Mapping[int, float] | None = None,
+        integral: bool = True,
     ) -> tuple[str, np.ndarray[Any, Any], float, bool]:
         """One HiGHS run, returned by ``deadline`` (a ``time.perf_counter`` value) + ``GRACE_S``."""
         import highspy
@@ -242,17 +267,22 @@ class Mip:
         cost = np.zeros(n, dtype=np.float64)
         for i, c in objective.items():
             cost[i] = c
+        lower = np.array(self.lower, dtype=np.float64)
+        upper = np.array(self.upper, dtype=np.float64)
+        if fixed:
+            at = np.fromiter(fixed.keys(), dtype=np.int64, count=len(fixed))
+            lower[at] = upper[at] = np.fromiter(fixed.values(), dtype=np.float64, count=len(fixed))
         h.addCols(
             n,
             cost,
-            np.array(self.lower, dtype=np.float64),
-            np.array(self.upper, dtype=np.float64),
+            lower,
+            upper,
             0,
             np.zeros(n + 1, dtype=np.int32),
             np.zeros(0, dtype=np.int32),
             np.zeros(0, dtype=np.float64),
         )
-        if self.integer:
+        if self.integer and integral:
             h.changeColsIntegrality(
                 len(self.integer),
                 np.array(self.integer, dtype=np.int32),
@@ -283,10 +313,22 @@ class Mip:
             h.setSolution(sol)
         improving: list[np.ndarray[Any, Any]] = []
 
+        began = time.perf_counter()
+        to_beat = float(sum(c * start[i] for i, c in objective.items())) + 0.5 if start is not None else math.inf
+        better_at: list[float] = []
+
         def improved(event: Any) -> None:  # on the solver's thread
             improving[:] = [np.array(event.data_out.mip_solution, dtype=np.float64)]
+            if not better_at and event.data_out.objective_function_value > to_beat:
+                better_at.append(time.perf_counter())
+
+        def settled(event: Any) -> None:  # on the solver's thread
+            if better_at and time.perf_counter() - better_at[0] > max(SETTLE_MIN_S, better_at[0] - began):
+                event.interrupt()
 
         h.cbMipImprovingSolution.subscribe(improved)
+        if settle:
+            h.cbMipInterrupt.subscribe(settled)
         solver = threading.Thread(target=h.run, name="highs")
         solver.start()
         solver.join(max(0.0, deadline - time.perf_counter()) + GRACE_S)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +35,7 @@ from nos.mig.layout import Instance
 from nos.mig.packing import Packer
 from nos.planner.cluster import ClusterState, GpuState, NodeState
 from nos.planner.mip import Mip, capacity_row, lexicographic
-from nos.planner.patterns import Pattern, gpu_patterns
+from nos.planner.patterns import Pattern, gpu_patterns, hosts
 
 PodClass = tuple[tuple[str, ...], tuple[tuple[str, int], ...], SchedulingClass, int]
 """(MIG devices, other requests, scheduling class, priority)."""
@@ -44,6 +44,25 @@ PodClass = tuple[tuple[str, ...], tuple[tuple[str, int], ...], SchedulingClass, 
 def pod_class(pod: CandidatePod) -> PodClass:
     requests = tuple(sorted((r, n) for r, n in pod.requests.items() if n > 0 and not is_mig_resource(r)))
     return (pod.mig_devices, requests, pod.scheduling_class, pod.priority)
+
+
+def could_host(
+    node: NodeState,
+    devices: tuple[str, ...],
+    requests: Sequence[tuple[str, int]],
+    free: dict[str, int],
+    packer: Packer | None = None,
+) -> bool:
+    """Whether ``node`` (with ``free`` cpu, memory, pods...) could host a pod with these MIG
+    ``devices`` and other ``requests`` if no other candidate went there (``patterns.hosts``): a
+    necessary condition of every placement, so a pod class gets no column on a node failing it."""
+    model = node.model
+    if node.frozen or model is None or free.get(POD_COUNT, 0) < 1:
+        return False
+    if any(free.get(r, 0) < n for r, n in requests):
+        return False
+    gpus = tuple((g.instances, g.blocked) for g in node.gpus if not g.frozen)
+    return hosts(model, gpus, tuple(sorted(devices)), packer.allowed(model) if packer is not None else None)
 
 
 @dataclass
@@ -68,22 +87,85 @@ class _GpuClass:
     vars: list[int] = field(default_factory=list)
 
 
+Placements = dict[str, tuple[str, list[tuple[int, str, Instance | None]]]]
+"""Pod key -> (node, per device: (GPU index, MIG resource, existing free instance claimed or None))."""
+
+
 def solve(
     state: ClusterState,
     pods: Sequence[CandidatePod],
     nodes: Iterable[NodeState],
     free: dict[str, dict[str, int]],
     time_limit: float,
-    start: dict[str, tuple[str, list[tuple[int, str, Instance | None]]]] | None = None,
+    start: Placements | None = None,
     disruption: bool = True,
     packer: Packer | None = None,
+    settle: bool = False,
 ) -> Solution:
     """The best placement of ``pods`` on ``nodes`` (each with the ``free`` node resources given),
     every objective level optimised in turn within ``time_limit`` seconds. ``start``, a feasible
     placement of some of these pods on these nodes (the greedy's), is the warm start. Without
     ``disruption`` only the pods placed count (no last level for reconfigured nodes). ``packer``
-    brings the allowed geometries, if any."""
+    brings the allowed geometries, if any. ``settle``: stop once a plan better than ``start`` is
+    found (``Mip.solve``)."""
     started = time.perf_counter()
+    model = build(state, pods, nodes, free, disruption, packer)
+    left = time_limit - (time.perf_counter() - started)
+    solution = model.solve(left, model.start(start) if start is not None else None, settle=settle)
+    solution.seconds = time.perf_counter() - started
+    return solution
+
+
+@dataclass
+class Model:
+    """The MIP of ``solve`` once built, to be solved several times: whole, or with some columns
+    fixed (``nos.planner.lns``' moves guided by the linear relaxation)."""
+
+    mip: Mip
+    objectives: list[dict[int, float]]
+    classes: dict[PodClass, list[CandidatePod]]
+    y_vars: dict[tuple[PodClass, str], int]
+    gpu_classes: dict[str, list[_GpuClass]]
+    z_vars: dict[str, int]
+
+    def start(self, placements: Placements) -> list[float] | None:
+        """Column values of a feasible placement (see ``_warm_start``)."""
+        return _warm_start(self.mip.columns, placements, self.classes, self.y_vars, self.gpu_classes, self.z_vars)
+
+    def relaxation(self, time_limit: float) -> Any:
+        """Column values of an optimum of the linear relaxation of the first objective; None when
+        not solved in ``time_limit`` seconds."""
+        return self.mip.relaxation(self.objectives[0], time_limit)
+
+    def solve(
+        self,
+        time_limit: float,
+        start: Sequence[float] | None = None,
+        settle: bool = False,
+        fixed: Mapping[int, float] | None = None,
+    ) -> Solution:
+        """Solve within ``time_limit`` seconds from the warm start ``start`` (column values),
+        with the columns ``fixed`` held at the values given (``start`` must agree)."""
+        started = time.perf_counter()
+        m = self.mip
+        result = m.solve(self.objectives, max(0.0, time_limit), start, settle=settle and start is not None, fixed=fixed)
+        optimal = result.optimal and not fixed  # with columns held, only optimal among plans that keep them
+        solution = Solution(optimal=optimal, found=result.found, status=result.status, columns=m.columns, rows=m.rows)
+        if result.found:
+            _extract(solution, result.values, self.classes, self.y_vars, self.gpu_classes)
+        solution.seconds = time.perf_counter() - started
+        return solution
+
+
+def build(
+    state: ClusterState,
+    pods: Sequence[CandidatePod],
+    nodes: Iterable[NodeState],
+    free: dict[str, dict[str, int]],
+    disruption: bool = True,
+    packer: Packer | None = None,
+) -> Model:
+    """The model of ``solve``."""
     m = Mip()
     classes: dict[PodClass, list[CandidatePod]] = {}
     for pod in pods:
@@ -147,9 +229,16 @@ def solve(
         resources = set(offers) | set(const_offers)
         demand: dict[str, list[tuple[int, float]]] = {}
         node_terms: dict[str, list[tuple[int, int]]] = {}
+        node_free = free[ns.name]
+        hosting: dict[tuple[str, ...], bool] = {}
         for cls, pods_of in classes.items():
             devices, requests, scheduling_class, priority = cls
-            if any(r not in resources for r in devices):
+            if any(r not in resources for r in devices) or any(node_free.get(r, 0) < n for r, n in requests):
+                continue
+            hosted = hosting.get(devices)
+            if hosted is None:
+                hosted = hosting[devices] = could_host(ns, devices, (), node_free, packer)
+            if not hosted:
                 continue
             key = (scheduling_class, ns.name)
             refused = refusals.get(key)
@@ -167,7 +256,6 @@ def solve(
             node_terms.setdefault(POD_COUNT, []).append((y, 1))
         for r, terms in demand.items():
             m.row([*terms, *((x, -n) for x, n in offers.get(r, ()))], float(const_offers[r]))
-        node_free = free[ns.name]
         for r, amounts in node_terms.items():
             m.row(*capacity_row(amounts, node_free.get(r, 0)))
     by_class: dict[PodClass, list[tuple[int, float]]] = {}
@@ -181,21 +269,12 @@ def solve(
         [*(placed_terms[p] for p in levels), *([disrupt] if disruption else [])],
         [*bounds, *([node_weight * (len(node_list) + 1)] if disruption else [])],
     )
-    warm = _warm_start(m.columns, start, classes, y_vars, gpu_classes, z_vars) if start is not None else None
-    left = time_limit - (time.perf_counter() - started)
-    result = m.solve(objectives, max(0.0, left), warm)
-    solution = Solution(
-        optimal=result.optimal, found=result.found, status=result.status, columns=m.columns, rows=m.rows
-    )
-    if result.found:
-        _extract(solution, result.values, classes, y_vars, gpu_classes)
-    solution.seconds = time.perf_counter() - started
-    return solution
+    return Model(m, objectives, classes, y_vars, gpu_classes, z_vars)
 
 
 def _warm_start(
     columns: int,
-    start: dict[str, tuple[str, list[tuple[int, str, Instance | None]]]],
+    start: Placements,
     classes: dict[PodClass, list[CandidatePod]],
     y_vars: dict[tuple[PodClass, str], int],
     gpu_classes: dict[str, list[_GpuClass]],

@@ -1,0 +1,122 @@
+"""The optimizing stage's sharper tools: pods no node could host alone get no column and are never
+the target of a move, the MIP can hold columns and relax integrality, a move stops once it has
+improved the plan, and the guided move (the whole-cluster MIP around the plan's disagreements with
+the linear relaxation) finds what local moves do not."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from nos.mig.catalog import default_catalog
+from nos.mig.layout import Instance as I
+from nos.planner import mip, optimize
+from nos.planner.checker import check_plan
+from nos.planner.cluster import build_cluster
+from nos.planner.mip import Mip
+from nos.planner.patterns import hosts
+from nos.planner.planner import plan_state
+from tests.planner.factories import node, pod
+
+A100 = default_catalog().model("A100-80GB")
+
+
+def test_a_node_hosts_a_pod_when_one_layout_per_gpu_covers_all_its_devices() -> None:
+    empty = ((), 0)
+    four = ("nvidia.com/mig-4g.40gb",)
+    assert hosts(A100, (empty, empty), four * 2)  # one 4g per GPU
+    assert not hosts(A100, (empty, empty), four * 3)  # a GPU holds one 4g.40gb
+    busy = ((I(0, "1g.10gb", True),), 0)
+    assert not hosts(A100, (busy,), ("nvidia.com/mig-7g.80gb",))  # an in-use instance stays
+    assert hosts(A100, (busy,), ("nvidia.com/mig-3g.40gb", "nvidia.com/mig-2g.20gb", "nvidia.com/mig-1g.10gb"))
+    # a free instance is no obstacle: it may be destroyed
+    spare = ((I(0, "1g.10gb"),), 0)
+    assert hosts(A100, (spare,), ("nvidia.com/mig-7g.80gb",))
+
+
+def test_a_pod_no_node_could_host_alone_gets_no_column() -> None:
+    nodes = [node("a", gpus=2, status={0: [], 1: []}, cpu="8")]
+    pods = [
+        pod("fits", "4g.40gb", more=["4g.40gb"]),
+        pod("three", "4g.40gb", more=["4g.40gb", "4g.40gb"]),  # three 4g on two GPUs
+        pod("hungry", "1g.10gb", cpu="16"),  # more cpu than the node has
+    ]
+    state = build_cluster(nodes, pods)
+    n = state.nodes["a"]
+    model = optimize.build(state, state.candidates, [n], {"a": n.free})
+    assert {model.classes[cls][0].key for cls, _ in model.y_vars} == {"default/fits"}
+
+
+def test_a_pod_no_node_could_host_alone_is_never_the_target_of_a_move(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = optimize.solve
+    seen: set[str] = set()
+
+    def solve(state: Any, pods: Any, *args: Any, **kw: Any) -> Any:
+        seen.update(p.key for p in pods)
+        return real(state, pods, *args, **kw)
+
+    monkeypatch.setattr(optimize, "solve", solve)
+    # every GPU has an in-use instance: the 7g of the highest priority fits nowhere, ever
+    nodes = [node(f"n{i}", status={0: [I(0, "1g.10gb", True)]}, cpu="8") for i in range(80)]
+    pods = [pod("big", "7g.80gb", priority=1000)]
+    pods += [pod(f"p{i}", ("1g.10gb", "2g.20gb", "3g.40gb")[i % 3], cpu=str(1 + i % 3)) for i in range(400)]
+    state = build_cluster(nodes, pods)
+    result = plan_state(state, budget=1.0)  # 80 nodes: local moves only
+    assert check_plan(state, result) == []
+    assert "default/big" not in seen
+    assert "default/big" in {u.pod for u in result.unplaced}
+
+
+def test_held_columns_keep_their_values_and_the_relaxation_bounds_the_optimum() -> None:
+    m = Mip()
+    xs = [m.var(1.0) for _ in range(10)]
+    m.row([(x, float(3 + i)) for i, x in enumerate(xs)], 40.0)  # items of weight 3..12 in a bag of 40
+    value = {x: float(3 + i) for i, x in enumerate(xs)}
+    free = m.solve([value], 5.0)
+    assert free.optimal and sum(value[i] * free.values[i] for i in value) == 40.0
+    held = m.solve([value], 5.0, fixed={xs[9]: 1.0, xs[8]: 1.0})  # 12 + 11 in the bag
+    assert held.values[xs[9]] == 1.0 and held.values[xs[8]] == 1.0
+    assert sum(value[i] * held.values[i] for i in value) == 40.0  # 12 + 11, and 17 of the others
+    relaxed = m.relaxation(value, 5.0)
+    assert relaxed is not None and sum(value[i] * relaxed[i] for i in value) >= 40.0 - 1e-6
+
+
+def test_a_settling_run_returns_a_better_plan_than_its_start() -> None:
+    m = Mip()
+    xs = [m.var(1.0) for _ in range(30)]
+    m.row([(x, float(7 + (i * 13) % 17)) for i, x in enumerate(xs)], 100.0)
+    value = {x: float(7 + (i * 13) % 17) for i, x in enumerate(xs)}
+    result = m.solve([value], 5.0, [0.0] * m.columns, settle=True)
+    assert result.found and sum(value[i] * result.values[i] for i in value) > 0
+    assert mip._wait_for_abandoned(30.0)
+
+
+def test_the_guided_move_finds_what_local_moves_do_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Local moves find nothing here (patched); the first guided move, from the greedy's plan,
+    places the pinned pod the greedy left out."""
+    calls: list[tuple[bool, int]] = []
+    real = optimize.Model.solve
+
+    def model_solve(self: optimize.Model, *args: Any, **kw: Any) -> optimize.Solution:
+        solution = real(self, *args, **kw)
+        calls.append((kw.get("fixed") is not None, len(solution.pods)))
+        return solution
+
+    monkeypatch.setattr(optimize, "solve", lambda *a, **kw: optimize.Solution())
+    monkeypatch.setattr(optimize.Model, "solve", model_solve)
+    whole = {0: [I(0, "7g.80gb")]}
+    nodes = [
+        node("a", status=whole, cpu="2", labels={"zone": "a"}),
+        node("b", status=whole, cpu="2", labels={"zone": "b"}),
+    ]
+    pods = [
+        pod("flex", "1g.10gb", cpu="2", created="2026-11-29T10:00:00Z"),
+        pod("pinned", "1g.10gb", cpu="2", node_selector={"zone": "a"}, created="2026-11-29T10:00:01Z"),
+    ]
+    state = build_cluster(nodes, pods)
+    assert len(plan_state(state, optimize=False).placed) == 1
+    result = plan_state(state)
+    assert check_plan(state, result) == []
+    assert len(result.placed) == 2
+    assert calls[0] == (True, 2), calls  # the guided move did it
