@@ -159,7 +159,7 @@ class Partitioner:
         state: ClusterState = await self.offload(build_cluster, nodes, pods, self.catalog, self.cache)
         if self.cache.changed:
             self._unchanged_since_idle_plan = False
-        self.batcher.observe((p.key for p in state.candidates), now)
+        self.batcher.observe(state.keys_of_candidates(), now)
         result = CycleResult()
         if not self.batcher.ready(now):
             return result

@@ -94,6 +94,14 @@ class ClusterState:
     problems: list[str] = field(default_factory=list)
     catalog: Catalog = field(default_factory=default_catalog)
     """Where the GPU models came from: the planner asks it the size of a pod's profile."""
+    candidate_keys: frozenset[str] | None = None
+    """The keys of ``candidates`` as built (kept up to date per pod change by a controller's
+    build, so its batch window does not walk thousands of pods); None: work them out."""
+
+    def keys_of_candidates(self) -> frozenset[str]:
+        if self.candidate_keys is not None:
+            return self.candidate_keys
+        return frozenset(p.key for p in self.candidates)
 
 
 def infer_layout(
@@ -264,6 +272,8 @@ class _PodPart:
     candidates: list[CandidatePod]
     versions: dict[int, tuple[str, str] | None]
     """id(parsed pod) -> its (uid, resourceVersion)."""
+    candidate_keys: frozenset[str] | None = None
+    """The candidates' keys, when kept with the index (else worked out from ``candidates``)."""
 
 
 def _pod_part(pods: Iterable[Mapping[str, Any]], cache: BuildCache | None) -> _PodPart:
@@ -306,34 +316,86 @@ def _entry(obj: Mapping[str, Any]) -> _PodEntry:
     return _PodEntry(obj, pod, version_key(obj), isinstance(pod, CandidatePod), node)
 
 
+@dataclass
+class PodIndex:
+    """The entries of the last pods tuple by object id, and the few kinds of them a build needs,
+    each kept up to date per object that entered or left the tuple (``BuildCache.pod_index``)."""
+
+    entries: dict[int, _PodEntry] = field(default_factory=dict)
+    candidates: dict[int, CandidatePod] = field(default_factory=dict)
+    problems: dict[int, str] = field(default_factory=dict)
+    bound: dict[int, _PodEntry] = field(default_factory=dict)
+    candidate_keys: dict[str, int] = field(default_factory=dict)
+    """``namespace/name`` of the candidates -> how many entries have it (1 in an API server's list)."""
+    unversioned: int = 0
+    """Entries without a (uid, resourceVersion): they count as changed every build."""
+
+    def remove(self, i: int) -> None:
+        e = self.entries.pop(i)
+        if e.version is None:
+            self.unversioned -= 1
+        if isinstance(e.parsed, str):
+            del self.problems[i]
+        if e.node is not None:
+            del self.bound[i]
+        if e.candidate:
+            pod = self.candidates.pop(i)
+            left = self.candidate_keys[pod.key] - 1
+            if left:
+                self.candidate_keys[pod.key] = left
+            else:
+                del self.candidate_keys[pod.key]
+
+    def add(self, i: int, obj: Mapping[str, Any]) -> None:
+        e = self.entries[i] = _entry(obj)
+        if e.version is None:
+            self.unversioned += 1
+        if isinstance(e.parsed, str):
+            self.problems[i] = e.parsed
+        elif e.node is not None:
+            self.bound[i] = e
+        if e.candidate and isinstance(e.parsed, CandidatePod):
+            self.candidates[i] = e.parsed
+            self.candidate_keys[e.parsed.key] = self.candidate_keys.get(e.parsed.key, 0) + 1
+
+
+def _in_order(kept: Mapping[int, T], order: Iterable[int]) -> list[T]:
+    """The values of ``kept`` in ``order`` of their ids (a pass in C, not in Python)."""
+    if not kept:
+        return []
+    return list(filter(_is_not_none, map(kept.get, order)))
+
+
+def _is_not_none(value: object) -> bool:
+    return value is not None
+
+
 def _pod_part_from_snapshot(pods: tuple[Mapping[str, Any], ...], cache: BuildCache) -> tuple[_PodPart, bool]:
     """The pods' part from a tuple of shared pods, parsing only the objects not in the previous
-    tuple (a written pod is a new object): set operations over ids instead of a walk per pod in
-    Python. The entries hold their objects, so an id cannot be reused by another object."""
-    entries: dict[int, _PodEntry] = cache.pod_entries
+    tuple (a written pod is a new object): set operations over ids, then the index updated per
+    object that entered or left, then its candidates, problems and bound pods taken in the tuple's
+    order by lookups in C instead of a walk per pod in Python. The entries hold their objects, so
+    an id cannot be reused by another object."""
+    if cache.pod_index is None:
+        cache.pod_index = PodIndex()
+    index: PodIndex = cache.pod_index
     objs = dict(zip(map(id, pods), pods, strict=True))
-    gone = entries.keys() - objs.keys()
-    new = objs.keys() - entries.keys()
-    if not gone and not new and cache.pod_part is not None and not cache.pod_unversioned:
+    gone = index.entries.keys() - objs.keys()
+    new = objs.keys() - index.entries.keys()
+    if not gone and not new and cache.pod_part is not None and not index.unversioned:
         return cache.pod_part, False
     cache.pods = BuildCache(pods=False)  # a later list's build must not compare with an old list
-    for i in gone:
-        del entries[i]
+    for i in gone:  # all that left first: a re-written pod leaves under its key before it enters again
+        index.remove(i)
     for i in new:
-        entries[i] = _entry(objs[i])
-    seq = list(map(entries.__getitem__, objs))
-    part = _PodPart(
-        [e.parsed for e in seq if isinstance(e.parsed, str)],
-        {},
-        [e.parsed for e in seq if e.candidate and isinstance(e.parsed, CandidatePod)],
-        {},
-    )
-    for e in [e for e in seq if e.node is not None]:
+        index.add(i, objs[i])
+    part = _PodPart(_in_order(index.problems, objs), {}, _in_order(index.candidates, objs), {})
+    part.candidate_keys = frozenset(index.candidate_keys)
+    for e in _in_order(index.bound, objs):
         if e.node is not None and not isinstance(e.parsed, str):
             part.bound.setdefault(e.node, []).append(e.parsed)
             part.versions[id(e.parsed)] = e.version
     cache.pod_part = part
-    cache.pod_unversioned = any(e.version is None for e in seq)
     return part, True
 
 
@@ -353,7 +415,7 @@ def build_cluster(
     elif isinstance(pods, tuple):
         part, pods_changed = _pod_part_from_snapshot(pods, cache)
     else:
-        cache.pod_entries, cache.pod_part = {}, None
+        cache.pod_index, cache.pod_part = None, None
         part = _pod_part(pods, cache.pods)
         pods_changed = cache.pods is None or cache.pods.changed
     if cache is not None:
@@ -392,4 +454,5 @@ def build_cluster(
     if cache is not None:
         cache.finish()
         cache.changed = cache.changed or pods_changed
-    return ClusterState(managed, others, candidates, problems, catalog)
+    keys = part.candidate_keys if part.candidate_keys is not None else frozenset(p.key for p in candidates)
+    return ClusterState(managed, others, candidates, problems, catalog, keys)

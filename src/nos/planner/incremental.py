@@ -42,13 +42,11 @@ class BuildCache:
         """Whether the last build saw anything new or missed anything of the one before."""
         self.pods: BuildCache | None = BuildCache(pods=False) if pods else None
         """Parsed pods, apart so that a build that reuses the pods' part keeps them untouched."""
-        self.pod_entries: dict[int, Any] = {}
-        """id(pod object) -> (the object, held so its id is not reused; its parse; its version), of
-        the last pods tuple."""
+        self.pod_index: Any = None
+        """The last pods tuple's entries by object id (the object, held so its id is not reused; its
+        parse; its version) and its candidates, problems and bound pods (``nos.planner.cluster``)."""
         self.pod_part: Any = None
         """What the last pods tuple gave the build (``nos.planner.cluster``)."""
-        self.pod_unversioned = False
-        """The last pods tuple had objects without a version: they count as changed every build."""
 
     def get(self, key: Hashable | None, make: Callable[[], T]) -> T:
         """The value cached under ``key`` (from the previous build or this one), else ``make()``."""
