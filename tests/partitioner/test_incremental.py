@@ -149,7 +149,11 @@ def test_incremental_build_equals_a_fresh_one(ops: list[tuple[str, int, str]]) -
         nodes, pods = kube.store.shared("nodes"), kube.store.shared("pods")
         assert isinstance(pods, tuple)
         built = build_cluster(nodes, pods, cache=cache)
-        assert built == build_cluster(list(nodes), list(pods))
+        fresh = build_cluster(list(nodes), list(pods))
+        assert built == fresh
+        # the candidates' keys kept up to date per pod change are the keys of a fresh build's candidates
+        assert built.keys_of_candidates() == frozenset(p.key for p in fresh.candidates)
+        assert built.candidates == fresh.candidates  # in the same order
         assert cache.changed == (kube.store.resource_version != before)
         if not cache.changed:
             assert kube.store.shared("pods") is pods  # the same snapshot: its pods are not walked again

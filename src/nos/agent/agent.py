@@ -72,6 +72,11 @@ class ReconcileResult:
     """After a restart: the node's allocatable showed the MIG devices in time (None: not checked)."""
     notes: list[str] = field(default_factory=list)
     """Why something was not done (also sent as Events)."""
+    settled: bool = False
+    """Nothing was applied, written, restarted or told (no Event), and no restart of ours is still
+    settling: a fixed point. The agent's own state after it depends on its inputs alone (the Node,
+    NVML, kubelet's allocations), so another reconcile on the same inputs does exactly the same
+    nothing; a caller that can prove its inputs unchanged may skip it (``nos simulate`` does)."""
 
     @property
     def ops(self) -> list[Op]:
@@ -156,6 +161,8 @@ class MigAgent:
         self._last_skipped: tuple[str, ...] = ()
         self._clock = clock
         self._last_restart: float | None = None
+        self.events_told = 0
+        """Events this agent has sent (a reconcile that sent one is not ``settled``)."""
 
     async def _nvml_call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn`` on the worker thread; every NVML call in it has its own deadline (``DeadlineNvml``)."""
@@ -171,6 +178,7 @@ class MigAgent:
         if once_key is not None and self.recorder.told(once_key):
             return
         log.log(logging.WARNING if warning else logging.INFO, "%s: %s", reason, note)
+        self.events_told += 1
         event = Event(ObjectRef("Node", self.node_name), reason, note, "Warning" if warning else "Normal")
         await self.recorder.record(event, subject=once_key)
 
@@ -242,6 +250,7 @@ class MigAgent:
             return await self._reconcile()
 
     async def _reconcile(self) -> ReconcileResult:
+        told = self.events_told
         result = ReconcileResult()
         node = await self.kube.get("nodes", self.node_name)
         meta = node.get("metadata", {})
@@ -333,6 +342,14 @@ class MigAgent:
             i: status_instances(o.instances, o.in_use) for i, o in obs.gpus.items()
         }
         await self._report(result, report, obs.unreadable, spec.plan_id)
+        result.settled = (
+            not result.ops
+            and result.applied is None
+            and not result.patch
+            and result.device_plugin_restarted is None
+            and self.events_told == told
+            and not self._settling()
+        )
         return result
 
     async def _report(
@@ -390,10 +407,14 @@ class MigAgent:
         """The node advertises other MIG devices than exist, and no restart of ours may still be settling."""
         if self.config.dry_run or not self.config.restart_device_plugin:
             return False
-        settling = self.config.device_plugin.timeout_seconds
-        if self._last_restart is not None and self._clock() - self._last_restart < settling:
+        if self._settling():
             return False
         return not advertises(mig_allocatable(node), _expected(observed))
+
+    def _settling(self) -> bool:
+        """A device plugin restart of ours may still be settling (the advertisement check waits)."""
+        settling = self.config.device_plugin.timeout_seconds
+        return self._last_restart is not None and self._clock() - self._last_restart < settling
 
     async def _note_skipped(self, skipped: list[Skipped]) -> None:
         """One Event per change of what cannot be applied (not one per reconcile)."""

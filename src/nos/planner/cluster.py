@@ -11,8 +11,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from itertools import groupby
-from typing import Any, TypeVar
+from operator import is_not
+from typing import Any, TypeVar, cast
 
 from nos.contract.annotations import (
     COUNT_LABEL,
@@ -94,7 +96,7 @@ class ClusterState:
     problems: list[str] = field(default_factory=list)
     catalog: Catalog = field(default_factory=default_catalog)
     """Where the GPU models came from: the planner asks it the size of a pod's profile."""
-    candidate_keys: frozenset[str] | None = None
+    candidate_keys: frozenset[str] | None = field(default=None, compare=False)
     """The keys of ``candidates`` as built (kept up to date per pod change by a controller's
     build, so its batch window does not walk thousands of pods); None: work them out."""
 
@@ -363,11 +365,10 @@ def _in_order(kept: Mapping[int, T], order: Iterable[int]) -> list[T]:
     """The values of ``kept`` in ``order`` of their ids (a pass in C, not in Python)."""
     if not kept:
         return []
-    return list(filter(_is_not_none, map(kept.get, order)))
+    return cast("list[T]", list(filter(_NOT_NONE, map(kept.get, order))))
 
 
-def _is_not_none(value: object) -> bool:
-    return value is not None
+_NOT_NONE = partial(is_not, None)
 
 
 def _pod_part_from_snapshot(pods: tuple[Mapping[str, Any], ...], cache: BuildCache) -> tuple[_PodPart, bool]:
@@ -454,5 +455,4 @@ def build_cluster(
     if cache is not None:
         cache.finish()
         cache.changed = cache.changed or pods_changed
-    keys = part.candidate_keys if part.candidate_keys is not None else frozenset(p.key for p in candidates)
-    return ClusterState(managed, others, candidates, problems, catalog, keys)
+    return ClusterState(managed, others, candidates, problems, catalog, part.candidate_keys)

@@ -14,12 +14,13 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
 from nos.agent.agent import MigAgent
 from nos.config import AgentConfig, DevicePluginConfig, FairnessConfig, PartitionerConfig
+from nos.gpu.simulated import SimulatedNvml
 from nos.kube.port import Obj
 from nos.partitioner.controller import Partitioner
 from nos.runtime.loop import DEBOUNCE_SECONDS, run_loop
@@ -90,6 +91,8 @@ async def _simulate(
     counters = _Counters()
 
     agents: list[MigAgent] = []
+    # settled reconciles are skipped only on the simulator's own GPUs, which only their agent changes
+    stored = _StoredNodes(cluster) if nvml_factory is sim_nodes.simulated_nvml else None
     # agents only where a partitioner writes plans: with fixed layouts they would have nothing to do
     for node in cluster.nodes.values() if policy not in (*POOL_POLICIES, *STATIC_POLICIES) else ():
         agent = MigAgent(
@@ -107,7 +110,7 @@ async def _simulate(
             sleep=clock.sleep,
         )
         agents.append(agent)
-        clock.spawn(f"agent-{node.name}", partial(_agent_loop, agent, node, cluster, clock, counters))
+        clock.spawn(f"agent-{node.name}", partial(_agent_loop, agent, node, cluster, clock, counters, stored))
 
     if policy not in (*STATIC_POLICIES, *POOL_POLICIES):
         planner = greedy_planner() if policy == "greedy" else None
@@ -204,10 +207,52 @@ async def _simulate(
     )
 
 
+class _StoredNodes:
+    """Each Node object as the in-memory API server holds it, without a copy: a write replaces
+    it, so the same object means the same Node (``MemoryStore.shared``)."""
+
+    def __init__(self, cluster: SimCluster) -> None:
+        self._store = cluster.kube.store
+        self._seen: tuple[Obj, ...] | None = None
+        self._by_name: dict[str, Obj] = {}
+
+    def __call__(self, name: str) -> Obj | None:
+        nodes = self._store.shared("nodes")
+        if nodes is not self._seen:
+            self._seen = nodes
+            self._by_name = {n["metadata"]["name"]: n for n in nodes}
+        return self._by_name.get(name)
+
+
+def _agent_inputs(node: SimNode, stored: _StoredNodes) -> Hashable:
+    """Everything a reconcile of ``node``'s agent reads: its Node object, its GPUs (in the
+    simulator only the agent changes them, and each change is a line of the simulated NVML's
+    ``log``) and kubelet's device allocations. The clock is not in it: a ``settled`` reconcile
+    waits on no settling window."""
+    nvml = node.nvml
+    assert isinstance(nvml, SimulatedNvml)
+    return stored(node.name), len(nvml.log), frozenset(node.allocated.items())
+
+
 async def _agent_loop(
-    agent: MigAgent, node: SimNode, cluster: SimCluster, clock: VirtualClock, counters: _Counters
+    agent: MigAgent,
+    node: SimNode,
+    cluster: SimCluster,
+    clock: VirtualClock,
+    counters: _Counters,
+    stored: _StoredNodes | None,
 ) -> None:
+    settled_on: Hashable = None
+    """The inputs of the last reconcile when it was ``settled`` (None: it was not, or no skipping)."""
+
     async def reconcile() -> float | None:
+        nonlocal settled_on
+        inputs = _agent_inputs(node, stored) if stored is not None else None
+        if settled_on is not None and inputs == settled_on:
+            # the same inputs as a reconcile that did nothing and left nothing pending: this one
+            # would do exactly the same nothing, and the invariants were checked on this state
+            return None
+        settled_on = None
         before = cluster.devices_in_use(node.name)
         try:
             result = await agent.reconcile_once()
@@ -220,6 +265,8 @@ async def _agent_loop(
         check_bound_devices_exist(node.name, after, node.nvml, clock.t)
         check_layouts(node.name, node.model, node.nvml, clock.t)
         if result is not None:
+            if result.settled and inputs is not None and inputs == _agent_inputs(node, stored):  # type: ignore[arg-type]
+                settled_on = inputs
             if result.applied is not None and result.applied.changed:
                 counters.reconfigurations += 1
             if result.patch:
