@@ -42,5 +42,5 @@ def test_skipped_reconciles_change_no_figure(monkeypatch: pytest.MonkeyPatch, po
     skipping = simulate_policy(scenario, scenario.all_pods(), policy, sim_nodes.simulated_nvml)
     assert _figures(skipping) == _figures(every)
     assert every.node_reconfigurations > 0
-    assert settled > reconciles // 2  # most reconciles do nothing ...
+    assert settled > reconciles // 4  # many reconciles do nothing ...
     assert len(calls) < reconciles - settled // 2  # ... and most of those are skipped

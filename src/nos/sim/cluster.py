@@ -4,8 +4,8 @@ plugin models, all in a ``MemoryKube`` that the partitioner and the agents use l
 from __future__ import annotations
 
 import bisect
+import heapq
 import logging
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
@@ -51,9 +51,8 @@ class SimCluster:
         self.running: dict[str, SimPod] = {}
         self.admission_failures = 0
         self._pass_queued = False
-        self._queue: list[tuple[tuple[int, float, str], SimPod]] = []
-        """Pending pods in the scheduler's order (priority, then oldest)."""
-        self._pending_by_resource: Counter[str] = Counter()
+        self._queues: dict[str, list[tuple[tuple[int, float, str], SimPod]]] = {}
+        """Pending pods per MIG resource, each in the scheduler's order (priority, then oldest)."""
         self._unmarked: list[SimPod] = []
         """Arrived since the last pass: marked Unschedulable if that pass cannot bind them."""
         self.on_candidates: Callable[[], None] = lambda: None
@@ -108,8 +107,8 @@ class SimCluster:
     def arrive(self, pod: SimPod) -> None:
         self.kube.add_pod(pod.manifest())
         self.pending[pod.key] = pod
-        bisect.insort(self._queue, (queue_order(pod), pod), key=lambda entry: entry[0])
-        self._pending_by_resource[pod.resource] += 1
+        queue = self._queues.setdefault(pod.resource, [])
+        bisect.insort(queue, (queue_order(pod), pod), key=lambda entry: entry[0])
         self._unmarked.append(pod)
         self.request_pass()
 
@@ -120,26 +119,32 @@ class SimCluster:
             self.clock.after(0, self.schedule)
 
     def schedule(self) -> None:
-        """One pass in queue order. It stops early once no node has GPU room for any resource a
-        pending pod asks for (binds only take room), which keeps passes short under a backlog."""
+        """One pass in queue order. A resource no node has GPU room for is passed over for the rest
+        of the pass (binds only take room), and the pass stops once that holds for every resource a
+        pending pod asks for, which keeps passes short under a backlog. The pods are kept in one
+        queue per resource, merged in queue order: the pods looked at, and their order, are those of
+        one queue walked from the start, without walking the pods of resources passed over."""
         self._pass_queued = False
-        no_room: set[str] = set()
-        """Resources no node has GPU room for: binds only take room, so it stays so for this pass."""
         nodes = list(self.nodes.values())
-        asked = sum(1 for n in self._pending_by_resource.values() if n > 0)
-        bound = False
-        for _, pod in self._queue:
-            if len(no_room) >= asked:
-                break
-            if pod.state != "pending" or pod.resource in no_room:
+        heads = [(queue[0][0], 0, resource) for resource, queue in self._queues.items() if queue]
+        heapq.heapify(heads)
+        bound: set[str] = set()
+        while heads:
+            _, i, resource = heapq.heappop(heads)
+            queue = self._queues[resource]
+            pod = queue[i][1]
+            if i + 1 < len(queue):
+                heapq.heappush(heads, (queue[i + 1][0], i + 1, resource))
+            if pod.state != "pending":
                 continue
             node = choose_node(pod, nodes)
-            if node is None and not any(n.gpu_room(pod.resource) for n in nodes):
-                no_room.add(pod.resource)
+            if node is None and not any(n.gpu_room(resource) for n in nodes):
+                heads = [h for h in heads if h[2] != resource]  # no room for it: passed over from now on
+                heapq.heapify(heads)
             if node is not None and self._bind(pod, node):
-                bound = True
-        if bound:
-            self._queue = [entry for entry in self._queue if entry[1].state == "pending"]
+                bound.add(resource)
+        for resource in bound:
+            self._queues[resource] = [entry for entry in self._queues[resource] if entry[1].state == "pending"]
         newly_unschedulable = False
         for pod in self._unmarked:  # pods this pass could not bind are Unschedulable (once)
             if pod.state == "pending":
@@ -183,7 +188,6 @@ class SimCluster:
         node.used_pods += 1
         node.used_mig[pod.resource] += 1
         del self.pending[pod.key]
-        self._pending_by_resource[pod.resource] -= 1
         self.running[pod.key] = pod
         self.kube.store.merge_patch("pods", pod.name, {"spec": {"nodeName": node.name}}, NAMESPACE)
         self._set_status(pod, {"phase": "Running", "conditions": [{"type": "PodScheduled", "status": "True"}]})

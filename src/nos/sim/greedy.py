@@ -243,7 +243,7 @@ class _Greedy:
             self.nodes.append(_Node(ns, gpus, dict(ns.free)))
         self.placed: dict[str, Placed] = {}
 
-    def lacking(self, pods: Sequence[CandidatePod]) -> tuple[Counter[str], dict[str, str]]:
+    def lacking(self, pods: Sequence[tuple[CandidatePod, str | None]]) -> tuple[Counter[str], dict[str, str]]:
         """``SliceTracker``: per pod, its profile when no free device of it exists in the cluster."""
         available: Counter[str] = Counter()
         for node in self.nodes:
@@ -251,22 +251,26 @@ class _Greedy:
                 available += g.free
         total: Counter[str] = Counter()
         per_pod: dict[str, str] = {}
-        for pod in pods:
-            profile = _profile_of(pod)
+        for pod, profile in pods:
             if profile is None or pod.key in self.placed or available[profile] >= 1:
                 continue
             total[profile] += 1
             per_pod[pod.key] = profile
         return total, per_pod
 
-    def bind_free(self, pods: Sequence[CandidatePod]) -> None:
-        """What kube-scheduler does: pods in order onto free devices, nodes by name."""
-        for pod in pods:
-            profile = _profile_of(pod)
-            if profile is None or pod.key in self.placed:
+    def bind_free(self, pods: Sequence[tuple[CandidatePod, str | None]]) -> None:
+        """What kube-scheduler does: pods in order onto free devices, nodes by name. A pod whose
+        profile has no free device on any node is passed over at once (every node would refuse it)."""
+        free: Counter[str] = Counter()
+        for node in self.nodes:
+            for g in node.gpus:
+                free.update(g.free)
+        for pod, profile in pods:
+            if profile is None or free[profile] < 1 or pod.key in self.placed:
                 continue
             for node in self.nodes:
                 if self.try_add(pod, profile, node):
+                    free[profile] -= 1
                     break
 
     def try_add(self, pod: CandidatePod, profile: str, node: _Node) -> bool:
@@ -289,7 +293,8 @@ class _Greedy:
         return True
 
     def run(self, mode: Lacking) -> None:
-        pods = sorted(self.state.candidates, key=_order)
+        ordered = sorted(self.state.candidates, key=_order)
+        pods = [(pod, _profile_of(pod)) for pod in ordered]  # each pod's profile, worked out once
         if mode == "cumulative":
             self.bind_free(pods)
         lacking, per_pod = self.lacking(pods)
@@ -299,12 +304,15 @@ class _Greedy:
                 break
             saved, changed = node.snapshot(), set(node.changed_gpus)
             node.update_geometry_for(lacking)
+            free: Counter[str] = Counter()  # this node's free devices, as ``try_add`` counts them
+            for g in node.gpus:
+                free.update(g.free)
             added = 0
-            for pod in pods:
-                profile = _profile_of(pod)
-                if profile is None or pod.key in self.placed:
+            for pod, profile in pods:
+                if profile is None or free[profile] < 1 or pod.key in self.placed:
                     continue
                 if self.try_add(pod, profile, node):
+                    free[profile] -= 1
                     added += 1
                     if pod.key in per_pod:
                         lacking[per_pod.pop(pod.key)] -= 1

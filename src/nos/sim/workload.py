@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Literal
 
 from nos.mig.catalog import MIG_RESOURCE_PREFIX
@@ -14,6 +15,9 @@ PodState = Literal["pending", "running", "done"]
 
 @dataclass(eq=False)
 class SimPod:
+    """A pod of the workload; what it asks for is worked out once (the scheduler asks it of
+    thousands of pending pods on every pass)."""
+
     spec: PodSpec
     compute: int
     """Compute slices of the requested profile (for the allocation metric)."""
@@ -27,24 +31,24 @@ class SimPod:
     finished_at: float | None = None
     marked_unschedulable: bool = False
 
-    @property
+    @cached_property
     def name(self) -> str:
         assert self.spec.name is not None
         return self.spec.name
 
-    @property
+    @cached_property
     def key(self) -> str:
         return f"{NAMESPACE}/{self.name}"
 
-    @property
+    @cached_property
     def resource(self) -> str:
         return MIG_RESOURCE_PREFIX + self.spec.profile
 
-    @property
+    @cached_property
     def cpu_m(self) -> int:
         return round(self.spec.cpu * 1000)
 
-    @property
+    @cached_property
     def memory_b(self) -> int:
         return round(self.spec.memory_gib * 2**30)
 
