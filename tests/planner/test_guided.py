@@ -79,7 +79,25 @@ def test_held_columns_keep_their_values_and_the_relaxation_bounds_the_optimum() 
     assert held.values[xs[9]] == 1.0 and held.values[xs[8]] == 1.0
     assert sum(value[i] * held.values[i] for i in value) == 40.0  # 12 + 11, and 17 of the others
     relaxed = m.relaxation(value, 5.0)
-    assert relaxed is not None and sum(value[i] * relaxed[i] for i in value) >= 40.0 - 1e-6
+    assert relaxed is not None
+    values, bound = relaxed
+    assert bound >= 40.0 - 1e-6 and abs(sum(value[i] * values[i] for i in value) - bound) < 1e-6
+
+
+def test_the_level_bound_holds_the_higher_priorities_at_what_the_plan_places() -> None:
+    """One empty GPU: one 7g of priority 100, or seven 1g of priority 0, not both."""
+    nodes = [node("a", status={0: []})]
+    pods = [pod(f"big-{i}", "7g.80gb", priority=100) for i in range(2)]
+    pods += [pod(f"small-{i}", "1g.10gb") for i in range(7)]
+    state = build_cluster(nodes, pods)
+    n = state.nodes["a"]
+    model = optimize.build(state, state.candidates, [n], {"a": n.free})
+    top = model.level_bound(100, {}, 5.0)
+    assert top is not None and abs(top - 1.0) < 1e-6
+    below = model.level_bound(0, {100: 1}, 5.0)
+    assert below is not None and below < 1.0  # with the 7g placed, no 1g fits
+    free = model.level_bound(0, {}, 5.0)
+    assert free is not None and abs(free - 7.0) < 1e-6
 
 
 def test_a_settling_run_returns_a_better_plan_than_its_start() -> None:
@@ -120,3 +138,29 @@ def test_the_guided_move_finds_what_local_moves_do_not(monkeypatch: pytest.Monke
     assert check_plan(state, result) == []
     assert len(result.placed) == 2
     assert calls[0] == (True, 2), calls  # the guided move did it
+
+
+def test_pods_of_the_highest_priority_are_moved_by_guided_moves(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the relaxation guides best (the highest priority), a move is a guided move that also
+    frees the nodes chosen for its target; lower priorities get local moves."""
+    local: list[set[int]] = []
+    guided: list[int] = []
+    real_solve, real_model_solve = optimize.solve, optimize.Model.solve
+
+    def solve(state: Any, pods: Any, *args: Any, **kw: Any) -> Any:
+        local.append({p.priority for p in pods})
+        return real_solve(state, pods, *args, **kw)
+
+    def model_solve(self: optimize.Model, *args: Any, **kw: Any) -> optimize.Solution:
+        if kw.get("fixed") is not None:
+            guided.append(len(kw["fixed"]))
+        return real_model_solve(self, *args, **kw)
+
+    monkeypatch.setattr(optimize, "solve", solve)
+    monkeypatch.setattr(optimize.Model, "solve", model_solve)
+    nodes = [node(f"n{i}", status={0: [I(0, "4g.40gb", True)], 1: []}, cpu="6") for i in range(20)]
+    pods = [pod(f"p{i}", ("1g.10gb", "2g.20gb", "3g.40gb")[i % 3], cpu=str(1 + i % 4)) for i in range(150)]
+    state = build_cluster(nodes, pods)
+    result = plan_state(state, budget=1.5)
+    assert check_plan(state, result) == []
+    assert len(guided) >= 2 and local == []

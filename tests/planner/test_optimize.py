@@ -106,6 +106,9 @@ def test_local_moves_that_stall_hand_the_time_to_the_whole_cluster_mip(monkeypat
     monkeypatch.setattr(optimize.Model, "solve", model_solve)
     nodes = [node(f"n{i}", status={0: [I(0, "4g.40gb", True)], 1: []}, cpu="6") for i in range(30)]
     pods = [pod(f"p{i}", ("1g.10gb", "2g.20gb", "3g.40gb")[i % 3], cpu=str(1 + i % 4)) for i in range(200)]
+    # placed by every plan: the pending pods are of a lower priority, where local moves (not
+    # guided ones) are the moves
+    pods.append(pod("first", "1g.10gb", priority=100))
     state = build_cluster(nodes, pods)
     result = plan_state(state, budget=3.0)
     assert check_plan(state, result) == []

@@ -15,14 +15,20 @@ On clusters small enough the whole-cluster model is built first and its linear r
 relaxation agree held as it is (relaxation induced neighbourhood search), from the greedy's plan
 and from each better one, and again whenever the local moves reached a new plan and stalled. They
 find the changes across many nodes that no dozen-node move sees (dense-3: 94 -> 106 of the
-optimum's 107 top-priority pods in one move of 0.2-0.4 s). Once ``STALL_MOVES`` local moves in a
-row and a guided move have improved nothing (or no pending pod is left to try), the MIP over the
-whole cluster, warm-started with the result, improves it further or proves it optimal, within
-what is left.
+optimum's 107 top-priority pods in one move of 0.2-0.4 s). While pods of the highest priority are
+pending, a move is a guided move that also frees the half-dozen nodes chosen for its target pod
+(the relaxation's bound is tight there where measured, so its guidance is good: dense-3 reached
+107); lower priorities, where the relaxation is loose (dense-3: 27 pods of priority 100 against
+the optimum's 4), get local moves. A priority is skipped once the plan reaches the relaxation's
+bound for it with the higher priorities held at what the plan places (``Model.level_bound``).
+Once ``STALL_MOVES`` moves in a row (a guided one counting ``GUIDED_STALL_WEIGHT``) and a guided
+move have improved nothing (or no pending pod is left to try), the MIP over the whole cluster,
+warm-started with the result, improves it further or proves it optimal, within what is left.
 """
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections import Counter
@@ -52,6 +58,10 @@ GUIDED_SECONDS = 0.5
 linear relaxation)."""
 RELAXATION_SHARE = 0.25
 """At most this share of the time left goes to the linear relaxation that guides those moves."""
+GUIDED_STALL_WEIGHT = 3
+"""A guided move that improves nothing counts as this many local moves towards ``STALL_MOVES`` (it
+looks at far more of the cluster: dense-5, 12 nodes, reached its optimum only when the
+whole-cluster MIP got the time two fruitless guided moves would take)."""
 STALL_MOVES = 6
 """Moves in a row that improve nothing after which the local search hands the time left to the
 whole-cluster MIP, when there is one (measured on the dense family, docs/benchmarks.md: a fixed
@@ -125,18 +135,22 @@ def improve(
         whole = optimize.build(state, pods, nodes.values(), {n: s.free for n, s in nodes.items()}, packer=packer)
         relaxed = whole.relaxation(max(0.0, deadline - time.perf_counter()) * RELAXATION_SHARE)
 
-    def guided() -> bool:
+    def guided(free: set[str] | None = None) -> bool:
         """The guided move: the whole-cluster MIP with every column on which the current plan and
-        the linear relaxation agree held as it is (relaxation induced neighbourhood search);
-        whether it improved the plan."""
+        the linear relaxation agree held as it is (relaxation induced neighbourhood search), but
+        those of the nodes ``free``; whether it improved the plan."""
         nonlocal current, guided_from, moves, improved
-        guided_from = current
+        if not free:
+            guided_from = current
         left = deadline - time.perf_counter()
         values = whole.start(current) if whole is not None and relaxed is not None and left > 0.05 else None
         if whole is None or values is None:
             return False
         moves += 1
-        solution = whole.solve(min(left, GUIDED_SECONDS), values, settle=True, fixed=_agreeing(values, relaxed))
+        fixed = _agreeing(values, relaxed)
+        for i in whole.columns_of(free or ()):
+            fixed.pop(i, None)
+        solution = whole.solve(min(left, GUIDED_SECONDS), values, settle=True, fixed=fixed)
         if solution.found and _levels(pods, list(solution.pods)) > _levels(pods, list(current)):
             current = dict(solution.pods)
             improved += 1
@@ -145,16 +159,38 @@ def improve(
 
     while guided():  # from the greedy's plan, then from each better one
         pass
+    priorities = sorted({p.priority for p in pods}, reverse=True)
+    bounds: dict[tuple[int, tuple[int, ...]], float | None] = {}
+
+    def complete(priority: int) -> bool:
+        """Whether no plan keeping the current plan's pods of higher priorities can place more of
+        ``priority`` than it does (the linear relaxation's bound)."""
+        if whole is None:
+            return False
+        counts = Counter(by_key[k].priority for k in current)
+        held = {p: counts[p] for p in priorities if p > priority}
+        key = (priority, tuple(held.values()))
+        if key not in bounds:
+            left = deadline - time.perf_counter()
+            bounds[key] = whole.level_bound(priority, held, max(0.0, left) * RELAXATION_SHARE)
+        limit = bounds[key]
+        return limit is not None and counts[priority] >= math.floor(limit + 1e-6)
+
     while time.perf_counter() < deadline:
         pending = [p for p in pods if p.key not in current and tries[class_of[p.key]] < TRIES_PER_CLASS and eligible(p)]
         if not pending:
             break
         top = max(p.priority for p in pending)
         targets = [p for p in pending if p.priority == top]
+        if complete(top):  # no move can place more of this priority: on to the next
+            for p in targets:
+                tries[class_of[p.key]] = TRIES_PER_CLASS
+            continue
         target = targets[rng.randrange(len(targets))]
         options = eligible(target)
         # half the nodes the pod may use, half where the pods placed there could move to
         chosen = set(rng.sample(options, min(MOVE_NODES // 2, len(options))))
+        core = set(chosen)
         movers = {k for k, v in current.items() if v[0] in chosen}
         elsewhere = sorted({n for k in movers for n in eligible(by_key[k])} - chosen)
         chosen.update(rng.sample(elsewhere, min(MOVE_NODES - len(chosen), len(elsewhere))))
@@ -173,29 +209,37 @@ def improve(
         left = deadline - time.perf_counter()
         if left <= 0.02:
             break
-        solution = optimize.solve(
-            state,
-            sub,
-            [nodes[n] for n in sorted(chosen)],
-            {n: nodes[n].free for n in chosen},
-            min(left, MOVE_SECONDS),
-            start,
-            disruption=False,
-            packer=packer,
-            settle=True,
-        )
-        moves += 1
-        if solution.found and _levels(sub, list(solution.pods)) > _levels(sub, list(start)):
-            current = {k: v for k, v in current.items() if v[0] not in chosen}
-            current.update(solution.pods)
-            improved += 1
+        guided_move = whole is not None and relaxed is not None and top == priorities[0]
+        if guided_move:
+            # at the highest priority the relaxation guides well (its bound there is tight where
+            # measured): a guided move that also frees the nodes chosen for the target
+            better = guided(core)
+        else:
+            solution = optimize.solve(
+                state,
+                sub,
+                [nodes[n] for n in sorted(chosen)],
+                {n: nodes[n].free for n in chosen},
+                min(left, MOVE_SECONDS),
+                start,
+                disruption=False,
+                packer=packer,
+                settle=True,
+            )
+            moves += 1
+            better = solution.found and _levels(sub, list(solution.pods)) > _levels(sub, list(start))
+            if better:
+                current = {k: v for k, v in current.items() if v[0] not in chosen}
+                current.update(solution.pods)
+                improved += 1
+        if better:
             # pods of this priority and lower may fit now; higher ones had their tries with the
             # pods of this priority movable already
             for c in [c for c in tries if c[3] <= top]:
                 del tries[c]
             stalled = 0
         else:
-            stalled += 1
+            stalled += GUIDED_STALL_WEIGHT if guided_move else 1
             if whole is not None and stalled >= STALL_MOVES:
                 # a guided move from the plan the local moves reached, unless it is where the
                 # last one started; when that finds nothing either, the whole-cluster MIP runs

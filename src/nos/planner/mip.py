@@ -231,11 +231,18 @@ class Mip:
             return MipResult(status, np.zeros(self.columns), False, proven)
         return MipResult(status, best, True, proven)
 
-    def relaxation(self, objective: Mapping[int, float], time_limit: float) -> np.ndarray[Any, Any] | None:
-        """Column values of an optimum of the linear relaxation with ``objective`` (maximised);
-        None when not found within ``time_limit`` seconds."""
-        name, values, _, found = self._run(objective, [], time.perf_counter() + time_limit, None, integral=False)
-        return values if name == "optimal" and found else None
+    def relaxation(
+        self,
+        objective: Mapping[int, float],
+        time_limit: float,
+        at_least: Sequence[tuple[Mapping[int, float], float]] = (),
+    ) -> tuple[np.ndarray[Any, Any], float] | None:
+        """Column values and value of an optimum of the linear relaxation with ``objective``
+        (maximised), each of ``at_least``'s sums held at least at its value; None when not solved
+        (or infeasible) within ``time_limit`` seconds."""
+        extra = [(dict(terms), value) for terms, value in at_least]
+        name, values, value, found = self._run(objective, extra, time.perf_counter() + time_limit, None, integral=False)
+        return (values, value) if name == "optimal" and found else None
 
     def _run(
         self,
@@ -319,7 +326,9 @@ class Mip:
 
         def improved(event: Any) -> None:  # on the solver's thread
             improving[:] = [np.array(event.data_out.mip_solution, dtype=np.float64)]
-            if not better_at and event.data_out.objective_function_value > to_beat:
+            # the solution's own value: the event's objective value was seen above the solution's
+            # (a run with held columns reported 737842 for a solution worth its start's 728630)
+            if not better_at and len(improving[0]) == n and float(cost @ improving[0]) > to_beat:
                 better_at.append(time.perf_counter())
 
         def settled(event: Any) -> None:  # on the solver's thread

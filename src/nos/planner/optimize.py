@@ -127,6 +127,18 @@ class Model:
     y_vars: dict[tuple[PodClass, str], int]
     gpu_classes: dict[str, list[_GpuClass]]
     z_vars: dict[str, int]
+    placed: dict[int, dict[int, float]]
+    """Per priority, the sum of its pods placed (column -> 1)."""
+
+    def columns_of(self, nodes: Iterable[str]) -> list[int]:
+        """Every column of these nodes: their pod counts, GPU patterns and changed flags."""
+        names = set(nodes)
+        out = [y for (_, n), y in self.y_vars.items() if n in names]
+        for name in names:
+            out += [x for gc in self.gpu_classes.get(name, ()) for x in gc.vars]
+            if name in self.z_vars:
+                out.append(self.z_vars[name])
+        return out
 
     def start(self, placements: Placements) -> list[float] | None:
         """Column values of a feasible placement (see ``_warm_start``)."""
@@ -135,7 +147,16 @@ class Model:
     def relaxation(self, time_limit: float) -> Any:
         """Column values of an optimum of the linear relaxation of the first objective; None when
         not solved in ``time_limit`` seconds."""
-        return self.mip.relaxation(self.objectives[0], time_limit)
+        solved = self.mip.relaxation(self.objectives[0], time_limit)
+        return None if solved is None else solved[0]
+
+    def level_bound(self, priority: int, held: Mapping[int, int], time_limit: float) -> float | None:
+        """An upper bound on the pods of ``priority`` any plan places that places at least
+        ``held[p]`` pods of each priority ``p`` given (the linear relaxation); None when not
+        solved in ``time_limit`` seconds."""
+        rows = [(self.placed[p], n - 1e-6) for p, n in held.items() if p in self.placed]
+        solved = self.mip.relaxation(self.placed.get(priority, {}), time_limit, rows)
+        return None if solved is None else solved[1]
 
     def solve(
         self,
@@ -269,7 +290,7 @@ def build(
         [*(placed_terms[p] for p in levels), *([disrupt] if disruption else [])],
         [*bounds, *([node_weight * (len(node_list) + 1)] if disruption else [])],
     )
-    return Model(m, objectives, classes, y_vars, gpu_classes, z_vars)
+    return Model(m, objectives, classes, y_vars, gpu_classes, z_vars, placed_terms)
 
 
 def _warm_start(
