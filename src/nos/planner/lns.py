@@ -120,9 +120,19 @@ def improve(
                 for n in accepted
                 if n in nodes
                 and all(r in _resources(nodes[n]) for r in pod.mig_devices)
-                and optimize.could_host(nodes[n], pod.mig_devices, cls[1], nodes[n].free, packer)
+                and all(nodes[n].free.get(r, 0) >= q for r, q in cls[1])
+                and hosts(n, pod.mig_devices)
             ]
         return names
+
+    hosting: dict[tuple[str, tuple[str, ...]], bool] = {}
+
+    def hosts(name: str, devices: tuple[str, ...]) -> bool:
+        """Whether the node could host these devices were no other candidate there (cached)."""
+        known = hosting.get((name, devices))
+        if known is None:
+            known = hosting[(name, devices)] = optimize.could_host(nodes[name], devices, (), nodes[name].free, packer)
+        return known
 
     rng = random.Random(0)
     tries: Counter[optimize.PodClass] = Counter()
