@@ -158,3 +158,17 @@ def test_incremental_build_equals_a_fresh_one(ops: list[tuple[str, int, str]]) -
         if not cache.changed:
             assert kube.store.shared("pods") is pods  # the same snapshot: its pods are not walked again
             assert build_cluster(nodes, pods, cache=cache) == built and not cache.changed
+
+
+def test_a_tuple_listing_an_object_twice_or_reordered_builds_as_a_list_does() -> None:
+    """A hand-made tuple may list one object twice: the index counts it once, at its first place,
+    as a fresh build of the list without the repeat does; the same objects in another order are
+    another snapshot (the candidates' order is part of the planner's input)."""
+    kube = _kube()
+    kube.add_pod(pod("other", "1g.10gb"))
+    waits, other = kube.store.shared("pods")
+    cache = BuildCache()
+    for pods in [(waits, other, waits), (other, waits), (other,), (waits, waits)]:
+        built = build_cluster(kube.store.shared("nodes"), pods, cache=cache)
+        fresh = build_cluster(kube.store.shared("nodes"), list({id(p): p for p in pods}.values()))
+        assert built == fresh and built.keys_of_candidates() == frozenset(p.key for p in fresh.candidates)

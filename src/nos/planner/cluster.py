@@ -331,6 +331,9 @@ class PodIndex:
     """``namespace/name`` of the candidates -> how many entries have it (1 in an API server's list)."""
     unversioned: int = 0
     """Entries without a (uid, resourceVersion): they count as changed every build."""
+    order: list[int] = field(default_factory=list)
+    """The ids of the last tuple's objects in its order (the same objects in another order are
+    another snapshot: the candidates' order is part of the planner's input)."""
 
     def remove(self, i: int) -> None:
         e = self.entries.pop(i)
@@ -380,11 +383,13 @@ def _pod_part_from_snapshot(pods: tuple[Mapping[str, Any], ...], cache: BuildCac
     if cache.pod_index is None:
         cache.pod_index = PodIndex()
     index: PodIndex = cache.pod_index
-    objs = dict(zip(map(id, pods), pods, strict=True))
+    ids = list(map(id, pods))
+    if ids == index.order and cache.pod_part is not None and not index.unversioned:
+        return cache.pod_part, False  # the same objects in the same order: the same snapshot
+    index.order = ids
+    objs = dict(zip(ids, pods, strict=True))
     gone = index.entries.keys() - objs.keys()
     new = objs.keys() - index.entries.keys()
-    if not gone and not new and cache.pod_part is not None and not index.unversioned:
-        return cache.pod_part, False
     cache.pods = BuildCache(pods=False)  # a later list's build must not compare with an old list
     for i in gone:  # all that left first: a re-written pod leaves under its key before it enters again
         index.remove(i)
