@@ -9,30 +9,34 @@ from typing import Any
 
 import pytest
 
-from nos.mig.catalog import default_catalog
 from nos.mig.layout import Instance as I
 from nos.planner import lns, mip, optimize
 from nos.planner.checker import check_plan
 from nos.planner.cluster import build_cluster
 from nos.planner.mip import Mip
-from nos.planner.patterns import hosts
 from nos.planner.planner import plan_state
 from tests.planner.factories import node, pod
 
-A100 = default_catalog().model("A100-80GB")
 
+def test_a_node_hosts_a_pod_when_its_gpus_can_share_out_all_its_devices() -> None:
+    nodes = [
+        node("two", gpus=2, status={0: [], 1: []}),
+        node("busy", status={0: [I(0, "1g.10gb", True)]}),
+        node("spare", status={0: [I(0, "1g.10gb")]}),
+    ]
+    state = build_cluster(nodes, [])
+    two, busy, spare = (state.nodes[n] for n in ("two", "busy", "spare"))
 
-def test_a_node_hosts_a_pod_when_one_layout_per_gpu_covers_all_its_devices() -> None:
-    empty = ((), 0)
-    four = ("nvidia.com/mig-4g.40gb",)
-    assert hosts(A100, (empty, empty), four * 2)  # one 4g per GPU
-    assert not hosts(A100, (empty, empty), four * 3)  # a GPU holds one 4g.40gb
-    busy = ((I(0, "1g.10gb", True),), 0)
-    assert not hosts(A100, (busy,), ("nvidia.com/mig-7g.80gb",))  # an in-use instance stays
-    assert hosts(A100, (busy,), ("nvidia.com/mig-3g.40gb", "nvidia.com/mig-2g.20gb", "nvidia.com/mig-1g.10gb"))
-    # a free instance is no obstacle: it may be destroyed
-    spare = ((I(0, "1g.10gb"),), 0)
-    assert hosts(A100, (spare,), ("nvidia.com/mig-7g.80gb",))
+    def hosts(n: Any, *profiles: str) -> bool:
+        return optimize.could_host(n, tuple(f"nvidia.com/mig-{p}" for p in profiles), (), n.free)
+
+    assert hosts(two, "4g.40gb", "4g.40gb")  # one 4g per GPU
+    assert not hosts(two, "4g.40gb", "4g.40gb", "4g.40gb")  # a GPU holds one 4g.40gb
+    assert hosts(two, "7g.80gb", "3g.40gb", "3g.40gb")
+    assert not hosts(busy, "7g.80gb")  # an in-use instance stays
+    assert hosts(busy, "3g.40gb", "2g.20gb", "1g.10gb")
+    assert hosts(spare, "7g.80gb")  # a free instance is no obstacle: it may go
+    assert not optimize.could_host(two, ("nvidia.com/mig-1g.10gb",), (("cpu", 10**6),), two.free)  # cpu
 
 
 def test_a_pod_no_node_could_host_alone_gets_no_column() -> None:
@@ -92,12 +96,17 @@ def test_the_level_bound_holds_the_higher_priorities_at_what_the_plan_places() -
     state = build_cluster(nodes, pods)
     n = state.nodes["a"]
     model = optimize.build(state, state.candidates, [n], {"a": n.free})
-    top = model.level_bound(100, {}, 5.0)
-    assert top is not None and abs(top - 1.0) < 1e-6
-    below = model.level_bound(0, {100: 1}, 5.0)
-    assert below is not None and below < 1.0  # with the 7g placed, no 1g fits
-    free = model.level_bound(0, {}, 5.0)
-    assert free is not None and abs(free - 7.0) < 1e-6
+
+    def bound(priority: int, held: dict[int, int]) -> float:
+        solved = model.level_bound(priority, held, 5.0)
+        assert solved is not None
+        value, columns = solved
+        assert abs(sum(columns[i] for i in model.placed[priority]) - value) < 1e-6  # its optimum
+        return value
+
+    assert abs(bound(100, {}) - 1.0) < 1e-6
+    assert bound(0, {100: 1}) < 1.0  # with the 7g placed, no 1g fits
+    assert abs(bound(0, {}) - 7.0) < 1e-6
 
 
 def test_a_settling_run_returns_a_better_plan_than_its_start() -> None:

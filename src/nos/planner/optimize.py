@@ -35,7 +35,7 @@ from nos.mig.layout import Instance
 from nos.mig.packing import Packer
 from nos.planner.cluster import ClusterState, GpuState, NodeState
 from nos.planner.mip import Mip, capacity_row, lexicographic
-from nos.planner.patterns import Pattern, gpu_patterns, hosts
+from nos.planner.patterns import Pattern, gpu_patterns
 
 PodClass = tuple[tuple[str, ...], tuple[tuple[str, int], ...], SchedulingClass, int]
 """(MIG devices, other requests, scheduling class, priority)."""
@@ -54,15 +54,37 @@ def could_host(
     packer: Packer | None = None,
 ) -> bool:
     """Whether ``node`` (with ``free`` cpu, memory, pods...) could host a pod with these MIG
-    ``devices`` and other ``requests`` if no other candidate went there (``patterns.hosts``): a
-    necessary condition of every placement, so a pod class gets no column on a node failing it."""
+    ``devices`` and other ``requests`` if no other candidate went there: its devices spread over
+    the node's GPUs so that each GPU's share fits next to its in-use instances (free ones may go).
+    A necessary condition of every placement, so a pod class gets no column on a node failing it."""
     model = node.model
     if node.frozen or model is None or free.get(POD_COUNT, 0) < 1:
         return False
     if any(free.get(r, 0) < n for r, n in requests):
         return False
-    gpus = tuple((g.instances, g.blocked) for g in node.gpus if not g.frozen)
-    return hosts(model, gpus, tuple(sorted(devices)), packer.allowed(model) if packer is not None else None)
+    names = []
+    for r in devices:
+        profile = model.profile_for_resource(r)
+        if profile is None:
+            return False
+        names.append(profile.name)
+    packer = packer or _PACKER
+    full = (1 << len(names)) - 1
+    # the device subsets each GPU could take; sets of devices placed so far, as bit masks
+    shares = {m: tuple(sorted(n for i, n in enumerate(names) if m >> i & 1)) for m in range(1, full + 1)}
+    reached = {0}
+    for gpu in node.gpus:
+        if gpu.frozen:
+            continue
+        fits = [m for m, wanted in shares.items() if packer.feasible(model, gpu.used, wanted, gpu.blocked)]
+        reached |= {a | m for a in reached for m in fits if not a & m}
+        if full in reached:
+            return True
+    return False
+
+
+_PACKER = Packer()
+"""Placement questions of ``could_host`` without allowed geometries."""
 
 
 @dataclass
@@ -150,13 +172,13 @@ class Model:
         solved = self.mip.relaxation(self.objectives[0], time_limit)
         return None if solved is None else solved[0]
 
-    def level_bound(self, priority: int, held: Mapping[int, int], time_limit: float) -> float | None:
+    def level_bound(self, priority: int, held: Mapping[int, int], time_limit: float) -> tuple[float, Any] | None:
         """An upper bound on the pods of ``priority`` any plan places that places at least
-        ``held[p]`` pods of each priority ``p`` given (the linear relaxation); None when not
-        solved in ``time_limit`` seconds."""
+        ``held[p]`` pods of each priority ``p`` given (the linear relaxation), and the column
+        values of that relaxation's optimum; None when not solved in ``time_limit`` seconds."""
         rows = [(self.placed[p], n - 1e-6) for p, n in held.items() if p in self.placed]
         solved = self.mip.relaxation(self.placed.get(priority, {}), time_limit, rows)
-        return None if solved is None else solved[1]
+        return None if solved is None else (solved[1], solved[0])
 
     def solve(
         self,

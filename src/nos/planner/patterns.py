@@ -10,7 +10,6 @@ same for every GPU with the same model, instances and blocked slots, hence the c
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -137,33 +136,3 @@ def _pareto(patterns: list[Pattern]) -> tuple[Pattern, ...]:
         if not any(beats(j, i) for j in kept):
             kept.append(i)
     return tuple(sorted((patterns[i] for i in kept), key=lambda p: (p.changed, p.destroyed, p.offers)))
-
-
-@lru_cache(maxsize=16384)
-def hosts(
-    model: GpuModel,
-    gpus: tuple[tuple[tuple[Instance, ...], int], ...],
-    devices: tuple[str, ...],
-    allowed: tuple[tuple[tuple[str, int], ...], ...] | None = None,
-) -> bool:
-    """Whether a node with these GPUs (each ``(instances, blocked)``, as for ``gpu_patterns``) could
-    host a pod with these MIG ``devices`` if no other candidate were placed there: one pattern per
-    GPU whose offers together cover the devices. A pod failing this on every node it may use
-    cannot be placed by any plan: the optimizing stage leaves it out (no columns, no moves)."""
-    need = Counter(devices)
-    resources = sorted(need)
-    target = tuple(need[r] for r in resources)
-    reached = {tuple(0 for _ in resources)}
-    for instances, blocked in gpus:
-        offers = {
-            tuple(min(n, dict(p.offers).get(r, 0)) for r, n in zip(resources, target, strict=True))
-            for p in gpu_patterns(model, instances, blocked, allowed)
-        }
-        reached = {
-            tuple(min(n, a + b) for n, a, b in zip(target, have, more, strict=True))
-            for have in reached
-            for more in offers
-        }
-        if target in reached:
-            return True
-    return target in reached
