@@ -265,7 +265,7 @@ async def _agent_loop(
         check_bound_devices_exist(node.name, after, node.nvml, clock.t)
         check_layouts(node.name, node.model, node.nvml, clock.t)
         if result is not None:
-            if result.settled and inputs is not None and inputs == _agent_inputs(node, stored):  # type: ignore[arg-type]
+            if result.settled and stored is not None and inputs == _agent_inputs(node, stored):
                 settled_on = inputs
             if result.applied is not None and result.applied.changed:
                 counters.reconfigurations += 1
