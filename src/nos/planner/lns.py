@@ -116,14 +116,10 @@ def improve(
         key = (pod.scheduling_class, pod.mig_devices, cls[1])
         names = eligible_of.get(key)
         if names is None:
-            accepted = (every[i].name for i in eligibility.of(pod.scheduling_class))
             names = eligible_of[key] = [
                 n
-                for n in accepted
-                if n in nodes
-                and all(r in _resources(nodes[n]) for r in pod.mig_devices)
-                and all(nodes[n].free.get(r, 0) >= q for r, q in cls[1])
-                and hosts(n, pod.mig_devices)
+                for n in reachable(pod)
+                if all(nodes[n].free.get(r, 0) >= q for r, q in cls[1]) and hosts(n, pod.mig_devices)
             ]
         return names
 
@@ -187,13 +183,17 @@ def improve(
     priorities = sorted({p.priority for p in pods}, reverse=True)
     bounds: dict[tuple[int, tuple[int, ...]], tuple[float, Any] | None] = {}
 
+    def held_above(priority: int) -> tuple[Counter[int], dict[int, int]]:
+        """The current plan's pods per priority, and those of the priorities above ``priority``."""
+        counts = Counter(by_key[k].priority for k in current)
+        return counts, {p: counts[p] for p in priorities if p > priority}
+
     def complete(priority: int) -> bool:
         """Whether no plan keeping the current plan's pods of higher priorities can place more of
         ``priority`` than it does (the linear relaxation's bound)."""
         if whole is None:
             return False
-        counts = Counter(by_key[k].priority for k in current)
-        held = {p: counts[p] for p in priorities if p > priority}
+        counts, held = held_above(priority)
         key = (priority, tuple(held.values()))
         if key not in bounds:
             left = deadline - time.perf_counter()
@@ -206,11 +206,15 @@ def improve(
         higher priorities are all complete; else None."""
         if whole is None or any(not complete(p) for p in priorities if p > priority):
             return None
-        counts = Counter(by_key[k].priority for k in current)
-        held = {p: counts[p] for p in priorities if p > priority}
+        _, held = held_above(priority)
         solved = bounds.get((priority, tuple(held.values())))
         return None if solved is None else solved[1]
 
+    # a move's nodes: those that could host its pods alone; on clusters too large for the
+    # whole-cluster model, any node that offers their devices (measured: on 250-node clusters moves
+    # over the former took twice as long, those nodes holding the most candidates, and the round
+    # placed 2-3 pods fewer; on dense-3 the latter lost 2 pods of priority 100)
+    neighbours = eligible if whole is not None else reachable
     while time.perf_counter() < deadline:
         pending = [p for p in pods if p.key not in current and tries[class_of[p.key]] < TRIES_PER_CLASS and eligible(p)]
         if not pending:
@@ -223,18 +227,12 @@ def improve(
             continue
         target = targets[rng.randrange(len(targets))]
         guided_move = whole is not None and relaxed is not None and top == priorities[0]
-        # the nodes that could host the target alone; on clusters too large for the whole-cluster
-        # model, any node that offers its devices (measured: on 250-node clusters moves over the
-        # former took twice as long, those nodes holding the most candidates, and the round placed
-        # 2-3 pods fewer; on dense-3 the latter lost 2 pods of priority 100)
-        options = eligible(target) if whole is not None else reachable(target)
+        options = neighbours(target)
         # half the nodes the pod may use, half where the pods placed there could move to
         chosen = set(rng.sample(options, min(MOVE_NODES // 2, len(options))))
         core = set(chosen)
         movers = {k for k, v in current.items() if v[0] in chosen}
-        elsewhere = sorted(
-            {n for k in movers for n in (eligible if whole is not None else reachable)(by_key[k])} - chosen
-        )
+        elsewhere = sorted({n for k in movers for n in neighbours(by_key[k])} - chosen)
         chosen.update(rng.sample(elsewhere, min(MOVE_NODES - len(chosen), len(elsewhere))))
         rest = sorted(set(options) - chosen)
         chosen.update(rng.sample(rest, min(MOVE_NODES - len(chosen), len(rest))))
