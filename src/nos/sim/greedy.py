@@ -184,6 +184,13 @@ class _Node:
     def free_devices(self, profile: str) -> int:
         return sum(g.free[profile] for g in self.gpus)
 
+    def free_counts(self) -> Counter[str]:
+        """``free_devices`` of every profile."""
+        free: Counter[str] = Counter()
+        for g in self.gpus:
+            free.update(g.free)
+        return free
+
     def update_geometry_for(self, lacking: Mapping[str, int]) -> bool:
         """``Node.UpdateGeometryFor``."""
         required = {p: n for p, n in lacking.items() if n > 0}
@@ -243,12 +250,16 @@ class _Greedy:
             self.nodes.append(_Node(ns, gpus, dict(ns.free)))
         self.placed: dict[str, Placed] = {}
 
+    def free_counts(self) -> Counter[str]:
+        """Free devices per profile in the cluster."""
+        free: Counter[str] = Counter()
+        for node in self.nodes:
+            free.update(node.free_counts())
+        return free
+
     def lacking(self, pods: Sequence[tuple[CandidatePod, str | None]]) -> tuple[Counter[str], dict[str, str]]:
         """``SliceTracker``: per pod, its profile when no free device of it exists in the cluster."""
-        available: Counter[str] = Counter()
-        for node in self.nodes:
-            for g in node.gpus:
-                available += g.free
+        available = self.free_counts()
         total: Counter[str] = Counter()
         per_pod: dict[str, str] = {}
         for pod, profile in pods:
@@ -261,10 +272,7 @@ class _Greedy:
     def bind_free(self, pods: Sequence[tuple[CandidatePod, str | None]]) -> None:
         """What kube-scheduler does: pods in order onto free devices, nodes by name. A pod whose
         profile has no free device on any node is passed over at once (every node would refuse it)."""
-        free: Counter[str] = Counter()
-        for node in self.nodes:
-            for g in node.gpus:
-                free.update(g.free)
+        free = self.free_counts()
         for pod, profile in pods:
             if profile is None or free[profile] < 1 or pod.key in self.placed:
                 continue
@@ -304,9 +312,7 @@ class _Greedy:
                 break
             saved, changed = node.snapshot(), set(node.changed_gpus)
             node.update_geometry_for(lacking)
-            free: Counter[str] = Counter()  # this node's free devices, as ``try_add`` counts them
-            for g in node.gpus:
-                free.update(g.free)
+            free = node.free_counts()  # this node's free devices, as ``try_add`` counts them
             added = 0
             for pod, profile in pods:
                 if profile is None or free[profile] < 1 or pod.key in self.placed:
