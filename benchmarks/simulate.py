@@ -2,6 +2,7 @@
 
     python benchmarks/simulate.py speed [--repeat 3]   # wall times, best of --repeat, against the targets
     python benchmarks/simulate.py loads                # light, busy, overloaded replays of the shipped trace
+    python benchmarks/simulate.py spread [--seeds 1-8] [--shares X]  # the same on several samples
 
 Every run is the installed ``nos simulate`` command in a subprocess, as a user runs it, with
 ``--json``; wall time is measured around the whole command. Targets (docs/simulate.md): the default
@@ -9,7 +10,11 @@ scenario < 60 s, 600 sampled trace tasks <= 30 s, the full shipped trace (7,002 
 for every default policy. ``loads`` prints, per load, each policy's mean/p95 pending time, never
 scheduled pods and allocation, and nos' distance to the ideal; it checks nos' mean pending time
 against the greedy's and best-static's and its never-scheduled count against the ideal's, and exits
-1 when one does not hold (the numbers are printed either way).
+1 when one does not hold (the numbers are printed either way). ``spread`` replays each load on
+several samples of the trace (``--seed``) and prints, per load, each policy's mean pending time over
+the samples and how often nos is below best-static and the greedy: one sample's order of two
+policies is within what any timing change moves (docs/simulate.md, "How far one replay can be
+trusted").
 """
 
 from __future__ import annotations
@@ -88,6 +93,38 @@ def loads(sample: str) -> int:
     return 1 if failed else 0
 
 
+def _seeds(text: str) -> list[int]:
+    first, _, last = text.partition("-")
+    return list(range(int(first), int(last or first) + 1))
+
+
+def spread(seeds: list[int], sample: str, shares: str | None) -> int:
+    policies = ("ideal", "best-static", "greedy", "nos")
+    extra = ["--shares", shares] if shares is not None else []
+    print(
+        f"seeds {seeds[0]}-{seeds[-1]} ({len(seeds)} samples of {sample} tasks"
+        f"{f'; nos --shares {shares}' if extra else ''}); mean pending in minutes"
+    )
+    print("| load | " + " | ".join(policies) + " | nos < best-static | nos < greedy | nos / best-static |")
+    print("|---|" + "---|" * (len(policies) + 3))
+    for load in LOADS:
+        means: dict[str, list[float]] = {p: [] for p in policies}
+        for seed in seeds:
+            args = ["--trace", "--sample", sample, "--load", load, "--seed", str(seed), *extra]
+            _, doc = run([*args, "--policies", ",".join(policies)])
+            for p in policies:
+                means[p].append(doc["policies"][p]["meanPendingSeconds"] / 60)
+        nos, static, greedy = means["nos"], means["best-static"], means["greedy"]
+        ratios = sorted(n / s for n, s in zip(nos, static, strict=True))
+        cells = " | ".join(f"{sum(v) / len(v):.1f}" for v in means.values())
+        print(
+            f"| {load} | {cells} | {sum(n < s for n, s in zip(nos, static, strict=True))}/{len(seeds)}"
+            f" | {sum(n < g for n, g in zip(nos, greedy, strict=True))}/{len(seeds)}"
+            f" | {ratios[0]:.2f}-{ratios[-1]:.2f} (median {ratios[len(ratios) // 2]:.2f}) |"
+        )
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -96,8 +133,14 @@ def main() -> int:
     s.add_argument("--only", default=None, help="run the cases whose name contains this")
     ld = sub.add_parser("loads")
     ld.add_argument("--sample", default="600")
+    sp = sub.add_parser("spread")
+    sp.add_argument("--seeds", default="1-8", help="samples of the trace, FIRST-LAST")
+    sp.add_argument("--sample", default="600")
+    sp.add_argument("--shares", default=None, help="nos' --shares (default: nos simulate's)")
     args = parser.parse_args()
-    return speed(args.repeat, args.only) if args.what == "speed" else loads(args.sample)
+    if args.what == "speed":
+        return speed(args.repeat, args.only)
+    return loads(args.sample) if args.what == "loads" else spread(_seeds(args.seeds), args.sample, args.shares)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,10 @@ LEASE_JITTER = 1.2
 PLAN_BUDGET_SECONDS = 2.0
 """Time a planning round may take: the partitioner's, ``nos plan``'s and ``nos simulate``'s default."""
 
+PROFILE_SHARES = 1.0
+"""Capacity held for each MIG profile, as a fraction of its share of the demand
+(``nos.planner.shares``): the partitioner's, ``nos plan``'s and ``nos simulate``'s default."""
+
 
 class ConfigError(ValueError):
     """The configuration cannot be used; the message is one line."""
@@ -89,6 +93,10 @@ class PartitionerConfig(_Section):
     """How long to wait for every agent to report the previous plan before planning anyway."""
     fill_spare: bool = False
     """Fill spare slots of reconfigured GPUs (see ``nos.planner.planner.plan``)."""
+    profile_shares: float = Field(default=PROFILE_SHARES, ge=0, le=1)
+    """Hold capacity for each MIG profile up to this fraction of its share of the demand (devices in
+    use plus pending, in compute slices), so one backlogged profile cannot take every GPU; 0: off
+    (``nos.planner.shares``, ``nos plan --shares``)."""
     plan_budget_seconds: float = Field(default=PLAN_BUDGET_SECONDS, gt=0)
     """Time a planning round may take (greedy passes and optimizing stage; ``nos plan --budget``)."""
     patch_attempts: int = Field(default=5, ge=1)

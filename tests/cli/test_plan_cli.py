@@ -41,6 +41,19 @@ def test_text_plan_of_the_example() -> None:
     assert "research/too-hungry" in result.stdout and "default/old-profile" in result.stdout
 
 
+def test_devices_held_for_profile_shares_are_shown_and_can_be_turned_off() -> None:
+    shown = run(str(EXAMPLE))
+    assert "held for its profile's share: " in shown.stdout
+    assert "Profiles below their share of the demand" in shown.stdout
+    doc = plan_json(str(EXAMPLE))
+    assert doc["held"] and all(not h["existing"] for h in doc["held"])  # spare slots of empty GPUs
+    assert {s["resource"] for s in doc["shares"] if s["wanted"]} >= {"nvidia.com/mig-1g.10gb"}
+    off = run("--shares", "0", str(EXAMPLE))
+    assert off.exit_code == 0 and "held for" not in off.stdout and "below their share" not in off.stdout
+    assert plan_json("--shares", "0", str(EXAMPLE))["held"] == []
+    assert run("--shares", "1.5", str(EXAMPLE)).exit_code == 2  # a fraction of the share
+
+
 def _check_plan_json(doc: dict[str, Any]) -> None:
     assert isinstance(doc["nodes"], dict) and isinstance(doc["placed"], list) and isinstance(doc["unplaced"], list)
     for name, n in doc["nodes"].items():
@@ -219,7 +232,8 @@ def test_geometries_restrict_the_plan(tmp_path: Path) -> None:
         "  - {2g.20gb: 3, 1g.10gb: 1}\n"
         "  - {3g.40gb: 2}\n"
     )
-    result = CliRunner().invoke(cli, ["plan", "--json", "--geometries", str(geo), "-"], input=text)
+    args = ["plan", "--json", "--geometries", str(geo), "--shares", "0", "-"]
+    result = CliRunner().invoke(cli, args, input=text)
     assert result.exit_code == 0, result.output
     restricted = json.loads(result.stdout)
     _check_plan_json(restricted)
@@ -234,7 +248,9 @@ def test_geometries_restrict_the_plan(tmp_path: Path) -> None:
     restricted = json.loads(result.stdout)
     assert [p["pod"] for p in restricted["placed"]] == ["ns/a"]
     assert [u["pod"] for u in restricted["unplaced"]] == ["ns/b"]
-    assert dict(Counter(i["profile"] for i in restricted["nodes"]["fresh"]["gpus"][0]["instances"])) == {"1g.10gb": 1}
+    layout = Counter(i["profile"] for i in restricted["nodes"]["fresh"]["gpus"][0]["instances"])
+    assert set(layout) == {"1g.10gb"}  # the one allowed geometry, also for the devices held for shares
+    assert layout["1g.10gb"] == 1 + len(restricted["held"])
 
 
 def test_geometry_warnings_go_to_stderr(tmp_path: Path) -> None:

@@ -150,6 +150,20 @@ def test_cli_default_run(nvml_factory: NvmlFactory, monkeypatch: pytest.MonkeyPa
     assert table.exit_code == 0 and "│ nos" in table.stdout and "greedy" not in table.stdout
 
 
+def test_profile_shares_reach_nos_and_are_shown(nvml_factory: NvmlFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nos.cli import simulate as cli
+
+    monkeypatch.setattr(cli, "default_scenario", _small_mixed)
+    monkeypatch.setattr(sim_nodes, "simulated_nvml", nvml_factory)
+    for shares in ("0", "0.5"):
+        result = CliRunner().invoke(cli.simulate, ["--json", "--policies", "nos", "--shares", shares])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["scenario"]["profileShares"] == float(shares)
+    table = CliRunner().invoke(cli.simulate, ["--policies", "nos", "--shares", "0"])
+    assert "nos' profile shares: 0 (off)" in table.stdout
+    assert CliRunner().invoke(cli.simulate, ["--shares", "1.5"]).exit_code == 2
+
+
 def test_cli_rejects_bad_input(tmp_path: Path) -> None:
     from nos.cli import simulate as cli
 
@@ -183,3 +197,28 @@ def test_agent_wakes_when_its_node_gets_a_new_spec(nvml_factory: NvmlFactory) ->
     assert nos.completed == 1 and nos.node_reconfigurations >= 1
     # batch idle window (10 s) + debounces (1 s each) + plugin restart (20 s) + the restarter's polls
     assert 31 <= nos.mean_pending_s <= 10 + 2 + 20 + 6, nos.mean_pending_s
+
+
+def test_nos_keeps_a_free_device_of_a_profile_below_its_share(nvml_factory: NvmlFactory) -> None:
+    """Three 4g.40gb pods run on a node of four 4g+3g GPUs when a whole-GPU pod arrives: 4g.40gb's
+    share (12 of 19 demanded slices, of 28) comes to four devices, so the fourth GPU's free 4g.40gb is
+    kept and the whole-GPU pod waits until one of the short 4g.40gb pods ends; without shares that
+    GPU is rebuilt for it at once."""
+    scenario = tiny(
+        [
+            pod("a4", "4g.40gb", at=0, duration=20000),
+            pod("b4", "4g.40gb", at=0, duration=20000),
+            pod("x4", "4g.40gb", at=0, duration=600),
+            pod("w7", "7g.80gb", at=60, duration=3000),
+        ],
+        layout={"4g.40gb": 1, "3g.40gb": 1},
+        gpus=4,
+    )
+    waits = {}
+    for shares in (0.0, 1.0):
+        run = simulate_policy(
+            scenario.model_copy(update={"profile_shares": shares}), scenario.all_pods(), "nos", nvml_factory
+        )
+        assert run.completed == 4 and run.never_scheduled == 0
+        waits[shares] = run.by_profile["7g.80gb"]["meanPendingSeconds"]
+    assert waits[0.0] < 120 < 540 <= waits[1.0]

@@ -84,6 +84,7 @@ partitioner:
   batchWindowTimeoutSeconds: {{ $p.batchWindowTimeoutSeconds | int }}
   reportTimeoutSeconds: {{ $p.reportTimeoutSeconds | int }}
   fillSpare: {{ $p.fillSpare }}
+  profileShares: {{ $p.profileShares }}
   planBudgetSeconds: {{ $p.planBudgetSeconds }}
   knownGeometriesFile: /etc/nos/known-mig-geometries.yaml
   livenessTimeoutSeconds: {{ $p.livenessTimeoutSeconds | toJson }}

@@ -14,6 +14,7 @@ import click
 
 from nos.cli.errors import BadInput, CliError, Command
 from nos.cli.options import geometries_option
+from nos.config import PROFILE_SHARES
 from nos.kube.views.snapshot import SnapshotError, load_snapshot
 from nos.mig.catalog import CatalogError, load_catalog
 from nos.mig.geometries import GeometryConfigError, load_known_geometries
@@ -35,6 +36,9 @@ def render_text(plan: Plan, ignored: list[Ignored] | None = None) -> str:
     for p in plan.placed:
         for d in p.devices:
             by_gpu.setdefault((p.node, d.gpu), []).append(f"{p.pod} ({d.profile}{', existing' if d.existing else ''})")
+    held: dict[tuple[str, int], list[str]] = {}
+    for h in plan.held:
+        held.setdefault((h.node, h.gpu), []).append(f"{h.profile}{' (existing)' if h.existing else ''}")
     candidates = len(plan.placed) + len(plan.unplaced)
     lines = [
         f"Plan {plan.plan_id}: {len(plan.placed)} of {candidates} candidate pod(s) placed, "
@@ -53,9 +57,19 @@ def render_text(plan: Plan, ignored: list[Ignored] | None = None) -> str:
             pods = by_gpu.get((name, g.index))
             if pods:
                 lines.append(f"         + {', '.join(pods)}")
+            if (name, g.index) in held:
+                lines.append(f"         held for its profile's share: {', '.join(held[(name, g.index)])}")
     if plan.unplaced:
         lines += ["", f"Left pending ({len(plan.unplaced)}):"]
         lines += [f"  {u.pod}: {u.reason}" for u in plan.unplaced]
+    lacking = [s for s in plan.shares if s.kept or s.wanted]
+    if lacking:
+        lines += ["", "Profiles below their share of the demand (devices: in use + pending -> share; held):"]
+        lines += [
+            f"  {s.resource.removeprefix('nvidia.com/mig-')}: {s.have} -> {s.target}; "
+            f"{s.kept} free kept, {s.wanted} more asked below every pod"
+            for s in lacking
+        ]
     if plan.problems:
         lines += ["", f"Problems ({len(plan.problems)}):"]
         lines += [f"  {p}" for p in plan.problems]
@@ -105,6 +119,13 @@ def _search(plan: Plan) -> str:
 @click.option("--plan-id", help="Plan id to write (default: a digest of the plan).")
 @click.option("--fill", is_flag=True, help="Fill spare slots of reconfigured GPUs with the largest instances.")
 @click.option(
+    "--shares",
+    type=click.FloatRange(0, 1),
+    default=PROFILE_SHARES,
+    show_default=True,
+    help="Hold capacity for each MIG profile up to this fraction of its share of the demand; 0: off.",
+)
+@click.option(
     "--budget",
     type=click.FloatRange(min=0, min_open=True),
     default=DEFAULT_BUDGET_S,
@@ -123,6 +144,7 @@ def plan(
     catalog: Path | None,
     plan_id: str | None,
     fill: bool,
+    shares: float,
     budget: float,
     progress: bool | None,
 ) -> None:
@@ -167,7 +189,7 @@ def plan(
             "warning: no node is labelled nos.nebuly.ai/gpu-partitioning=mig (or nos.nebuly.com/...); nothing to plan",
             err=True,
         )
-    result = plan_state(state, geometries=allowed, plan_id=plan_id, fill=fill, budget=budget)
+    result = plan_state(state, geometries=allowed, plan_id=plan_id, fill=fill, budget=budget, share_weight=shares)
     step(f"planned: {len(result.placed)} placed, {_search(result)}")
     errors = isolate_failures(state, result)  # a node whose part fails is left out, under Problems
     if errors:  # a planner bug: never print a plan that fails the independent check

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from nos.cli.errors import BadInput, CliError, Command
+from nos.config import PROFILE_SHARES
 from nos.mig.catalog import GpuModel, default_catalog
 from nos.sim.invariants import InvariantViolation
 from nos.sim.load import nodes_for_load, offered_load, parse_load
@@ -83,6 +84,7 @@ def _build(
     duration: str | None,
     load: str | None,
     max_run: str = DEFAULT_MAX_RUN,
+    shares: float | None = None,
 ) -> tuple[Scenario, list[PodSpec], dict[str, Any]]:
     scenario = load_scenario(scenario_file) if scenario_file else default_scenario()
     info: dict[str, Any] = {"source": str(scenario_file) if scenario_file else "default"}
@@ -95,6 +97,8 @@ def _build(
         update["policies"] = [p.strip() for p in policies.split(",") if p.strip()]
     if static_layout is not None:
         update["static_layout"] = parse_layout(static_layout)
+    if shares is not None:
+        update["profile_shares"] = shares
     if trace is not None and scenario_file is None:
         gpus, model = gpus or 8, model or "A100-80GB"
         if nodes is None and load is None:
@@ -218,6 +222,13 @@ def _trace_pods(
     "--static-layout", default=None, help='Layout of every GPU for static, e.g. "1g.10gb=2,2g.20gb=1,3g.40gb=1".'
 )
 @click.option("--seed", type=int, default=None, help="Seed of generated workloads and trace sampling.")
+@click.option(
+    "--shares",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help=f"nos: hold capacity for each MIG profile up to this fraction of its share of the demand; 0: off"
+    f" [default: the scenario's profile_shares, {PROFILE_SHARES}].",
+)
 @click.option("--duration", default=None, help="Virtual time to simulate (e.g. 4h, 90m, 3600) [default: until done].")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of the table.")
 @click.option("--plot", "plot_file", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write a PNG.")
@@ -232,6 +243,7 @@ def simulate(
     policies: str | None,
     static_layout: str | None,
     seed: int | None,
+    shares: float | None,
     duration: str | None,
     as_json: bool,
     plot_file: Path | None,
@@ -270,6 +282,7 @@ def simulate(
             duration,
             load,
             max_run,
+            shares,
         )
     except ValidationError as e:
         raise BadInput(one_line(e)) from e
@@ -316,6 +329,7 @@ def simulate(
             "gpus": gpus_total,
             "nodes": [g.model_dump(exclude={"initial_layout"}) for g in scenario.nodes],
             "staticLayout": scenario.static_layout,
+            "profileShares": scenario.profile_shares,
         }
     )
     title = f"{scenario.name}: {len(pods)} pods, {gpus_total} GPUs"
@@ -324,7 +338,8 @@ def simulate(
     if as_json:
         click.echo(json.dumps(to_json(info, results, scenario.timings), indent=2, sort_keys=True))
     else:
-        Console(width=max(Console().width, 130)).print(summary_table(results, title, scenario.timings))
+        table = summary_table(results, title, scenario.timings, scenario.profile_shares)
+        Console(width=max(Console().width, 130)).print(table)
 
 
 if __name__ == "__main__":

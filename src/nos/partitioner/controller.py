@@ -211,12 +211,19 @@ class Partitioner:
             self.last_plan_at, self.last_plan_id = now, plan.plan_id
         self._unchanged_since_idle_plan = not result.written and not result.failed
         log.info(
-            "plan %s: %d/%d candidate(s) placed, %d node(s) reconfigured, %d written",
+            "plan %s: %d/%d candidate(s) placed, %d node(s) reconfigured, %d written, %d device(s) held for%s",
             plan.plan_id,
             len(plan.placed),
             len(plan.placed) + len(plan.unplaced),
             len(plan.changed_nodes),
             len(result.written),
+            len(plan.held),
+            "".join(
+                f" {s.resource.removeprefix('nvidia.com/mig-')} ({s.have} -> {s.target})"
+                for s in plan.shares
+                if s.kept or s.wanted
+            )
+            or " no profile below its share",
         )
         await self._explain(plan, {p.key: p for p in state.candidates}, result.written)
         self.batcher.reset()
@@ -261,6 +268,7 @@ class Partitioner:
             plan_id=plan_id,
             fill=self.config.fill_spare,
             budget=self.config.plan_budget_seconds,
+            share_weight=self.config.profile_shares,
         )
 
     async def _write(self, name: str, annotations: Mapping[str, str]) -> None:

@@ -77,6 +77,9 @@ class NodeState:
     problems: list[str] = field(default_factory=list)
     frozen: str | None = None
     """Why the whole node is left out of the plan."""
+    bound_mig: dict[str, int] = field(default_factory=dict)
+    """MIG devices the pods bound here request (running pods' demand, as kube-scheduler counts it:
+    at once, not when the agent next reports its in-use instances)."""
 
     @property
     def name(self) -> str:
@@ -157,10 +160,13 @@ def _node_state(info: NodeInfo, catalog: Catalog, bound: Iterable[PodInfo]) -> N
     spec = decode_spec(info.annotations)
     free = {r: n for r, n in info.allocatable.items() if not is_mig_resource(r)}
     free.setdefault(POD_COUNT, DEFAULT_POD_CAPACITY)
+    mig: dict[str, int] = {}
     for pod in bound:
         for r, n in pod.requests.items():
             if r in free:
                 free[r] -= n
+            elif is_mig_resource(r) and n > 0:
+                mig[r] = mig.get(r, 0) + n
         free[POD_COUNT] -= 1
     product = info.labels.get(PRODUCT_LABEL)
     if product is None:
@@ -169,7 +175,7 @@ def _node_state(info: NodeInfo, catalog: Catalog, bound: Iterable[PodInfo]) -> N
     if model is None:
         return NodeState(info, None, [], free, spec, frozen=f"node {info.name}: unknown GPU model {product!r}")
     status = decode_status(info.annotations)
-    state = NodeState(info, model, [], free, spec)
+    state = NodeState(info, model, [], free, spec, bound_mig=mig)
     for p in (*status.problems, *spec.problems):
         state.problems.append(f"node {info.name}: {p}")
     bad_status, bad_spec = status.problem_gpus(), spec.problem_gpus()

@@ -81,6 +81,23 @@ class Search:
     """Why not proven, when it is not."""
 
 
+@dataclass(frozen=True)
+class Share:
+    """One MIG resource's standing against its share of the cluster (``nos.planner.shares``)."""
+
+    resource: str
+    demand: int
+    """Compute slices of its devices in use plus those its pending pods ask for."""
+    target: int
+    """Devices its share of the cluster's compute slices comes to."""
+    have: int
+    """Its devices in use plus its pending pods' devices."""
+    kept: int
+    """Free devices held for it (ranked above every pod)."""
+    wanted: int
+    """Further devices held for it (ranked below every pod)."""
+
+
 @dataclass
 class Plan:
     plan_id: str
@@ -89,6 +106,9 @@ class Plan:
     unplaced: list[Unplaced]
     problems: list[str] = field(default_factory=list)
     search: Search | None = None
+    held: list[Placed] = field(default_factory=list)
+    """Devices the plan keeps or makes for profiles below their share (``pod`` is the hold's key)."""
+    shares: list[Share] = field(default_factory=list)
 
     @property
     def changed_nodes(self) -> list[str]:
@@ -132,6 +152,18 @@ class Plan:
                 for p in self.placed
             ],
             "unplaced": [{"pod": u.pod, "reason": u.reason} for u in self.unplaced],
+            "held": [{"node": p.node, "gpu": p.gpu, "profile": p.profile, "existing": p.existing} for p in self.held],
+            "shares": [
+                {
+                    "resource": s.resource,
+                    "demand": s.demand,
+                    "target": s.target,
+                    "have": s.have,
+                    "kept": s.kept,
+                    "wanted": s.wanted,
+                }
+                for s in self.shares
+            ],
             "problems": list(self.problems),
             **(
                 {"search": {"stage": self.search.stage, "optimal": self.search.optimal, "note": self.search.note}}

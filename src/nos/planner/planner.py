@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from nos.config import PLAN_BUDGET_SECONDS
+from nos.config import PLAN_BUDGET_SECONDS, PROFILE_SHARES
 from nos.contract.annotations import SPEC_PLACEMENT_PREFIX, SPEC_PLAN, SPEC_PREFIX, encode_spec
 from nos.contract.pods import CandidatePod, is_mig_resource
 from nos.kube.views.objects import POD_COUNT, SchedulingClass
@@ -37,7 +37,7 @@ from nos.kube.views.scheduling import insufficient, node_refusal
 from nos.mig.catalog import Catalog, GpuModel, default_catalog
 from nos.mig.layout import Instance
 from nos.mig.packing import Geometry, Packer
-from nos.planner import bound, lns
+from nos.planner import bound, lns, shares
 from nos.planner.cluster import ClusterState, GpuState, NodeState, build_cluster
 from nos.planner.eligibility import Eligibility
 from nos.planner.plan import Device, GpuPlan, NodePlan, Placed, Plan, Search, Unplaced
@@ -712,11 +712,14 @@ def plan_state(
     strategies: Sequence[Strategy] = STRATEGIES,
     budget: float = DEFAULT_BUDGET_S,
     optimize: bool = True,
+    share_weight: float = PROFILE_SHARES,
 ) -> Plan:
     """Plan on an already built cluster state (see ``plan``): run each strategy's greedy pass, keep
     the one with the best objective, then let the optimizing stage improve it within what is left
-    of ``budget`` seconds (``optimize=False``: greedy only)."""
+    of ``budget`` seconds (``optimize=False``: greedy only). Profiles below ``share_weight`` times
+    their share of the demand get holds (``nos.planner.shares``; 0: none)."""
     started = time.perf_counter()
+    state, standings = shares.with_holds(state, share_weight)
     packer = Packer(geometries)  # shared: the passes ask the same placement questions
     best: _Planning | None = None
     passes = 1
@@ -746,7 +749,7 @@ def plan_state(
         # keep a quarter of a pass for writing the plan (materialising the layouts)
         reserve = 0.25 * (time.perf_counter() - started) / passes
         best, search = _optimize(state, packer, best, deadline - reserve)
-    result = best.finish(plan_id, fill)
+    result = shares.apart(best.finish(plan_id, fill), standings)
     result.search = search
     return result
 
@@ -786,6 +789,7 @@ def plan(
     plan_id: str | None = None,
     fill: bool = False,
     budget: float = DEFAULT_BUDGET_S,
+    share_weight: float = PROFILE_SHARES,
 ) -> Plan:
     """Desired layouts for every GPU of every MIG-labelled node, and where candidates will fit.
 
@@ -803,4 +807,5 @@ def plan(
         plan_id=plan_id,
         fill=fill,
         budget=budget,
+        share_weight=share_weight,
     )

@@ -54,7 +54,9 @@ def _parameters(timings: Timings) -> str:
     )
 
 
-def summary_table(results: Sequence[PolicyResult], title: str, timings: Timings | None = None) -> Table:
+def summary_table(
+    results: Sequence[PolicyResult], title: str, timings: Timings | None = None, shares: float | None = None
+) -> Table:
     caption = [f"[b]{r.policy}[/b]: {LEGEND.get(r.policy, r.policy)}" for r in results]
     ideal = next((r for r in results if r.policy == "ideal"), None)
     if ideal is not None:
@@ -74,6 +76,9 @@ def summary_table(results: Sequence[PolicyResult], title: str, timings: Timings 
     )
     if timings is not None:
         caption.append("parameters: " + _parameters(timings))
+    if shares is not None and any(r.policy == "nos" for r in results):
+        where = "off" if not shares else "docs/simulate.md, Profile shares"
+        caption.append(f"nos' profile shares: {shares:g} ({where})")
     table = Table(title=title, caption="\n".join(caption), caption_justify="left")
     for column in COLUMNS:
         table.add_column(column, justify="left" if column == "policy" else "right")

@@ -121,6 +121,7 @@ async def _simulate(
             fairness=scenario.fairness
             if policy == "nos"
             else FairnessConfig(aging_step_seconds=None, reserve_after_seconds=None),
+            profile_shares=scenario.profile_shares if policy == "nos" else 0.0,
         )
         store = cluster.kube.store
 

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from nos import yaml_errors
-from nos.config import FairnessConfig
+from nos.config import PROFILE_SHARES, FairnessConfig
 from nos.mig.catalog import default_catalog
 
 POLICIES = ("ideal", "best-static", "whole-gpu", "greedy", "nos", "static")
@@ -169,6 +169,8 @@ class Scenario(_Strict):
     timings: Timings = Field(default_factory=Timings)
     fairness: FairnessConfig = Field(default_factory=FairnessConfig)
     """nos' aging and reservation settings (``PartitionerConfig.fairness``); the greedy has neither."""
+    profile_shares: float = Field(default=PROFILE_SHARES, ge=0, le=1)
+    """nos' capacity held per MIG profile (``PartitionerConfig.profile_shares``); the greedy has none."""
 
     @model_validator(mode="after")
     def _profiles_exist(self) -> Scenario:

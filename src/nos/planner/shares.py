@@ -1,0 +1,127 @@
+"""Capacity held for each MIG profile in proportion to its demand, so one busy profile cannot take
+every GPU.
+
+kube-scheduler hands a device that frees up straight to the next pending pod *of its profile*, and
+the planner shapes idle capacity for the pods pending *now*. Under a backlog of one profile (whole
+GPUs, say) the two together ratchet the cluster towards it: whenever the smaller devices of a GPU
+happen to be idle, the GPU is rebuilt for the backlog, and it stays so while the backlog lasts. Pods
+of the other profiles that arrive later wait for the whole backlog to clear (measured in
+``nos simulate``: docs/simulate.md, "Profile shares").
+
+So the planner is also given *holds*: stand-in candidates for the devices a profile lacks to reach
+its share. A profile's demand is the compute slices of its devices in use plus those its pending pods
+ask for; its share of the cluster's compute slices is ``weight`` times its share of the demand of
+all profiles (what a static mix chosen for the workload gives each profile, measured at every plan
+instead of guessed in advance). A profile below its share gets
+
+* one hold per free device of it that exists, ranked above every pod: the planner keeps those
+  devices instead of rebuilding them for another profile's pods;
+* holds for the rest of what it lacks, ranked below every pod: slots no pending pod can use are
+  shaped for it.
+
+A hold never delays a pod for a device that does not exist yet, and a profile at or above its share
+gets none, so holds only act while the cluster is contended. They are a pure function of the cluster
+state, like the rest of the planner's input; the plan reports them apart (``Plan.held``): they are
+never written, bound to or told about as pods.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import replace
+
+from nos.contract.pods import CandidatePod
+from nos.kube.views.objects import SchedulingClass, Toleration
+from nos.kube.views.scheduling import UNSCHEDULABLE_TAINT
+from nos.mig.catalog import MIG_RESOURCE_PREFIX
+from nos.planner.cluster import ClusterState
+from nos.planner.plan import Plan, Share
+
+HOLD_NAMESPACE = "nos.nebuly.ai"
+"""Holds' namespace: a namespace name cannot contain dots, so no pod's key is ever a hold's."""
+MAX_HOLDS = 512
+"""At most this many holds per plan (those on existing devices first): enough for every free device
+of a few hundred GPUs, and a bounded cost for the planner on clusters of thousands."""
+
+
+def is_hold(key: str) -> bool:
+    return key.startswith(HOLD_NAMESPACE + "/")
+
+
+def shares(state: ClusterState, weight: float) -> list[Share]:
+    """Each MIG resource's demand, target and holds (resources with no demand are left out)."""
+    if weight <= 0:
+        return []
+    size = state.catalog.resource_size
+    in_use: Counter[str] = Counter()
+    free: Counter[str] = Counter()
+    slices = 0
+    for ns in state.nodes.values():
+        in_use.update(ns.bound_mig)
+        for gs in ns.gpus:
+            slices += gs.model.compute_slices
+            if not (ns.frozen or gs.frozen):
+                free.update(MIG_RESOURCE_PREFIX + i.profile for i in gs.instances if not i.used)
+    pending: Counter[str] = Counter(r for p in state.candidates if not p.mig_problem for r in p.mig_devices)
+    have = in_use + pending
+    compute = {r: s[0] for r in have if (s := size(r)) is not None}
+    demand = {r: have[r] * c for r, c in compute.items()}
+    total = sum(demand.values())
+    if not total:
+        return []
+    out = []
+    for resource, wanted in sorted(demand.items()):
+        target = int(weight * wanted / total * slices / compute[resource])
+        lacking = max(0, target - have[resource])
+        kept = min(lacking, max(0, free[resource] - pending[resource]))  # its pending pods' devices first
+        more = min(lacking - kept, have[resource])
+        out.append(Share(resource, wanted, target, have[resource], kept, more))
+    return out
+
+
+def with_holds(state: ClusterState, weight: float) -> tuple[ClusterState, list[Share]]:
+    """``state`` with the holds of ``shares`` among its candidates (the same state when none)."""
+    standings = shares(state, weight) if state.candidates else []
+    if not any(s.kept or s.wanted for s in standings):
+        return state, standings
+    priorities = [p.priority for p in state.candidates]
+    above, below = max(priorities) + 1, min(priorities) - 1
+    anywhere = _anywhere(state)
+    wanted = [(above, s.resource) for s in standings for _ in range(s.kept)]
+    wanted += [(below, s.resource) for s in standings for _ in range(s.wanted)]
+    holds = [_hold(resource, rank, i, anywhere) for i, (rank, resource) in enumerate(wanted[:MAX_HOLDS])]
+    state = replace(state, candidates=[*state.candidates, *holds], candidate_keys=None)
+    return state, standings
+
+
+def _anywhere(state: ClusterState) -> SchedulingClass:
+    """Every taint of the managed nodes tolerated, but not a cordon: capacity is held where pods of
+    any kind may come, not on a node being drained."""
+    taints = {(t.key, t.effect) for ns in state.nodes.values() for t in ns.info.taints}
+    taints.discard((UNSCHEDULABLE_TAINT.key, UNSCHEDULABLE_TAINT.effect))
+    return SchedulingClass(tolerations=tuple(Toleration(k, "Exists", None, e) for k, e in sorted(taints)))
+
+
+def _hold(resource: str, priority: int, index: int, anywhere: SchedulingClass) -> CandidatePod:
+    profile = resource.removeprefix(MIG_RESOURCE_PREFIX)
+    return CandidatePod(
+        namespace=HOLD_NAMESPACE,
+        name=f"hold-{index}-{profile}",
+        priority=priority,
+        created="",
+        node_name=None,
+        phase="Pending",
+        requests={resource: 1},
+        scheduling_class=anywhere,
+        unschedulable=True,
+        mig_devices=(resource,),
+    )
+
+
+def apart(plan: Plan, standings: list[Share]) -> Plan:
+    """``plan`` with its holds moved from the pods to ``held``, and the standings attached."""
+    plan.held = [p for p in plan.placed if is_hold(p.pod)]
+    plan.placed = [p for p in plan.placed if not is_hold(p.pod)]
+    plan.unplaced = [u for u in plan.unplaced if not is_hold(u.pod)]
+    plan.shares = standings
+    return plan
