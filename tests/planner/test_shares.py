@@ -181,3 +181,14 @@ def test_holds_leave_plans_placeable_and_are_never_pods(
     for h in plan.held:  # a held device is in its GPU's planned layout
         gpu = next(g for g in plan.nodes[h.node].gpus if g.index == h.gpu)
         assert h.profile in {i.profile for i in gpu.planned}
+
+
+def test_holds_are_bounded_on_large_clusters() -> None:
+    sevens = {g: [I(k, "1g.10gb") for k in range(7)] for g in range(8)}
+    nodes = [node(f"n{k}", gpus=8, status=sevens) for k in range(12)]  # 672 free 1g.10gb devices
+    state = build_cluster(nodes, [pod("p", "1g.10gb")])  # the only demand: its share is the cluster
+    planned, standings = shares.with_holds(state, 1.0)
+    one = {s.resource: s for s in standings}["nvidia.com/mig-1g.10gb"]
+    assert one.kept == 671 > shares.MAX_HOLDS  # every free one but the pending pod's
+    assert len(planned.candidates) == 1 + shares.MAX_HOLDS
+    assert sum(shares.is_hold(p.key) for p in planned.candidates) == shares.MAX_HOLDS

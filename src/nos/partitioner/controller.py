@@ -211,7 +211,8 @@ class Partitioner:
             self.last_plan_at, self.last_plan_id = now, plan.plan_id
         self._unchanged_since_idle_plan = not result.written and not result.failed
         log.info(
-            "plan %s: %d/%d candidate(s) placed, %d node(s) reconfigured, %d written, %d device(s) held for%s",
+            "plan %s: %d/%d candidate(s) placed, %d node(s) reconfigured, %d written; %d device(s) held for"
+            " profiles below their share:%s",
             plan.plan_id,
             len(plan.placed),
             len(plan.placed) + len(plan.unplaced),
@@ -223,7 +224,7 @@ class Partitioner:
                 for s in plan.shares
                 if s.kept or s.wanted
             )
-            or " no profile below its share",
+            or " none",
         )
         await self._explain(plan, {p.key: p for p in state.candidates}, result.written)
         self.batcher.reset()

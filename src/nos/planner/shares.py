@@ -14,15 +14,16 @@ ask for; its share of the cluster's compute slices is ``weight`` times its share
 all profiles (what a static mix chosen for the workload gives each profile, measured at every plan
 instead of guessed in advance). A profile below its share gets
 
-* one hold per free device of it that exists, ranked above every pod: the planner keeps those
-  devices instead of rebuilding them for another profile's pods;
-* holds for the rest of what it lacks, ranked below every pod: slots no pending pod can use are
-  shaped for it.
+* one hold per free device of it that its own pending pods leave, ranked above every pod: the
+  planner keeps those devices instead of rebuilding them for another profile's pods;
+* holds for up to as many further devices as it has (in use plus pending), ranked below every pod:
+  slots no pending pod can use are shaped for it, and a handful of pods does not reshape a whole
+  idle cluster (without that limit it did, in ``nos simulate``).
 
-A hold never delays a pod for a device that does not exist yet, and a profile at or above its share
-gets none, so holds only act while the cluster is contended. They are a pure function of the cluster
-state, like the rest of the planner's input; the plan reports them apart (``Plan.held``): they are
-never written, bound to or told about as pods.
+A hold never delays a pod for a device that does not exist yet, and a profile at or above its
+share gets none. Holds are a pure function of the cluster state, like the rest of the planner's
+input; the plan reports them apart (``Plan.held``, ``Plan.shares``): they are never written, bound
+to or told about as pods.
 """
 
 from __future__ import annotations
