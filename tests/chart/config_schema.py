@@ -36,6 +36,7 @@ class Partitioner(_Strict):
     batchWindowTimeoutSeconds: int = Field(gt=0)
     reportTimeoutSeconds: int = Field(gt=0)
     fillSpare: bool
+    profileShares: float = Field(ge=0, le=1)
     planBudgetSeconds: float = Field(gt=0)
     knownGeometriesFile: str
     livenessTimeoutSeconds: float = Field(gt=0)

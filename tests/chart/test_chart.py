@@ -30,6 +30,7 @@ CUSTOM: dict[str, Any] = {
         "replicas": 2,
         "batchWindowIdleSeconds": 5,
         "fillSpare": True,
+        "profileShares": 0.5,
         "planBudgetSeconds": 0.5,
         "fairness": {"agingStepSeconds": 600, "reserveAfterSeconds": 1800},
         "leaderElection": {"leaseName": "custom-lease"},
@@ -449,6 +450,7 @@ def test_default_config_matches_the_runtime_contract(default: list[Manifest]) ->
             "batchWindowTimeoutSeconds": 60,
             "reportTimeoutSeconds": 300,
             "fillSpare": False,
+            "profileShares": 1,
             "planBudgetSeconds": 2,
             "knownGeometriesFile": "/etc/nos/known-mig-geometries.yaml",
             "livenessTimeoutSeconds": 600,
@@ -483,6 +485,7 @@ def test_custom_values_reach_the_config(custom: list[Manifest]) -> None:
     validate_config(config)
     assert config["partitioner"]["batchWindowIdleSeconds"] == 5
     assert config["partitioner"]["fillSpare"] is True
+    assert config["partitioner"]["profileShares"] == 0.5
     assert config["partitioner"]["planBudgetSeconds"] == 0.5
     assert config["partitioner"]["leaderElection"]["leaseName"] == "custom-lease"
     assert config["partitioner"]["fairness"] == {

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -183,12 +184,25 @@ def test_holds_leave_plans_placeable_and_are_never_pods(
         assert h.profile in {i.profile for i in gpu.planned}
 
 
-def test_holds_are_bounded_on_large_clusters() -> None:
+def test_a_profile_holds_at_most_as_many_devices_as_it_has() -> None:
+    """One pending 1g.10gb pod on an idle cluster: its share is the whole cluster, but it holds one
+    device, whatever free ones exist, so repeated plans while it waits do not reshape the cluster."""
     sevens = {g: [I(k, "1g.10gb") for k in range(7)] for g in range(8)}
-    nodes = [node(f"n{k}", gpus=8, status=sevens) for k in range(12)]  # 672 free 1g.10gb devices
-    state = build_cluster(nodes, [pod("p", "1g.10gb")])  # the only demand: its share is the cluster
+    nodes = [node(f"n{k}", gpus=8, status=sevens) for k in range(2)]  # 112 free 1g.10gb devices
+    state = build_cluster(nodes, [pod("p", "1g.10gb")])
+    (one,) = shares.shares(state, 1.0)
+    assert (one.target, one.have, one.kept, one.wanted) == (112, 1, 1, 0)
+    empty = build_cluster([node("e", gpus=8, status={g: [] for g in range(8)})], [pod("p", "1g.10gb")])
+    (one,) = shares.shares(empty, 1.0)
+    assert (one.target, one.have, one.kept, one.wanted) == (56, 1, 0, 1)
+
+
+def test_holds_are_bounded_per_plan(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shares, "MAX_HOLDS", 2)
+    state = build_cluster(*ratchet())
     planned, standings = shares.with_holds(state, 1.0)
-    one = {s.resource: s for s in standings}["nvidia.com/mig-1g.10gb"]
-    assert one.kept == 671 > shares.MAX_HOLDS  # every free one but the pending pod's
-    assert len(planned.candidates) == 1 + shares.MAX_HOLDS
-    assert sum(shares.is_hold(p.key) for p in planned.candidates) == shares.MAX_HOLDS
+    assert sum(s.kept + s.wanted for s in standings) > 2
+    holds = [p for p in planned.candidates if shares.is_hold(p.key)]
+    assert len(holds) == 2
+    top = max(p.priority for p in state.candidates)
+    assert all(h.priority > top for h in holds)  # the free devices' holds come first

@@ -74,9 +74,11 @@ def shares(state: ClusterState, weight: float) -> list[Share]:
     for resource, wanted in sorted(demand.items()):
         target = int(weight * wanted / total * slices / compute[resource])
         lacking = max(0, target - have[resource])
-        kept = min(lacking, max(0, free[resource] - pending[resource]))  # its pending pods' devices first
-        more = min(lacking - kept, have[resource])
-        out.append(Share(resource, wanted, target, have[resource], kept, more))
+        # at most as many held as it has: repeated plans while its pods wait must not reshape the
+        # whole idle cluster one device at a time; its pending pods get their free devices first
+        held = min(lacking, have[resource])
+        kept = min(held, max(0, free[resource] - pending[resource]))
+        out.append(Share(resource, wanted, target, have[resource], kept, held - kept))
     return out
 
 
