@@ -186,11 +186,9 @@ def run_instance(inst: Instance, exact_limit: float, exact_max_nodes: int) -> Re
     state = build_cluster(nodes, pods)
     plan = _plan_nos()
     started = time.perf_counter()
-    # profile shares off: holds trade pods placed now for capacity later, which the exact reference
-    # (the most pods placed per priority) does not model; their cost here is in docs/benchmarks.md
-    nos_plan = plan(nodes, pods, share_weight=0.0)
+    nos_plan = plan(nodes, pods)
     nos_s = time.perf_counter() - started
-    passes = plan_state(state, optimize=False, budget=float("inf"), share_weight=0.0)  # the planner before this stage
+    passes = plan_state(state, optimize=False, budget=float("inf"))  # the planner before this stage
     nos_errors = check_plan(state, nos_plan)
     started = time.perf_counter()
     greedy = plan_greedy_state(build_cluster(nodes, pods))

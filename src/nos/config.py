@@ -38,9 +38,11 @@ LEASE_JITTER = 1.2
 PLAN_BUDGET_SECONDS = 2.0
 """Time a planning round may take: the partitioner's, ``nos plan``'s and ``nos simulate``'s default."""
 
-PROFILE_SHARES = 1.0
+PROFILE_SHARES = 0.0
 """Capacity held for each MIG profile, as a fraction of its share of the demand
-(``nos.planner.shares``): the partitioner's, ``nos plan``'s and ``nos simulate``'s default."""
+(``nos.planner.shares``): the partitioner's, ``nos plan``'s and ``nos simulate``'s default. Off: it
+helps workloads whose profile mix holds steady under a backlog and costs those whose mix moves from
+burst to burst (docs/simulate.md, "Profile shares"); 1.0 is the measured setting."""
 
 
 class ConfigError(ValueError):
@@ -95,8 +97,8 @@ class PartitionerConfig(_Section):
     """Fill spare slots of reconfigured GPUs (see ``nos.planner.planner.plan``)."""
     profile_shares: float = Field(default=PROFILE_SHARES, ge=0, le=1)
     """Hold capacity for each MIG profile up to this fraction of its share of the demand (devices in
-    use plus pending, in compute slices), so one backlogged profile cannot take every GPU; 0: off
-    (``nos.planner.shares``, ``nos plan --shares``)."""
+    use plus pending, in compute slices), so one backlogged profile cannot take every GPU; 0 (the
+    default): off; 1.0 was measured (``nos.planner.shares``, ``nos plan --shares``)."""
     plan_budget_seconds: float = Field(default=PLAN_BUDGET_SECONDS, gt=0)
     """Time a planning round may take (greedy passes and optimizing stage; ``nos plan --budget``)."""
     patch_attempts: int = Field(default=5, ge=1)

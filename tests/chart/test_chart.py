@@ -450,7 +450,7 @@ def test_default_config_matches_the_runtime_contract(default: list[Manifest]) ->
             "batchWindowTimeoutSeconds": 60,
             "reportTimeoutSeconds": 300,
             "fillSpare": False,
-            "profileShares": 1,
+            "profileShares": 0,
             "planBudgetSeconds": 2,
             "knownGeometriesFile": "/etc/nos/known-mig-geometries.yaml",
             "livenessTimeoutSeconds": 600,

@@ -41,16 +41,16 @@ def test_text_plan_of_the_example() -> None:
     assert "research/too-hungry" in result.stdout and "default/old-profile" in result.stdout
 
 
-def test_devices_held_for_profile_shares_are_shown_and_can_be_turned_off() -> None:
-    shown = run(str(EXAMPLE))
+def test_devices_held_for_profile_shares_are_shown_when_turned_on() -> None:
+    shown = run("--shares", "1", str(EXAMPLE))
     assert "held for its profile's share: " in shown.stdout
     assert "Profiles below their share of the demand" in shown.stdout
-    doc = plan_json(str(EXAMPLE))
+    doc = plan_json("--shares", "1", str(EXAMPLE))
     assert doc["held"] and all(not h["existing"] for h in doc["held"])  # spare slots of empty GPUs
     assert {s["resource"] for s in doc["shares"] if s["wanted"]} >= {"nvidia.com/mig-1g.10gb"}
-    off = run("--shares", "0", str(EXAMPLE))
+    off = run(str(EXAMPLE))  # off by default
     assert off.exit_code == 0 and "held for" not in off.stdout and "below their share" not in off.stdout
-    assert plan_json("--shares", "0", str(EXAMPLE))["held"] == []
+    assert plan_json(str(EXAMPLE))["held"] == [] and plan_json(str(EXAMPLE))["shares"] == []
     assert run("--shares", "1.5", str(EXAMPLE)).exit_code == 2  # a fraction of the share
 
 
@@ -232,8 +232,7 @@ def test_geometries_restrict_the_plan(tmp_path: Path) -> None:
         "  - {2g.20gb: 3, 1g.10gb: 1}\n"
         "  - {3g.40gb: 2}\n"
     )
-    args = ["plan", "--json", "--geometries", str(geo), "--shares", "0", "-"]
-    result = CliRunner().invoke(cli, args, input=text)
+    result = CliRunner().invoke(cli, ["plan", "--json", "--geometries", str(geo), "-"], input=text)
     assert result.exit_code == 0, result.output
     restricted = json.loads(result.stdout)
     _check_plan_json(restricted)
@@ -248,9 +247,7 @@ def test_geometries_restrict_the_plan(tmp_path: Path) -> None:
     restricted = json.loads(result.stdout)
     assert [p["pod"] for p in restricted["placed"]] == ["ns/a"]
     assert [u["pod"] for u in restricted["unplaced"]] == ["ns/b"]
-    layout = Counter(i["profile"] for i in restricted["nodes"]["fresh"]["gpus"][0]["instances"])
-    assert set(layout) == {"1g.10gb"}  # the one allowed geometry, also for the devices held for shares
-    assert layout["1g.10gb"] == 1 + len(restricted["held"])
+    assert dict(Counter(i["profile"] for i in restricted["nodes"]["fresh"]["gpus"][0]["instances"])) == {"1g.10gb": 1}
 
 
 def test_geometry_warnings_go_to_stderr(tmp_path: Path) -> None:

@@ -143,7 +143,7 @@ def test_the_guided_move_finds_what_local_moves_do_not(monkeypatch: pytest.Monke
     ]
     state = build_cluster(nodes, pods)
     assert len(plan_state(state, optimize=False).placed) == 1
-    result = plan_state(state, share_weight=0.0)
+    result = plan_state(state)
     assert check_plan(state, result) == []
     assert len(result.placed) == 2
     assert calls[0] == (True, 2), calls  # the guided move did it

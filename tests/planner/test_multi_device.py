@@ -16,8 +16,6 @@ from tests.planner.factories import node, pod
 
 
 def run(nodes: list[dict[str, Any]], pods: list[dict[str, Any]], **kw: Any) -> Plan:
-    """Placement without profile shares' holds (tests/planner/test_shares.py has those)."""
-    kw.setdefault("share_weight", 0.0)
     result = plan(nodes, pods, **kw)
     assert check_plan(build_cluster(nodes, pods), result) == []
     return result

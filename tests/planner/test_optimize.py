@@ -23,8 +23,6 @@ WHOLE = {0: [I(0, "7g.80gb")]}
 
 
 def run(nodes: list[dict[str, Any]], pods: list[dict[str, Any]], **kw: Any) -> Plan:
-    """The optimizing stage without profile shares' holds (tests/planner/test_shares.py has those)."""
-    kw.setdefault("share_weight", 0.0)
     state = build_cluster(nodes, pods)
     result = plan_state(state, **kw)
     assert check_plan(state, result) == []

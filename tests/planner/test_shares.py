@@ -65,7 +65,7 @@ def test_demand_counts_bound_pods_and_pending_ones() -> None:
 
 def test_a_free_device_of_a_profile_below_its_share_is_kept_from_another_profiles_pod() -> None:
     state = build_cluster(*ratchet())
-    plan = plan_state(state, plan_id="p")
+    plan = plan_state(state, plan_id="p", share_weight=1.0)
     assert check_plan(state, plan) == []
     assert not plan.placed  # the whole-GPU pod would have to destroy the held 4g.40gb
     assert [u.pod for u in plan.unplaced] == ["default/next-whole"]
@@ -82,7 +82,7 @@ def test_a_hold_never_delays_a_pod_for_a_device_that_does_not_exist_yet() -> Non
     nodes, pods = ratchet()
     nodes.append(node("empty", status={0: []}))
     state = build_cluster(nodes, pods)
-    plan = plan_state(state, plan_id="p")
+    plan = plan_state(state, plan_id="p", share_weight=1.0)
     assert [(p.pod, p.node) for p in plan.placed] == [("default/next-whole", "empty")]
     assert ("free", "4g.40gb", True) in [(h.node, h.profile, h.existing) for h in plan.held]
 
@@ -99,7 +99,7 @@ def test_spare_slots_no_pod_can_use_are_shaped_for_a_profile_below_its_share() -
         pod("waits", "3g.40gb"),  # a second 3g.40gb fits on "spare" at slot 4 only
     ]
     state = build_cluster(nodes, pods)
-    plan = plan_state(state, plan_id="p")
+    plan = plan_state(state, plan_id="p", share_weight=1.0)
     assert [(p.pod, p.node) for p in plan.placed] == [("default/waits", "spare")]
     assert check_plan(state, plan) == []
     # 4g.40gb: 4 of 13 demanded slices -> 2 of 14 cluster slices' worth... but no 4g fits on "spare"
@@ -110,7 +110,7 @@ def test_holds_go_where_pods_may_come_not_to_a_cordoned_node() -> None:
     nodes, pods = ratchet()
     nodes[0] = node("free", status={0: [I(0, "4g.40gb"), I(4, "3g.40gb")]}, unschedulable=True)
     state = build_cluster(nodes, pods)
-    assert not [h for h in plan_state(state, plan_id="p").held if h.node == "free"]
+    assert not [h for h in plan_state(state, plan_id="p", share_weight=1.0).held if h.node == "free"]
 
     nodes[0] = node(
         "free",
@@ -118,11 +118,11 @@ def test_holds_go_where_pods_may_come_not_to_a_cordoned_node() -> None:
         taints=[{"key": "nvidia.com/gpu", "effect": "NoSchedule"}],
     )
     state = build_cluster(nodes, pods)
-    assert ("free", "4g.40gb") in [(h.node, h.profile) for h in plan_state(state, plan_id="p").held]
+    assert ("free", "4g.40gb") in [(h.node, h.profile) for h in plan_state(state, plan_id="p", share_weight=1.0).held]
 
 
 def test_holds_are_reported_apart_in_the_plans_json() -> None:
-    plan = plan_state(build_cluster(*ratchet()), plan_id="p")
+    plan = plan_state(build_cluster(*ratchet()), plan_id="p", share_weight=1.0)
     doc = plan.to_json()
     assert {"node": "free", "gpu": 0, "profile": "4g.40gb", "existing": True} in doc["held"]
     assert {s["resource"]: s["kept"] for s in doc["shares"]}[R4G] == 1
@@ -174,7 +174,7 @@ def test_holds_leave_plans_placeable_and_are_never_pods(
         nodes.append(node(f"n{n}", status={0: instances}))
     pods += [pod(f"p{i}", profile) for i, profile in enumerate(pending)]
     state = build_cluster(nodes, pods)
-    plan = plan_state(state, plan_id="p", budget=0.5)
+    plan = plan_state(state, plan_id="p", budget=0.5, share_weight=1.0)
     assert check_plan(state, plan) == []
     keys = {p.key for p in state.candidates}
     assert {p.pod for p in plan.placed} | {u.pod for u in plan.unplaced} <= keys

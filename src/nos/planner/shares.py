@@ -12,13 +12,13 @@ So the planner is also given *holds*: stand-in candidates for the devices a prof
 its share. A profile's demand is the compute slices of its devices in use plus those its pending pods
 ask for; its share of the cluster's compute slices is ``weight`` times its share of the demand of
 all profiles (what a static mix chosen for the workload gives each profile, measured at every plan
-instead of guessed in advance). A profile below its share gets
+instead of guessed in advance). A profile below its share gets holds for what it lacks, but for
+no more devices than it has (in use plus pending: repeated plans while a pod waits for its device
+must not reshape a whole idle cluster, one device per plan, for the mix of a handful of pods):
 
-* one hold per free device of it that its own pending pods leave, ranked above every pod: the
+* first one per free device of it that its own pending pods leave, ranked above every pod: the
   planner keeps those devices instead of rebuilding them for another profile's pods;
-* holds for up to as many further devices as it has (in use plus pending), ranked below every pod:
-  slots no pending pod can use are shaped for it, and a handful of pods does not reshape a whole
-  idle cluster (without that limit it did, in ``nos simulate``).
+* then new devices, ranked below every pod: slots no pending pod can use are shaped for it.
 
 A hold never delays a pod for a device that does not exist yet, and a profile at or above its
 share gets none. Holds are a pure function of the cluster state, like the rest of the planner's
