@@ -23,7 +23,8 @@ must not reshape a whole idle cluster, one device per plan, for the mix of a han
 A hold never delays a pod for a device that does not exist yet, and a profile at or above its
 share gets none. Holds are a pure function of the cluster state, like the rest of the planner's
 input; the plan reports them apart (``Plan.held``, ``Plan.shares``): they are never written, bound
-to or told about as pods.
+to or told about as pods. Off by default (``nos.config.PROFILE_SHARES``): they pay where the
+profile mix holds steady under a backlog and cost workloads whose mix moves from burst to burst.
 """
 
 from __future__ import annotations
@@ -71,14 +72,14 @@ def shares(state: ClusterState, weight: float) -> list[Share]:
     if not total:
         return []
     out = []
-    for resource, wanted in sorted(demand.items()):
-        target = int(weight * wanted / total * slices / compute[resource])
+    for resource, asked in sorted(demand.items()):
+        target = int(weight * asked / total * slices / compute[resource])
         lacking = max(0, target - have[resource])
         # at most as many held as it has: repeated plans while its pods wait must not reshape the
         # whole idle cluster one device at a time; its pending pods get their free devices first
         held = min(lacking, have[resource])
         kept = min(held, max(0, free[resource] - pending[resource]))
-        out.append(Share(resource, wanted, target, have[resource], kept, held - kept))
+        out.append(Share(resource, asked, target, have[resource], kept, held - kept))
     return out
 
 
@@ -90,9 +91,9 @@ def with_holds(state: ClusterState, weight: float) -> tuple[ClusterState, list[S
     priorities = [p.priority for p in state.candidates]
     above, below = max(priorities) + 1, min(priorities) - 1
     anywhere = _anywhere(state)
-    wanted = [(above, s.resource) for s in standings for _ in range(s.kept)]
-    wanted += [(below, s.resource) for s in standings for _ in range(s.wanted)]
-    holds = [_hold(resource, rank, i, anywhere) for i, (rank, resource) in enumerate(wanted[:MAX_HOLDS])]
+    ranked = [(above, s.resource) for s in standings for _ in range(s.kept)]
+    ranked += [(below, s.resource) for s in standings for _ in range(s.wanted)]
+    holds = [_hold(resource, rank, i, anywhere) for i, (rank, resource) in enumerate(ranked[:MAX_HOLDS])]
     state = replace(state, candidates=[*state.candidates, *holds], candidate_keys=None)
     return state, standings
 
