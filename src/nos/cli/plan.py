@@ -66,8 +66,7 @@ def render_text(plan: Plan, ignored: list[Ignored] | None = None) -> str:
     if lacking:
         lines += ["", "Profiles below their share of the demand (devices: in use + pending -> share; held):"]
         lines += [
-            f"  {s.resource.removeprefix('nvidia.com/mig-')}: {s.have} -> {s.target}; "
-            f"{s.kept} free kept, {s.wanted} more asked below every pod"
+            f"  {s.profile}: {s.have} -> {s.target}; {s.kept} free kept, {s.wanted} more asked below every pod"
             for s in lacking
         ]
     if plan.problems:

@@ -219,12 +219,7 @@ class Partitioner:
             len(plan.changed_nodes),
             len(result.written),
             len(plan.held),
-            "".join(
-                f" {s.resource.removeprefix('nvidia.com/mig-')} ({s.have} -> {s.target})"
-                for s in plan.shares
-                if s.kept or s.wanted
-            )
-            or " none",
+            "".join(f" {s.profile} ({s.have} -> {s.target})" for s in plan.shares if s.kept or s.wanted) or " none",
         )
         await self._explain(plan, {p.key: p for p in state.candidates}, result.written)
         self.batcher.reset()

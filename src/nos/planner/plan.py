@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from nos.mig.catalog import MIG_RESOURCE_PREFIX
 from nos.mig.layout import Instance
 
 
@@ -97,6 +98,10 @@ class Share:
     wanted: int
     """Further devices held for it (ranked below every pod)."""
 
+    @property
+    def profile(self) -> str:
+        return self.resource.removeprefix(MIG_RESOURCE_PREFIX)
+
 
 @dataclass
 class Plan:
@@ -153,17 +158,7 @@ class Plan:
             ],
             "unplaced": [{"pod": u.pod, "reason": u.reason} for u in self.unplaced],
             "held": [{"node": p.node, "gpu": p.gpu, "profile": p.profile, "existing": p.existing} for p in self.held],
-            "shares": [
-                {
-                    "resource": s.resource,
-                    "demand": s.demand,
-                    "target": s.target,
-                    "have": s.have,
-                    "kept": s.kept,
-                    "wanted": s.wanted,
-                }
-                for s in self.shares
-            ],
+            "shares": [asdict(s) for s in self.shares],
             "problems": list(self.problems),
             **(
                 {"search": {"stage": self.search.stage, "optimal": self.search.optimal, "note": self.search.note}}

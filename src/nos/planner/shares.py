@@ -91,9 +91,9 @@ def with_holds(state: ClusterState, weight: float) -> tuple[ClusterState, list[S
     priorities = [p.priority for p in state.candidates]
     above, below = max(priorities) + 1, min(priorities) - 1
     anywhere = _anywhere(state)
-    ranked = [(above, s.resource) for s in standings for _ in range(s.kept)]
-    ranked += [(below, s.resource) for s in standings for _ in range(s.wanted)]
-    holds = [_hold(resource, rank, i, anywhere) for i, (rank, resource) in enumerate(ranked[:MAX_HOLDS])]
+    ranked = [(above, s) for s in standings for _ in range(s.kept)]
+    ranked += [(below, s) for s in standings for _ in range(s.wanted)]
+    holds = [_hold(share, rank, i, anywhere) for i, (rank, share) in enumerate(ranked[:MAX_HOLDS])]
     state = replace(state, candidates=[*state.candidates, *holds], candidate_keys=None)
     return state, standings
 
@@ -106,19 +106,18 @@ def _anywhere(state: ClusterState) -> SchedulingClass:
     return SchedulingClass(tolerations=tuple(Toleration(k, "Exists", None, e) for k, e in sorted(taints)))
 
 
-def _hold(resource: str, priority: int, index: int, anywhere: SchedulingClass) -> CandidatePod:
-    profile = resource.removeprefix(MIG_RESOURCE_PREFIX)
+def _hold(share: Share, priority: int, index: int, anywhere: SchedulingClass) -> CandidatePod:
     return CandidatePod(
         namespace=HOLD_NAMESPACE,
-        name=f"hold-{index}-{profile}",
+        name=f"hold-{index}-{share.profile}",
         priority=priority,
         created="",
         node_name=None,
         phase="Pending",
-        requests={resource: 1},
+        requests={share.resource: 1},
         scheduling_class=anywhere,
         unschedulable=True,
-        mig_devices=(resource,),
+        mig_devices=(share.resource,),
     )
 
 
