@@ -97,3 +97,18 @@ def pod(
         "spec": spec,
         "status": status,
     }
+
+
+def flexible_and_pinned() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Two nodes with room for one pod each; a flexible pod, planned first (older), takes the only
+    node the pinned pod may use unless the plan looks further than one pod at a time."""
+    whole = {0: [Instance(0, "7g.80gb")]}
+    nodes = [
+        node("a", status=whole, cpu="2", labels={"zone": "a"}),
+        node("b", status=whole, cpu="2", labels={"zone": "b"}),
+    ]
+    pods = [
+        pod("flex", "1g.10gb", cpu="2", created="2026-11-29T10:00:00Z"),
+        pod("pinned", "1g.10gb", cpu="2", node_selector={"zone": "a"}, created="2026-11-29T10:00:01Z"),
+    ]
+    return nodes, pods

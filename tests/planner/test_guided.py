@@ -15,7 +15,7 @@ from nos.planner.checker import check_plan
 from nos.planner.cluster import build_cluster
 from nos.planner.mip import Mip
 from nos.planner.planner import plan_state
-from tests.planner.factories import node, pod
+from tests.planner.factories import flexible_and_pinned, node, pod
 
 
 def test_a_node_hosts_a_pod_when_its_gpus_can_share_out_all_its_devices() -> None:
@@ -132,16 +132,7 @@ def test_the_guided_move_finds_what_local_moves_do_not(monkeypatch: pytest.Monke
 
     monkeypatch.setattr(optimize, "solve", lambda *a, **kw: optimize.Solution())
     monkeypatch.setattr(optimize.Model, "solve", model_solve)
-    whole = {0: [I(0, "7g.80gb")]}
-    nodes = [
-        node("a", status=whole, cpu="2", labels={"zone": "a"}),
-        node("b", status=whole, cpu="2", labels={"zone": "b"}),
-    ]
-    pods = [
-        pod("flex", "1g.10gb", cpu="2", created="2026-11-29T10:00:00Z"),
-        pod("pinned", "1g.10gb", cpu="2", node_selector={"zone": "a"}, created="2026-11-29T10:00:01Z"),
-    ]
-    state = build_cluster(nodes, pods)
+    state = build_cluster(*flexible_and_pinned())
     assert len(plan_state(state, optimize=False).placed) == 1
     result = plan_state(state)
     assert check_plan(state, result) == []

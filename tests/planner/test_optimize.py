@@ -16,7 +16,7 @@ from nos.planner.checker import check_plan
 from nos.planner.cluster import build_cluster
 from nos.planner.plan import Plan
 from nos.planner.planner import plan_state
-from tests.planner.factories import node, pod
+from tests.planner.factories import flexible_and_pinned, node, pod
 from tests.planner.test_properties import Cluster, clusters
 
 WHOLE = {0: [I(0, "7g.80gb")]}
@@ -36,14 +36,7 @@ def by_priority(nodes: list[dict[str, Any]], pods: list[dict[str, Any]], result:
 
 
 def test_a_flexible_pod_leaves_the_only_node_a_pinned_pod_can_use() -> None:
-    nodes = [
-        node("a", status=WHOLE, cpu="2", labels={"zone": "a"}),
-        node("b", status=WHOLE, cpu="2", labels={"zone": "b"}),
-    ]
-    pods = [
-        pod("flex", "1g.10gb", cpu="2", created="2026-11-29T10:00:00Z"),
-        pod("pinned", "1g.10gb", cpu="2", node_selector={"zone": "a"}, created="2026-11-29T10:00:01Z"),
-    ]
+    nodes, pods = flexible_and_pinned()
     greedy = run(nodes, pods, optimize=False)
     assert len(greedy.placed) == 1 and greedy.search is not None and greedy.search.stage == "greedy"
     result = run(nodes, pods)
