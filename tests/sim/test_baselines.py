@@ -1,7 +1,9 @@
-"""The reference policies: ``ideal`` (GPUs as pools of slices), ``whole-gpu`` and ``best-static``."""
+"""The reference policies: ``ideal`` (GPUs as pools of slices), ``whole-gpu``, ``best-static`` and
+``hindsight-static``."""
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 import pytest
@@ -10,8 +12,8 @@ from nos.mig.catalog import default_catalog
 from nos.mig.layout import Instance, layout_errors
 from nos.sim.nodes import NvmlFactory
 from nos.sim.runner import simulate_policy
-from nos.sim.scenario import NodeGroup, PodSpec
-from nos.sim.static_mix import best_static, maximal_layouts
+from nos.sim.scenario import DRAIN_S, NodeGroup, PodSpec, default_scenario
+from nos.sim.static_mix import best_static, demand, known_demand, known_mix, maximal_layouts
 from tests.sim.helpers import pod, tiny
 from tests.sim.test_runs import _small_mixed
 
@@ -75,12 +77,12 @@ def _specs(profile: str, n: int, duration: float = 3600) -> list[PodSpec]:
 def test_best_static_follows_the_profile_mix() -> None:
     groups = [NodeGroup(name="a", model="A100-80GB", count=2, gpus=4)]
     models = {"a": A100}
-    whole = best_static(groups, models, _specs("7g.80gb", 20), 7200)
+    whole = best_static(groups, models, demand(_specs("7g.80gb", 20), 7200))
     assert whole["a"] == [{"7g.80gb": 1}] * 8
-    small = best_static(groups, models, _specs("1g.10gb", 100), 7200)
+    small = best_static(groups, models, demand(_specs("1g.10gb", 100), 7200))
     assert all(layout == {"1g.10gb": 7} for layout in small["a"])
     # as much 1g.10gb demand as 3g.40gb demand (in devices): both served in proportion
-    mixed = best_static(groups, models, _specs("1g.10gb", 20) + _specs("3g.40gb", 20), 7200)
+    mixed = best_static(groups, models, demand(_specs("1g.10gb", 20) + _specs("3g.40gb", 20), 7200))
     one = sum(layout.get("1g.10gb", 0) for layout in mixed["a"])
     three = sum(layout.get("3g.40gb", 0) for layout in mixed["a"])
     assert one >= 8 and three >= 8 and one + 3 * three <= 56
@@ -94,3 +96,40 @@ def test_best_static_runs_its_layouts(nvml_factory: NvmlFactory) -> None:
     scenario = tiny(pods, gpus=2, layout={"1g.10gb": 7})
     result = simulate_policy(scenario, scenario.all_pods(), "best-static", nvml_factory)
     assert result.layouts == {"7g.80gb=1": 2} and result.mean_pending_s == 0 and result.device_plugin_restarts == 0
+
+
+def test_best_static_knows_the_generators_mix_not_the_draw() -> None:
+    scenario = default_scenario()
+    horizon = 3 * 3600 + DRAIN_S
+    mix = known_mix(scenario, horizon)
+    main, priority = scenario.workload.generators
+    mean_main = (main.duration_max_s - main.duration_min_s) / math.log(main.duration_max_s / main.duration_min_s)
+    mean_prio = (priority.duration_max_s - priority.duration_min_s) / math.log(
+        priority.duration_max_s / priority.duration_min_s
+    )
+    # weights 4 (1g.10gb) and 1 (7g.80gb) of 12 in the main generator; 1g.10gb also half of the other's
+    assert mix["7g.80gb"] == pytest.approx(400 / 12 * mean_main / horizon)
+    assert mix["1g.10gb"] == pytest.approx(400 * 4 / 12 * mean_main / horizon + 20 / 2 * mean_prio / horizon)
+    # the same known mix whatever the seed draws; the level is the run's own demand
+    for seed in (1, 2):
+        pods = scenario.model_copy(update={"seed": seed}).all_pods()
+        want, own = known_demand(scenario, pods, horizon), demand(pods, horizon)
+        assert sum(want.values()) == pytest.approx(sum(own.values()))
+        assert want["1g.10gb"] / want["7g.80gb"] == pytest.approx(mix["1g.10gb"] / mix["7g.80gb"])
+        assert want != own
+
+
+def test_best_static_is_configured_for_the_expected_mix(nvml_factory: NvmlFactory) -> None:
+    # the operator expected whole-GPU jobs; 1g.10gb pods came: best-static has no device for them,
+    # hindsight-static (chosen for these very pods) has
+    pods = [pod(f"s{i}", "1g.10gb", at=i, duration=300) for i in range(3)]
+    scenario = tiny(pods, gpus=2, layout={"1g.10gb": 7}).model_copy(
+        update={"expected_mix": {"7g.80gb": 1.0}, "duration_s": 3600}
+    )
+    expected = simulate_policy(scenario, scenario.all_pods(), "best-static", nvml_factory)
+    assert expected.layouts == {"7g.80gb=1": 2} and expected.never_scheduled == 3
+    hindsight = simulate_policy(scenario, scenario.all_pods(), "hindsight-static", nvml_factory)
+    assert hindsight.layouts == {"1g.10gb=7": 2} and hindsight.mean_pending_s == 0
+    # without an expected mix, explicit pods are what the operator knows: both agree
+    known = scenario.model_copy(update={"expected_mix": None})
+    assert simulate_policy(known, known.all_pods(), "best-static", nvml_factory).layouts == hindsight.layouts

@@ -175,6 +175,11 @@ def test_cli_rejects_bad_input(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "offered by no GPU model" in result.output
     result = CliRunner().invoke(cli.simulate, ["--static-layout", "1g.10gb"])
     assert result.exit_code == 2 and "PROFILE=COUNT" in result.output
+    for mix, message in (("{9g.1gb: 1}", "offered by no GPU model"), ("{1g.10gb: -1}", "greater than or equal to 0")):
+        wrong = tmp_path / "mix.yaml"
+        wrong.write_text(f"nodes: [{{model: A100-80GB, gpus: 1}}]\nexpected_mix: {mix}\n")
+        result = CliRunner().invoke(cli.simulate, [str(wrong)])
+        assert result.exit_code == 2 and message in result.output, result.output
     typo = tmp_path / "typo.yaml"
     typo.write_text("nodes: [{model: A100-80GB, gpus: 1, gpu: 2}]\n")
     result = CliRunner().invoke(cli.simulate, [str(typo)])

@@ -13,7 +13,7 @@ from nos.mig.catalog import default_catalog
 from nos.sim.load import LOADS, nodes_for_load, offered_load, parse_load
 from nos.sim.progress import LineProgress
 from nos.sim.scenario import PodSpec
-from nos.sim.trace import read_trace, shipped_trace
+from nos.sim.trace import TraceTask, read_trace, shipped_trace, trace_mix
 
 A100 = default_catalog().model("A100-80GB")
 
@@ -75,3 +75,28 @@ def test_trace_replay_from_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
     assert both.exit_code == 2 and "not both" in both.output
     bad = CliRunner().invoke(cli.simulate, ["--trace", "--sample", "zero"])
     assert bad.exit_code == 2 and "'zero'" in bad.output
+
+
+def test_best_static_is_configured_for_the_whole_trace() -> None:
+    """An operator knows the workload's mix, not which tasks a sample draws: best-static's mix is the
+    whole trace's for every sample (its level is the sample's), while hindsight-static's layouts
+    follow the sample's own pods."""
+    from nos.cli import simulate as cli
+
+    docs = []
+    for seed in ("1", "2"):
+        args = ["--trace", "--sample", "60", "--seed", seed, "--nodes", "1"]
+        result = CliRunner().invoke(cli.simulate, [*args, "--policies", "best-static,hindsight-static", "--json"])
+        assert result.exit_code == 0, result.output
+        docs.append(json.loads(result.stdout))
+    with shipped_trace() as path:
+        tasks = read_trace(path)
+    whole = {p: round(w, 3) for p, w in trace_mix_shares(tasks).items()}
+    assert docs[0]["scenario"]["bestStaticMix"] == docs[1]["scenario"]["bestStaticMix"] == whole
+    assert docs[0]["policies"]["hindsight-static"]["layouts"] != docs[1]["policies"]["hindsight-static"]["layouts"]
+
+
+def trace_mix_shares(tasks: list[TraceTask]) -> dict[str, float]:
+    mix = trace_mix(tasks, A100, 6 * 3600)
+    total = sum(mix.values())
+    return {p: w / total for p, w in mix.items()}

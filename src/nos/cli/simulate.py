@@ -39,7 +39,8 @@ from nos.sim.scenario import (
     one_line,
     parse_layout,
 )
-from nos.sim.trace import DEFAULT_SAMPLE, SHIPPED_TRACE, TraceError, read_trace, shipped_trace, trace_pods
+from nos.sim.static_mix import known_mix, mix_shares
+from nos.sim.trace import DEFAULT_SAMPLE, SHIPPED_TRACE, TraceError, read_trace, shipped_trace, trace_mix, trace_pods
 
 DEFAULT_MAX_RUN = "6h"
 """Trace tasks' run times are cut here: the trace's tasks that run for days are long-lived services;
@@ -135,7 +136,9 @@ def _build(
         pods = scenario.all_pods()
     else:
         max_run_s = None if max_run in ("none", "") else _seconds(max_run, "--max-run")
-        pods = _trace_pods(trace, gpu_model, sample, time_scale, scenario.seed, max_run_s, info)
+        pods, mix = _trace_pods(trace, gpu_model, sample, time_scale, scenario.seed, max_run_s, info)
+        if scenario.expected_mix is None:  # best-static knows the trace, not which tasks the sample drew
+            scenario = scenario.model_copy(update={"expected_mix": mix})
     group = scenario.nodes[0]
     if load_factor is not None:
         count = nodes_for_load(pods, gpu_model, group.gpus, run_end(scenario, pods), load_factor)
@@ -155,7 +158,9 @@ def _trace_pods(
     seed: int,
     max_run_s: float | None,
     info: dict[str, Any],
-) -> list[PodSpec]:
+) -> tuple[list[PodSpec], dict[str, float]]:
+    """The replayed pods, and the whole trace's profile mix (run time per profile, cut like the
+    pods')."""
     with contextlib.ExitStack() as stack:
         path = stack.enter_context(shipped_trace()) if trace == SHIPPED else Path(trace)
         tasks = read_trace(path)
@@ -167,7 +172,7 @@ def _trace_pods(
         pods = [p.model_copy(update={"arrival_s": round(p.arrival_s / scale, 3)}) for p in pods]
     source = f"shipped sample of the Alibaba openb trace ({SHIPPED_TRACE})" if trace == SHIPPED else str(path)
     info.update({"trace": source, "tasks": len(pods), "timeScale": round(scale, 3), "maxRunSeconds": max_run_s})
-    return pods
+    return pods, trace_mix(tasks, model, max_run_s)
 
 
 @click.command("simulate", cls=Command)
@@ -330,6 +335,7 @@ def simulate(
             "nodes": [g.model_dump(exclude={"initial_layout"}) for g in scenario.nodes],
             "staticLayout": scenario.static_layout,
             "profileShares": scenario.profile_shares,
+            "bestStaticMix": mix_shares(known_mix(scenario, run_end(scenario, pods))),
         }
     )
     title = f"{scenario.name}: {len(pods)} pods, {gpus_total} GPUs"

@@ -31,21 +31,26 @@ from nos.planner.cluster import ClusterState
 from nos.planner.plan import GpuPlan, NodePlan, Plan, Unplaced
 from nos.sim.greedy import plan_greedy_state, reachable_gpus
 from nos.sim.scenario import PodSpec, Scenario, run_end
-from nos.sim.static_mix import best_static
+from nos.sim.static_mix import best_static, demand, known_demand
 
 log = logging.getLogger(__name__)
 
 POOL_POLICIES = ("ideal", "whole-gpu")
 """GPUs are pools of slices; no MIG instance, device plugin, agent or partitioner."""
-STATIC_POLICIES = ("static", "best-static")
+STATIC_POLICIES = ("static", "best-static", "hindsight-static")
 """MIG layouts fixed for the whole run; agents run, no partitioner."""
 
 
-def static_layouts(scenario: Scenario, pods: Sequence[PodSpec]) -> dict[str, list[dict[str, int]]]:
-    """``best-static``'s layouts: node group -> one layout per GPU (see ``nos.sim.static_mix``)."""
+def static_layouts(
+    scenario: Scenario, pods: Sequence[PodSpec], hindsight: bool = False
+) -> dict[str, list[dict[str, int]]]:
+    """``best-static``'s layouts (``hindsight-static``'s with ``hindsight``): node group -> one
+    layout per GPU (see ``nos.sim.static_mix``)."""
     catalog = default_catalog()
     models = {g.name: catalog.model(g.model) for g in scenario.nodes}
-    return best_static(scenario.nodes, models, pods, run_end(scenario, pods))
+    horizon = run_end(scenario, pods)
+    want = demand(pods, horizon) if hindsight else known_demand(scenario, pods, horizon)
+    return best_static(scenario.nodes, models, want)
 
 
 @dataclass

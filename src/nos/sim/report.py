@@ -23,11 +23,13 @@ def _duration(seconds: float) -> str:
 LEGEND: dict[str, str] = {
     "ideal": "the limit: each GPU a pool of compute and memory slices, no placement rules, layouts change "
     "instantly (no batch window, no plugin restart); same arrivals and scheduling order",
-    "best-static": "static MIG layouts chosen by optimization (HiGHS) for this workload's profile mix",
+    "best-static": "static MIG layouts chosen by optimization (HiGHS) for the profile mix known before the run "
+    "(the workload's definition; for a trace sample, the whole trace)",
     "whole-gpu": "no MIG: one pod per GPU",
     "greedy": "the original nos' planner, in the same partitioner and agent",
     "nos": "this nos",
     "static": "one fixed layout on every GPU (--static-layout)",
+    "hindsight-static": "best-static chosen for this run's own pods and their real run times (hindsight)",
 }
 """One line per policy, printed under the table (the row names are the policy names)."""
 

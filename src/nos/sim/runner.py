@@ -74,7 +74,11 @@ async def _simulate(
     started = time.perf_counter()
     timings = scenario.timings
     clock = VirtualClock()
-    gpu_layouts = static_layouts(scenario, pods) if policy == "best-static" else None
+    gpu_layouts = (
+        static_layouts(scenario, pods, hindsight=policy == "hindsight-static")
+        if policy in ("best-static", "hindsight-static")
+        else None
+    )
     cluster = SimCluster(
         scenario,
         pods,

@@ -13,14 +13,22 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from nos import yaml_errors
 from nos.config import PROFILE_SHARES, FairnessConfig
 from nos.mig.catalog import default_catalog
 
-POLICIES = ("ideal", "best-static", "whole-gpu", "greedy", "nos", "static")
-Policy = Literal["ideal", "best-static", "whole-gpu", "greedy", "nos", "static"]
+POLICIES = ("ideal", "best-static", "whole-gpu", "greedy", "nos", "static", "hindsight-static")
+Policy = Literal["ideal", "best-static", "whole-gpu", "greedy", "nos", "static", "hindsight-static"]
 DEFAULT_POLICIES: tuple[Policy, ...] = ("ideal", "best-static", "whole-gpu", "greedy", "nos")
 """Run when none are named; ``static`` (one fixed layout on every GPU) only on request."""
 DEFAULT_STATIC_LAYOUT = {"1g.10gb": 2, "2g.20gb": 1, "3g.40gb": 1}
@@ -166,6 +174,9 @@ class Scenario(_Strict):
     policies: list[Policy] = Field(default_factory=lambda: _all_policies())
     static_layout: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_STATIC_LAYOUT))
     """The layout of every GPU under the ``static`` policy (the fixed-layout baseline)."""
+    expected_mix: dict[str, NonNegativeFloat] | None = None
+    """The profile mix ``best-static``'s layouts are chosen for (profile -> relative demand, e.g.
+    running pods on average); default: what the workload says in advance (``nos.sim.static_mix``)."""
     timings: Timings = Field(default_factory=Timings)
     fairness: FairnessConfig = Field(default_factory=FairnessConfig)
     """nos' aging and reservation settings (``PartitionerConfig.fairness``); the greedy has neither."""
@@ -180,7 +191,7 @@ class Scenario(_Strict):
         wanted = {p.profile for p in self.workload.pods} | {
             s.profile for g in self.workload.generators for s in g.profiles
         }
-        unknown = sorted(wanted - offered)
+        unknown = sorted((wanted | set(self.expected_mix or {})) - offered)
         if unknown:
             raise ValueError(f"profiles {unknown} are offered by no GPU model of the cluster ({sorted(models)})")
         for group in self.nodes:

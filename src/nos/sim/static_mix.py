@@ -4,7 +4,10 @@ NVIDIA's MIG manager) for a workload's profile mix, chosen by optimization.
 Each GPU gets one *maximal* layout of its model (no instance can be added; no ``+me`` profiles),
 and GPUs of a node group may get different layouts. Demand: a profile's time-averaged number of
 running pods within the run's horizon if every pod ran at once on arrival (run times cut at the
-horizon). The mixed-integer program (HiGHS) maximises the share ``t`` of every profile's demand that
+horizon). An operator configures the layouts before the pods come, so ``best-static`` is given the
+*known* mix (``known_demand``): what the workload's definition says in advance, not the run times
+of the very pods it is then scored on (``hindsight-static`` has those, for comparison). The
+mixed-integer program (HiGHS) maximises the share ``t`` of every profile's demand that
 the layouts can serve at the same time (each profile gets at least ``t`` times its demand in
 devices), then, with a small weight, the compute slices offered where there is demand. Serving
 every profile in proportion is what keeps the largest share of the queue moving; a layout that
@@ -13,6 +16,7 @@ serves only the most common profile leaves the others waiting forever.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from functools import cache
 
@@ -20,7 +24,7 @@ from nos.mig.catalog import GpuModel
 from nos.mig.layout import Instance, counts, layout_errors
 from nos.mig.placement import enumerate_layouts
 from nos.planner.mip import new_highs
-from nos.sim.scenario import NodeGroup, PodSpec
+from nos.sim.scenario import Generator, NodeGroup, PodSpec, Scenario
 
 Layout = tuple[tuple[str, int], ...]
 """Profile counts of one GPU, sorted by profile."""
@@ -50,6 +54,45 @@ def demand(pods: Sequence[PodSpec], horizon_s: float) -> dict[str, float]:
     return out
 
 
+def expected_run_s(g: Generator) -> float:
+    """Mean of the generator's log-uniform run time."""
+    lo, hi = g.duration_min_s, g.duration_max_s
+    return lo if hi <= lo else (hi - lo) / math.log(hi / lo)
+
+
+def known_mix(scenario: Scenario, horizon_s: float) -> dict[str, float]:
+    """The profile mix known before the run, as demand: the scenario's ``expected_mix`` if given
+    (for a trace sample, the whole trace's), else the generators' expected mix (weights times mean
+    run time) and the explicit pods as they are. Empty when nothing is known."""
+    if scenario.expected_mix:
+        return dict(scenario.expected_mix)
+    out = demand(scenario.workload.pods, horizon_s)
+    span = max(horizon_s, 1.0)
+    for g in scenario.workload.generators:
+        total = sum(s.weight for s in g.profiles)
+        for s in g.profiles:
+            out[s.profile] = out.get(s.profile, 0.0) + g.count * s.weight / total * expected_run_s(g) / span
+    return out
+
+
+def mix_shares(mix: Mapping[str, float]) -> dict[str, float]:
+    """Demand as shares of the total (3 decimals), largest first: how reports show a mix."""
+    total = sum(mix.values()) or 1.0
+    return {p: round(w / total, 3) for p, w in sorted(mix.items(), key=lambda kv: (-kv[1], kv[0])) if w > 0}
+
+
+def known_demand(scenario: Scenario, pods: Sequence[PodSpec], horizon_s: float) -> dict[str, float]:
+    """``best-static``'s demand: the known mix at the run's load (its total demand: the cluster is
+    sized for the load, so the operator knows it). Falls back to the pods' own demand when no mix
+    is known."""
+    own = demand(pods, horizon_s)
+    mix = {p: w for p, w in known_mix(scenario, horizon_s).items() if w > 0}
+    if not mix:
+        return own
+    level, total = sum(own.values()), sum(mix.values())
+    return {p: level * w / total for p, w in mix.items()}
+
+
 class StaticMixError(RuntimeError):
     pass
 
@@ -57,19 +100,17 @@ class StaticMixError(RuntimeError):
 def best_static(
     groups: Sequence[NodeGroup],
     models: Mapping[str, GpuModel],
-    pods: Sequence[PodSpec],
-    horizon_s: float,
+    want: Mapping[str, float],
     time_limit_s: float = 20,
 ) -> dict[str, list[dict[str, int]]]:
     """Node group name -> one layout (profile counts) per GPU of the group, node after node (GPU
     ``j`` of node ``i`` is entry ``i * gpus + j``); layouts are dealt across the nodes so each
-    node gets a similar mix."""
+    node gets a similar mix. ``want``: profile -> demand (``demand``, ``known_demand``)."""
     try:
         import highspy
         from highspy.highs import highs_linear_expression, highs_var
     except ImportError as e:  # pragma: no cover - highspy is a dependency
         raise StaticMixError("best-static needs HiGHS: pip install highspy") from e
-    want = demand(pods, horizon_s)
     h = new_highs()
     h.setOptionValue("time_limit", float(time_limit_s))
     h.setOptionValue("threads", 1)

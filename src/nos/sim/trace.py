@@ -107,6 +107,17 @@ def read_trace(path: Path) -> list[TraceTask]:
     return sorted(tasks, key=lambda t: (t.creation_s, t.name))
 
 
+def trace_mix(tasks: list[TraceTask], model: GpuModel, max_duration_s: float | None = None) -> dict[str, float]:
+    """Profile -> the tasks' summed run time (cut like ``trace_pods``'): the trace's profile mix,
+    which ``best-static`` is configured for when a sample of it is replayed."""
+    out: dict[str, float] = {}
+    for t in tasks:
+        profile = profile_for_share(model, t.gpu_milli).name
+        run = t.duration_s if max_duration_s is None else min(t.duration_s, max_duration_s)
+        out[profile] = out.get(profile, 0.0) + run
+    return out
+
+
 def trace_pods(
     tasks: list[TraceTask],
     model: GpuModel,
