@@ -94,6 +94,9 @@ def test_best_static_is_configured_for_the_whole_trace() -> None:
     whole = {p: round(w, 3) for p, w in trace_mix_shares(tasks).items()}
     assert docs[0]["scenario"]["bestStaticMix"] == docs[1]["scenario"]["bestStaticMix"] == whole
     assert docs[0]["policies"]["hindsight-static"]["layouts"] != docs[1]["policies"]["hindsight-static"]["layouts"]
+    table = CliRunner().invoke(cli.simulate, [*args, "--policies", "best-static"])
+    first = next(iter(whole))
+    assert f"best-static configured for: {first} {100 * whole[first]:.1f}%" in table.stdout
 
 
 def trace_mix_shares(tasks: list[TraceTask]) -> dict[str, float]:

@@ -344,7 +344,7 @@ def simulate(
     if as_json:
         click.echo(json.dumps(to_json(info, results, scenario.timings), indent=2, sort_keys=True))
     else:
-        table = summary_table(results, title, scenario.timings, scenario.profile_shares)
+        table = summary_table(results, title, scenario.timings, scenario.profile_shares, info["bestStaticMix"])
         Console(width=max(Console().width, 130)).print(table)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +57,13 @@ def _parameters(timings: Timings) -> str:
 
 
 def summary_table(
-    results: Sequence[PolicyResult], title: str, timings: Timings | None = None, shares: float | None = None
+    results: Sequence[PolicyResult],
+    title: str,
+    timings: Timings | None = None,
+    shares: float | None = None,
+    static_mix: Mapping[str, float] | None = None,
 ) -> Table:
+    """``static_mix``: the mix best-static was configured for, as shares (shown when it ran)."""
     caption = [f"[b]{r.policy}[/b]: {LEGEND.get(r.policy, r.policy)}" for r in results]
     ideal = next((r for r in results if r.policy == "ideal"), None)
     if ideal is not None:
@@ -81,6 +86,9 @@ def summary_table(
     if shares is not None and any(r.policy == "nos" for r in results):
         where = "off" if not shares else "docs/simulate.md, Profile shares"
         caption.append(f"nos' profile shares: {shares:g} ({where})")
+    if static_mix and any(r.policy == "best-static" for r in results):
+        mix = ", ".join(f"{p} {100 * w:.1f}%" for p, w in static_mix.items())
+        caption.append(f"best-static configured for: {mix}")
     table = Table(title=title, caption="\n".join(caption), caption_justify="left")
     for column in COLUMNS:
         table.add_column(column, justify="left" if column == "policy" else "right")
