@@ -2,7 +2,7 @@
 
     python benchmarks/simulate.py speed [--repeat 3]   # wall times, best of --repeat, against the targets
     python benchmarks/simulate.py loads                # light, busy, overloaded replays of the shipped trace
-    python benchmarks/simulate.py spread [--seeds 1-8] [--shares X]  # the same on several samples
+    python benchmarks/simulate.py spread [--seeds 1-8] [--shares X] [--mix M]  # the same on several samples
 
 Every run is the installed ``nos simulate`` command in a subprocess, as a user runs it, with
 ``--json``; wall time is measured around the whole command. Targets (docs/simulate.md): the default
@@ -105,13 +105,12 @@ def _seeds(text: str) -> list[int]:
     return list(range(int(first), int(last or first) + 1))
 
 
-def spread(seeds: list[int], sample: str, shares: str | None) -> int:
+def spread(seeds: list[int], sample: str, shares: str | None, mix: str | None) -> int:
     policies = ("ideal", "hindsight-static", "best-static", "greedy", "nos")
     extra = ["--shares", shares] if shares is not None else []
-    print(
-        f"seeds {seeds[0]}-{seeds[-1]} ({len(seeds)} samples of {sample} tasks"
-        f"{f'; nos --shares {shares}' if extra else ''}); mean pending in minutes"
-    )
+    extra += ["--mix", mix] if mix is not None else []
+    options = f"; nos {' '.join(extra)}" if extra else ""
+    print(f"seeds {seeds[0]}-{seeds[-1]} ({len(seeds)} samples of {sample} tasks{options}); mean pending in minutes")
     head = " | nos < best-static | nos < greedy | nos < hindsight-static | nos / best-static |"
     print("| load | " + " | ".join(policies) + head)
     print("|---|" + "---|" * (len(policies) + 4))
@@ -146,10 +145,13 @@ def main() -> int:
     sp.add_argument("--seeds", default="1-8", help="samples of the trace, FIRST-LAST")
     sp.add_argument("--sample", default="600")
     sp.add_argument("--shares", default=None, help="nos' --shares (default: nos simulate's)")
+    sp.add_argument("--mix", default=None, help="nos' --mix, e.g. known (default: nos simulate's)")
     args = parser.parse_args()
     if args.what == "speed":
         return speed(args.repeat, args.only)
-    return loads(args.sample) if args.what == "loads" else spread(_seeds(args.seeds), args.sample, args.shares)
+    if args.what == "loads":
+        return loads(args.sample)
+    return spread(_seeds(args.seeds), args.sample, args.shares, args.mix)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
 from nos import yaml_errors
@@ -99,6 +99,11 @@ class PartitionerConfig(_Section):
     """Hold capacity for each MIG profile up to this fraction of its share of the demand (devices in
     use plus pending, in compute slices), so one backlogged profile cannot take every GPU; 0 (the
     default): off; 1.0 was measured (``nos.planner.shares``, ``nos plan --shares``)."""
+    profile_mix: dict[str, NonNegativeFloat] = Field(default_factory=dict)
+    """The profile mix the operator expects (MIG profile -> relative demand, e.g. pods running on
+    average): with ``profile_shares`` above 0 the shares follow it instead of the measured demand,
+    and only capacity no pending pod wants is held (``nos plan --mix``). Empty (the default): the
+    measured demand."""
     plan_budget_seconds: float = Field(default=PLAN_BUDGET_SECONDS, gt=0)
     """Time a planning round may take (greedy passes and optimizing stage; ``nos plan --budget``)."""
     patch_attempts: int = Field(default=5, ge=1)

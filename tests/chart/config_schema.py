@@ -37,6 +37,7 @@ class Partitioner(_Strict):
     reportTimeoutSeconds: int = Field(gt=0)
     fillSpare: bool
     profileShares: float = Field(ge=0, le=1)
+    profileMix: dict[str, float]
     planBudgetSeconds: float = Field(gt=0)
     knownGeometriesFile: str
     livenessTimeoutSeconds: float = Field(gt=0)

@@ -31,6 +31,7 @@ CUSTOM: dict[str, Any] = {
         "batchWindowIdleSeconds": 5,
         "fillSpare": True,
         "profileShares": 0.5,
+        "profileMix": {"7g.80gb": 6, "4g.40gb": 1.5},
         "planBudgetSeconds": 0.5,
         "fairness": {"agingStepSeconds": 600, "reserveAfterSeconds": 1800},
         "leaderElection": {"leaseName": "custom-lease"},
@@ -451,6 +452,7 @@ def test_default_config_matches_the_runtime_contract(default: list[Manifest]) ->
             "reportTimeoutSeconds": 300,
             "fillSpare": False,
             "profileShares": 0,
+            "profileMix": {},
             "planBudgetSeconds": 2,
             "knownGeometriesFile": "/etc/nos/known-mig-geometries.yaml",
             "livenessTimeoutSeconds": 600,
@@ -486,6 +488,7 @@ def test_custom_values_reach_the_config(custom: list[Manifest]) -> None:
     assert config["partitioner"]["batchWindowIdleSeconds"] == 5
     assert config["partitioner"]["fillSpare"] is True
     assert config["partitioner"]["profileShares"] == 0.5
+    assert config["partitioner"]["profileMix"] == {"7g.80gb": 6, "4g.40gb": 1.5}
     assert config["partitioner"]["planBudgetSeconds"] == 0.5
     assert config["partitioner"]["leaderElection"]["leaseName"] == "custom-lease"
     assert config["partitioner"]["fairness"] == {

@@ -54,6 +54,24 @@ def test_devices_held_for_profile_shares_are_shown_when_turned_on() -> None:
     assert run("--shares", "1.5", str(EXAMPLE)).exit_code == 2  # a fraction of the share
 
 
+def test_an_expected_mix_sets_the_shares_and_holds_only_spare_capacity() -> None:
+    # the example's pods ask for no whole GPU; the operator expects mostly whole-GPU jobs
+    mixed = plan_json("--shares", "1", "--mix", "7g.80gb=6,1g.10gb=1", str(EXAMPLE))
+    plain = plan_json("--shares", "1", str(EXAMPLE))
+    whole = {s["resource"]: s for s in mixed["shares"]}["nvidia.com/mig-7g.80gb"]
+    assert whole["target"] > whole["have"] and whole["wanted"] >= 1  # nothing of it running: one device
+    assert any(h["profile"] == "7g.80gb" for h in mixed["held"])
+    assert not any(h["profile"] == "7g.80gb" for h in plain["held"])
+    # every pod the plain plan places is placed with the mix too: holds never take a pod's place
+    assert {p["pod"] for p in mixed["placed"]} >= {p["pod"] for p in plain["placed"]}
+    text = run("--shares", "1", "--mix", "7g.80gb=6,1g.10gb=1", str(EXAMPLE))
+    assert "Profiles below their share of the expected mix (--mix)" in text.stdout
+    bad_mixes = (("7g.80gb", "not PROFILE=WEIGHT"), ("7g.80gb=-1", "not PROFILE=WEIGHT"), ("9g.1gb=1", "9g.1gb"))
+    for bad, message in bad_mixes:
+        result = run("--shares", "1", "--mix", bad, str(EXAMPLE))
+        assert result.exit_code == 2 and message in result.output, result.output
+
+
 def _check_plan_json(doc: dict[str, Any]) -> None:
     assert isinstance(doc["nodes"], dict) and isinstance(doc["placed"], list) and isinstance(doc["unplaced"], list)
     for name, n in doc["nodes"].items():

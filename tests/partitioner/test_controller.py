@@ -145,3 +145,22 @@ async def test_pod_events_are_said_once_per_change_of_what_is_said() -> None:
     assert ("p4", "MigPlanned") in {(e.regarding.name, e.reason) for e in kube.events}
     unplaceable = [e for e in kube.events if e.regarding.name == "p2" and e.reason == "MigUnplaceable"]
     assert len(unplaceable) == 1  # the same reason again: not repeated
+
+
+async def test_a_profile_mix_reaches_the_plan_and_mistakes_in_it_are_logged(caplog: pytest.LogCaptureFixture) -> None:
+    kube, clock = await _cluster(), Clock()
+    config = PartitionerConfig(batch_window_idle_seconds=0, profile_shares=1, profile_mix={"7g.80gb": 1, "9g.1gb": 1})
+    with caplog.at_level("WARNING", logger="nos.partitioner.controller"):
+        part = Partitioner(kube, clock, config)
+    assert "no GPU model offers 9g.1gb" in caplog.text
+    result = await part.cycle()
+    assert result.plan is not None
+    standings = {s.profile: s for s in result.plan.shares}
+    assert set(standings) >= {"7g.80gb"} and standings["7g.80gb"].target >= 1  # from the mix alone
+    assert standings["7g.80gb"].kept + standings["7g.80gb"].wanted == 1  # nothing of it in use: one device
+    assert all(s.kept == s.wanted == 0 for p, s in standings.items() if p != "7g.80gb")  # not in the mix
+    assert any(p.pod.endswith("/p1") for p in result.plan.placed)  # the hold never takes the pod's place
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="nos.partitioner.controller"):
+        Partitioner(kube, clock, PartitionerConfig(profile_mix={"7g.80gb": 1}))
+    assert "profileShares is 0" in caplog.text

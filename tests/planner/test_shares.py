@@ -78,6 +78,21 @@ def test_a_free_device_of_a_profile_below_its_share_is_kept_from_another_profile
     assert off.held == [] and off.shares == []
 
 
+def test_an_expected_mix_sets_the_targets_and_never_keeps_a_device_from_a_pod() -> None:
+    state = build_cluster(*ratchet())
+    # the operator expects as much 4g.40gb as whole-GPU work (in pods running): 4 + 7 slices a pair
+    by = {s.resource: s for s in shares.shares(state, 1.0, {"4g.40gb": 1, "7g.80gb": 1})}
+    assert by[R4G].target == int(4 / 11 * 49 / 4) and by[R7G].target == int(7 / 11 * 49 / 7)
+    assert by["nvidia.com/mig-1g.10gb"].target == 0  # not in the mix: demand shown, nothing held
+    # a profile of the mix with nothing in use or pending still gets a device
+    (ones,) = [s for s in shares.shares(state, 1.0, {"1g.20gb": 1}) if s.profile == "1g.20gb"]
+    assert (ones.have, ones.kept + ones.wanted) == (0, 1)
+    # the free 4g.40gb the measured shares keep goes to the pending whole-GPU pod: holds rank below pods
+    plan = plan_state(state, plan_id="p", share_weight=1.0, share_mix={"4g.40gb": 1, "7g.80gb": 1})
+    assert check_plan(state, plan) == []
+    assert [(p.pod, p.node) for p in plan.placed] == [("default/next-whole", "free")]
+
+
 def test_a_hold_never_delays_a_pod_for_a_device_that_does_not_exist_yet() -> None:
     nodes, pods = ratchet()
     nodes.append(node("empty", status={0: []}))
@@ -158,9 +173,10 @@ PROFILES = ("1g.10gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb")
     ),
     used=st.lists(st.booleans(), min_size=24, max_size=24),
     pending=st.lists(st.sampled_from(PROFILES), max_size=8),
+    mix=st.one_of(st.none(), st.dictionaries(st.sampled_from(PROFILES), st.floats(0, 10), max_size=5)),
 )
 def test_holds_leave_plans_placeable_and_are_never_pods(
-    layouts: list[list[tuple[str, int]]], used: list[bool], pending: list[str]
+    layouts: list[list[tuple[str, int]]], used: list[bool], pending: list[str], mix: dict[str, float] | None
 ) -> None:
     nodes, pods, k = [], [], 0
     for n, layout in enumerate(layouts):
@@ -174,7 +190,7 @@ def test_holds_leave_plans_placeable_and_are_never_pods(
         nodes.append(node(f"n{n}", status={0: instances}))
     pods += [pod(f"p{i}", profile) for i, profile in enumerate(pending)]
     state = build_cluster(nodes, pods)
-    plan = plan_state(state, plan_id="p", budget=0.5, share_weight=1.0)
+    plan = plan_state(state, plan_id="p", budget=0.5, share_weight=1.0, share_mix=mix)
     assert check_plan(state, plan) == []
     keys = {p.key for p in state.candidates}
     assert {p.pod for p in plan.placed} | {u.pod for u in plan.unplaced} <= keys
@@ -182,6 +198,10 @@ def test_holds_leave_plans_placeable_and_are_never_pods(
     for h in plan.held:  # a held device is in its GPU's planned layout
         gpu = next(g for g in plan.nodes[h.node].gpus if g.index == h.gpu)
         assert h.profile in {i.profile for i in gpu.planned}
+    if mix:  # with an expected mix every hold ranks below every pod: as many pods placed as without holds
+        greedy = plan_state(state, plan_id="p", optimize=False, share_weight=1.0, share_mix=mix)
+        alone = plan_state(state, plan_id="p", optimize=False, share_weight=0.0)
+        assert len(greedy.placed) == len(alone.placed)
 
 
 def test_a_profile_holds_at_most_as_many_devices_as_it_has() -> None:

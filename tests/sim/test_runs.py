@@ -162,6 +162,18 @@ def test_profile_shares_reach_nos_and_are_shown(nvml_factory: NvmlFactory, monke
     table = CliRunner().invoke(cli.simulate, ["--policies", "nos", "--shares", "0"])
     assert "nos' profile shares: 0 (off)" in table.stdout
     assert CliRunner().invoke(cli.simulate, ["--shares", "1.5"]).exit_code == 2
+    known = CliRunner().invoke(cli.simulate, ["--json", "--policies", "nos", "--shares", "1", "--mix", "known"])
+    assert known.exit_code == 0, known.output
+    scenario = json.loads(known.stdout)["scenario"]
+    assert scenario["profileMix"] == scenario["bestStaticMix"] != {}  # what best-static is configured for
+    given = CliRunner().invoke(cli.simulate, ["--json", "--policies", "nos", "--mix", "7g.80gb=3,1g.10gb=1"])
+    assert json.loads(given.stdout)["scenario"]["profileMix"] == {"7g.80gb": 0.75, "1g.10gb": 0.25}
+    table = CliRunner().invoke(cli.simulate, ["--policies", "nos", "--shares", "1", "--mix", "7g.80gb=1"])
+    assert "following the mix 7g.80gb 100.0%" in table.stdout
+    cleared = CliRunner().invoke(cli.simulate, ["--json", "--policies", "nos", "--mix", "none"])
+    assert json.loads(cleared.stdout)["scenario"]["profileMix"] == {}
+    for bad in ("7g.80gb", "9g.1gb=1"):
+        assert CliRunner().invoke(cli.simulate, ["--mix", bad]).exit_code == 2
 
 
 def test_cli_rejects_bad_input(tmp_path: Path) -> None:
@@ -227,3 +239,40 @@ def test_nos_keeps_a_free_device_of_a_profile_below_its_share(nvml_factory: Nvml
         assert run.completed == 4 and run.never_scheduled == 0
         waits[shares] = run.by_profile["7g.80gb"]["meanPendingSeconds"]
     assert waits[0.0] < 120 < 540 <= waits[1.0]
+
+
+def test_an_expected_mix_shapes_idle_capacity_and_never_keeps_a_device_from_a_pod(nvml_factory: NvmlFactory) -> None:
+    """The operator expects whole-GPU jobs: when nos plans for a 3g.40gb pod it also rebuilds the idle
+    GPU as a whole GPU, so the whole-GPU pod that comes later runs at once (without the mix it waits
+    for a reconfiguration). And the free 4g.40gb that measured shares keep from a whole-GPU pod
+    (the test above) goes to that pod: with a mix, holds rank below every pod."""
+    idle = tiny(
+        [pod("a3", "3g.40gb", at=0, duration=5000), pod("w7", "7g.80gb", at=600, duration=100)],
+        layout={"1g.10gb": 7},
+        gpus=2,
+    )
+    waits = {}
+    for mix in ({}, {"7g.80gb": 1.0}):
+        run = simulate_policy(
+            idle.model_copy(update={"profile_shares": 1.0, "profile_mix": mix}), idle.all_pods(), "nos", nvml_factory
+        )
+        assert run.completed == 2
+        waits[bool(mix)] = run.by_profile["7g.80gb"]["meanPendingSeconds"]
+    assert waits[True] == 0 and waits[False] > 30
+    kept = tiny(
+        [
+            pod("a4", "4g.40gb", at=0, duration=20000),
+            pod("b4", "4g.40gb", at=0, duration=20000),
+            pod("x4", "4g.40gb", at=0, duration=600),
+            pod("w7", "7g.80gb", at=60, duration=3000),
+        ],
+        layout={"4g.40gb": 1, "3g.40gb": 1},
+        gpus=4,
+    )
+    run = simulate_policy(
+        kept.model_copy(update={"profile_shares": 1.0, "profile_mix": {"4g.40gb": 1.0}}),
+        kept.all_pods(),
+        "nos",
+        nvml_factory,
+    )
+    assert run.by_profile["7g.80gb"]["meanPendingSeconds"] < 120

@@ -85,6 +85,7 @@ partitioner:
   reportTimeoutSeconds: {{ $p.reportTimeoutSeconds | int }}
   fillSpare: {{ $p.fillSpare }}
   profileShares: {{ $p.profileShares }}
+  profileMix: {{ $p.profileMix | default dict | toJson }}
   planBudgetSeconds: {{ $p.planBudgetSeconds }}
   knownGeometriesFile: /etc/nos/known-mig-geometries.yaml
   livenessTimeoutSeconds: {{ $p.livenessTimeoutSeconds | toJson }}

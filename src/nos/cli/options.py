@@ -36,6 +36,30 @@ def config_option(sections: str) -> Callable[[F], F]:
     return decorate
 
 
+def parse_mix(text: str) -> dict[str, float]:
+    """``"7g.80gb=6,1g.10gb=2"`` -> ``{"7g.80gb": 6.0, "1g.10gb": 2.0}`` (a profile mix, relative
+    weights); ValueError with a one-line message on a bad item."""
+    out: dict[str, float] = {}
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        profile, sep, weight = (part.strip() for part in item.partition("="))
+        try:
+            value = float(weight)
+        except ValueError:
+            value = -1.0
+        if not sep or not profile or not 0 <= value < float("inf"):
+            raise ValueError(f"mix item {item!r} is not PROFILE=WEIGHT (a number >= 0)")
+        out[profile] = out.get(profile, 0.0) + value
+    return out
+
+
+def mix_callback(ctx: click.Context, param: click.Parameter, value: str | None) -> dict[str, float] | None:
+    """``--mix`` as a dict (click's callback: a bad item is a usage error, exit status 2)."""
+    try:
+        return None if value is None else parse_mix(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e), ctx, param) from None
+
+
 def geometries_option(f: F) -> F:
     return click.option(
         "--geometries",

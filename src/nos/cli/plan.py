@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from nos.cli.errors import BadInput, CliError, Command
-from nos.cli.options import geometries_option
+from nos.cli.options import geometries_option, mix_callback
 from nos.config import PROFILE_SHARES
 from nos.kube.views.snapshot import SnapshotError, load_snapshot
 from nos.mig.catalog import CatalogError, load_catalog
@@ -24,13 +24,14 @@ from nos.planner.cluster import build_cluster
 from nos.planner.ignored import Ignored, not_considered
 from nos.planner.plan import Plan
 from nos.planner.planner import DEFAULT_BUDGET_S, plan_state
+from nos.planner.shares import unknown_profiles
 
 
 def _layout(instances: tuple[Instance, ...]) -> str:
     return " ".join(str(i) for i in instances) or "(empty)"
 
 
-def render_text(plan: Plan, ignored: list[Ignored] | None = None) -> str:
+def render_text(plan: Plan, ignored: list[Ignored] | None = None, mix: bool = False) -> str:
     """The human-readable plan: per node and GPU, current -> planned and the pods placed."""
     by_gpu: dict[tuple[str, int], list[str]] = {}
     for p in plan.placed:
@@ -64,10 +65,11 @@ def render_text(plan: Plan, ignored: list[Ignored] | None = None) -> str:
         lines += [f"  {u.pod}: {u.reason}" for u in plan.unplaced]
     lacking = [s for s in plan.shares if s.kept or s.wanted]
     if lacking:
-        lines += ["", "Profiles below their share of the demand (devices: in use + pending -> share; held):"]
+        basis = "the expected mix (--mix); every hold below every pod" if mix else "the demand"
+        lines += ["", f"Profiles below their share of {basis} (devices: in use + pending -> share; held):"]
+        where = "" if mix else " below every pod"
         lines += [
-            f"  {s.profile}: {s.have} -> {s.target}; {s.kept} free kept, {s.wanted} more asked below every pod"
-            for s in lacking
+            f"  {s.profile}: {s.have} -> {s.target}; {s.kept} free kept, {s.wanted} more asked{where}" for s in lacking
         ]
     if plan.problems:
         lines += ["", f"Problems ({len(plan.problems)}):"]
@@ -125,6 +127,14 @@ def _search(plan: Plan) -> str:
     help="Hold capacity for each MIG profile up to this fraction of its share of the demand; 0: off.",
 )
 @click.option(
+    "--mix",
+    default=None,
+    metavar="PROFILE=WEIGHT,...",
+    callback=mix_callback,
+    help='The profile mix you expect, e.g. "7g.80gb=6,4g.40gb=1": with --shares, shares follow it instead of '
+    "the measured demand, and only capacity no pending pod wants is held.",
+)
+@click.option(
     "--budget",
     type=click.FloatRange(min=0, min_open=True),
     default=DEFAULT_BUDGET_S,
@@ -144,6 +154,7 @@ def plan(
     plan_id: str | None,
     fill: bool,
     shares: float,
+    mix: dict[str, float] | None,
     budget: float,
     progress: bool | None,
 ) -> None:
@@ -173,6 +184,9 @@ def plan(
         snap = load_snapshot(snapshot)
     except (SnapshotError, CatalogError, GeometryConfigError) as e:
         raise BadInput(str(e)) from e
+    unknown_mix = unknown_profiles(cat, mix or {})
+    if unknown_mix:
+        raise BadInput(f"--mix: no GPU model offers {', '.join(unknown_mix)} (nos models lists the profiles)")
     step(f"read {len(snap.nodes)} node(s) and {len(snap.pods)} pod(s)")
     state = build_cluster(snap.nodes, snap.pods, cat)
     ignored = not_considered(snap.nodes, snap.pods)
@@ -188,7 +202,9 @@ def plan(
             "warning: no node is labelled nos.nebuly.ai/gpu-partitioning=mig (or nos.nebuly.com/...); nothing to plan",
             err=True,
         )
-    result = plan_state(state, geometries=allowed, plan_id=plan_id, fill=fill, budget=budget, share_weight=shares)
+    result = plan_state(
+        state, geometries=allowed, plan_id=plan_id, fill=fill, budget=budget, share_weight=shares, share_mix=mix
+    )
     step(f"planned: {len(result.placed)} placed, {_search(result)}")
     errors = isolate_failures(state, result)  # a node whose part fails is left out, under Problems
     if errors:  # a planner bug: never print a plan that fails the independent check
@@ -199,4 +215,4 @@ def plan(
         doc["notConsidered"] = [{"object": i.what, "reason": i.reason} for i in ignored]
         click.echo(json_lines(doc))
     else:
-        click.echo(render_text(result, ignored))
+        click.echo(render_text(result, ignored, mix=bool(mix)))

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from nos.cli.errors import BadInput, CliError, Command
+from nos.cli.options import parse_mix
 from nos.config import PROFILE_SHARES
 from nos.mig.catalog import GpuModel, default_catalog
 from nos.sim.invariants import InvariantViolation
@@ -42,6 +43,8 @@ from nos.sim.scenario import (
 from nos.sim.static_mix import known_mix, mix_shares
 from nos.sim.trace import DEFAULT_SAMPLE, SHIPPED_TRACE, TraceError, read_trace, shipped_trace, trace_mix, trace_pods
 
+KNOWN_MIX, NO_MIX = "known", "none"
+"""``--mix known``: nos' shares follow the mix best-static is configured for; ``none``: the measured demand."""
 DEFAULT_MAX_RUN = "6h"
 """Trace tasks' run times are cut here: the trace's tasks that run for days are long-lived services;
 under compressed arrivals they would pile up and fill any cluster, and the replay would measure that
@@ -86,6 +89,7 @@ def _build(
     load: str | None,
     max_run: str = DEFAULT_MAX_RUN,
     shares: float | None = None,
+    mix: str | None = None,
 ) -> tuple[Scenario, list[PodSpec], dict[str, Any]]:
     scenario = load_scenario(scenario_file) if scenario_file else default_scenario()
     info: dict[str, Any] = {"source": str(scenario_file) if scenario_file else "default"}
@@ -100,6 +104,8 @@ def _build(
         update["static_layout"] = parse_layout(static_layout)
     if shares is not None:
         update["profile_shares"] = shares
+    if mix is not None and mix != KNOWN_MIX:
+        update["profile_mix"] = {} if mix == NO_MIX else parse_mix(mix)
     if trace is not None and scenario_file is None:
         gpus, model = gpus or 8, model or "A100-80GB"
         if nodes is None and load is None:
@@ -136,9 +142,9 @@ def _build(
         pods = scenario.all_pods()
     else:
         max_run_s = None if max_run in ("none", "") else _seconds(max_run, "--max-run")
-        pods, mix = _trace_pods(trace, gpu_model, sample, time_scale, scenario.seed, max_run_s, info)
+        pods, whole = _trace_pods(trace, gpu_model, sample, time_scale, scenario.seed, max_run_s, info)
         if scenario.expected_mix is None:  # best-static knows the trace, not which tasks the sample drew
-            scenario = scenario.model_copy(update={"expected_mix": mix})
+            scenario = scenario.model_copy(update={"expected_mix": whole})
     group = scenario.nodes[0]
     if load_factor is not None:
         count = nodes_for_load(pods, gpu_model, group.gpus, run_end(scenario, pods), load_factor)
@@ -147,6 +153,8 @@ def _build(
     if len(models) == 1:
         gpus_total = sum(g.count * g.gpus for g in scenario.nodes)
         info["offeredLoad"] = round(offered_load(pods, gpu_model, gpus_total, run_end(scenario, pods)), 3)
+    if mix == KNOWN_MIX:  # what best-static is given: an operator who knows the mix configures nos with it
+        scenario = scenario.model_copy(update={"profile_mix": known_mix(scenario, run_end(scenario, pods))})
     return scenario, pods, info
 
 
@@ -234,6 +242,13 @@ def _trace_pods(
     help=f"nos: hold capacity for each MIG profile up to this fraction of its share of the demand; 0: off"
     f" [default: the scenario's profile_shares, {PROFILE_SHARES}].",
 )
+@click.option(
+    "--mix",
+    default=None,
+    metavar="known|none|PROFILE=WEIGHT,...",
+    help="nos: the profile mix its shares follow (with --shares above 0); known: the mix best-static is "
+    "configured for; none: the measured demand [default: the scenario's profile_mix].",
+)
 @click.option("--duration", default=None, help="Virtual time to simulate (e.g. 4h, 90m, 3600) [default: until done].")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of the table.")
 @click.option("--plot", "plot_file", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write a PNG.")
@@ -249,6 +264,7 @@ def simulate(
     static_layout: str | None,
     seed: int | None,
     shares: float | None,
+    mix: str | None,
     duration: str | None,
     as_json: bool,
     plot_file: Path | None,
@@ -288,6 +304,7 @@ def simulate(
             load,
             max_run,
             shares,
+            mix,
         )
     except ValidationError as e:
         raise BadInput(one_line(e)) from e
@@ -335,6 +352,7 @@ def simulate(
             "nodes": [g.model_dump(exclude={"initial_layout"}) for g in scenario.nodes],
             "staticLayout": scenario.static_layout,
             "profileShares": scenario.profile_shares,
+            "profileMix": mix_shares(scenario.profile_mix),
             "bestStaticMix": mix_shares(known_mix(scenario, run_end(scenario, pods))),
         }
     )
@@ -344,7 +362,9 @@ def simulate(
     if as_json:
         click.echo(json.dumps(to_json(info, results, scenario.timings), indent=2, sort_keys=True))
     else:
-        table = summary_table(results, title, scenario.timings, scenario.profile_shares, info["bestStaticMix"])
+        table = summary_table(
+            results, title, scenario.timings, scenario.profile_shares, info["bestStaticMix"], info["profileMix"]
+        )
         Console(width=max(Console().width, 130)).print(table)
 
 

@@ -25,6 +25,7 @@ from nos.planner.cluster import ClusterState, build_cluster
 from nos.planner.incremental import BuildCache
 from nos.planner.plan import Plan
 from nos.planner.planner import plan_state
+from nos.planner.shares import unknown_profiles
 from nos.runtime.events import EventRecorder
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,11 @@ class Partitioner:
         self.skipped = 0
         """Plans skipped because of that."""
         self._aging: Hashable = None
+        unknown = unknown_profiles(self.catalog, self.config.profile_mix)
+        if unknown:
+            log.warning("profileMix: no GPU model offers %s; left out of the mix", ", ".join(unknown))
+        if self.config.profile_mix and not self.config.profile_shares:
+            log.warning("profileMix is set but profileShares is 0: no capacity is held for it")
 
     def _plan_id(self, now: float) -> str:
         """Unix seconds, as the original; strictly increasing even within one second."""
@@ -265,6 +271,7 @@ class Partitioner:
             fill=self.config.fill_spare,
             budget=self.config.plan_budget_seconds,
             share_weight=self.config.profile_shares,
+            share_mix=self.config.profile_mix,
         )
 
     async def _write(self, name: str, annotations: Mapping[str, str]) -> None:

@@ -94,7 +94,7 @@ class Share:
     have: int
     """Its devices in use plus its pending pods' devices."""
     kept: int
-    """Free devices held for it (ranked above every pod)."""
+    """Free devices held for it (ranked above every pod; below with an expected mix)."""
     wanted: int
     """Further devices held for it (ranked below every pod)."""
 

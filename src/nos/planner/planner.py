@@ -713,13 +713,15 @@ def plan_state(
     budget: float = DEFAULT_BUDGET_S,
     optimize: bool = True,
     share_weight: float = PROFILE_SHARES,
+    share_mix: Mapping[str, float] | None = None,
 ) -> Plan:
     """Plan on an already built cluster state (see ``plan``): run each strategy's greedy pass, keep
     the one with the best objective, then let the optimizing stage improve it within what is left
     of ``budget`` seconds (``optimize=False``: greedy only). Profiles below ``share_weight`` times
-    their share of the demand get holds (``nos.planner.shares``; 0: none)."""
+    their share of the demand (of ``share_mix``, when given) get holds (``nos.planner.shares``; 0:
+    none)."""
     started = time.perf_counter()
-    state, standings = shares.with_holds(state, share_weight)
+    state, standings = shares.with_holds(state, share_weight, share_mix)
     packer = Packer(geometries)  # shared: the passes ask the same placement questions
     best: _Planning | None = None
     passes = 1
@@ -790,6 +792,7 @@ def plan(
     fill: bool = False,
     budget: float = DEFAULT_BUDGET_S,
     share_weight: float = PROFILE_SHARES,
+    share_mix: Mapping[str, float] | None = None,
 ) -> Plan:
     """Desired layouts for every GPU of every MIG-labelled node, and where candidates will fit.
 
@@ -808,4 +811,5 @@ def plan(
         fill=fill,
         budget=budget,
         share_weight=share_weight,
+        share_mix=share_mix,
     )

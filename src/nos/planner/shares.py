@@ -21,21 +21,32 @@ must not reshape a whole idle cluster, one device per plan, for the mix of a han
 * then new devices, ranked below every pod: slots no pending pod can use are shaped for it.
 
 A hold never delays a pod for a device that does not exist yet, and a profile at or above its
-share gets none. Holds are a pure function of the cluster state, like the rest of the planner's
-input; the plan reports them apart (``Plan.held``, ``Plan.shares``): they are never written, bound
-to or told about as pods. Off by default (``nos.config.PROFILE_SHARES``): they pay where the
-profile mix holds steady under a backlog and cost workloads whose mix moves from burst to burst.
+share gets none.
+
+An operator who knows the workload's profile mix can give it (``mix``, ``profileMix``): the shares
+then follow that mix instead of the demand measured now, every hold is ranked below every pod (the
+mix is long-run knowledge: it shapes capacity no pending pod wants, and never keeps a device from a
+pod pending now), and a profile of the mix with nothing running or pending gets one device. In
+``nos simulate`` this is what best-static is given, and on the shipped trace it lowered nos' mean
+pending time most at light load (docs/simulate.md, "Profile shares").
+
+Holds are a pure function of the cluster state (and the configured mix), like the rest of the
+planner's input; the plan reports them apart (``Plan.held``, ``Plan.shares``): they are never
+written, bound to or told about as pods. Off by default (``nos.config.PROFILE_SHARES``): with the
+measured demand they pay where the profile mix holds steady under a backlog and cost workloads
+whose mix moves from burst to burst.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import replace
 
 from nos.contract.pods import CandidatePod
 from nos.kube.views.objects import SchedulingClass, Toleration
 from nos.kube.views.scheduling import UNSCHEDULABLE_TAINT
-from nos.mig.catalog import MIG_RESOURCE_PREFIX
+from nos.mig.catalog import MIG_RESOURCE_PREFIX, Catalog
 from nos.planner.cluster import ClusterState
 from nos.planner.plan import Plan, Share
 
@@ -46,12 +57,18 @@ MAX_HOLDS = 512
 of a few hundred GPUs, and a bounded cost for the planner on clusters of thousands."""
 
 
+def unknown_profiles(catalog: Catalog, mix: Mapping[str, float]) -> list[str]:
+    """Profiles of ``mix`` that no model of ``catalog`` offers (they would be ignored)."""
+    return sorted(p for p in mix if MIG_RESOURCE_PREFIX + p not in catalog.resources)
+
+
 def is_hold(key: str) -> bool:
     return key.startswith(HOLD_NAMESPACE + "/")
 
 
-def shares(state: ClusterState, weight: float) -> list[Share]:
-    """Each MIG resource's demand, target and holds (resources with no demand are left out)."""
+def shares(state: ClusterState, weight: float, mix: Mapping[str, float] | None = None) -> list[Share]:
+    """Each MIG resource's demand, target and holds (resources with no demand and not in ``mix``, a
+    MIG profile -> relative demand, are left out)."""
     if weight <= 0:
         return []
     size = state.catalog.resource_size
@@ -66,32 +83,37 @@ def shares(state: ClusterState, weight: float) -> list[Share]:
                 free.update(MIG_RESOURCE_PREFIX + i.profile for i in gs.instances if not i.used)
     pending: Counter[str] = Counter(r for p in state.candidates if not p.mig_problem for r in p.mig_devices)
     have = in_use + pending
-    compute = {r: s[0] for r in have if (s := size(r)) is not None}
+    expected = {MIG_RESOURCE_PREFIX + p: w for p, w in (mix or {}).items() if w > 0}
+    compute = {r: s[0] for r in {*have, *expected} if (s := size(r)) is not None}
     demand = {r: have[r] * c for r, c in compute.items()}
-    total = sum(demand.values())
+    # what the targets follow: the measured demand, or the expected mix (in compute slices)
+    basis = {r: expected[r] * c for r, c in compute.items() if r in expected} if expected else demand
+    total = sum(basis.values())
     if not total:
         return []
     out = []
     for resource, asked in sorted(demand.items()):
-        target = int(weight * asked / total * slices / compute[resource])
+        target = int(weight * basis.get(resource, 0) / total * slices / compute[resource])
         lacking = max(0, target - have[resource])
         # at most as many held as it has: repeated plans while its pods wait must not reshape the
         # whole idle cluster one device at a time; its pending pods get their free devices first
-        held = min(lacking, have[resource])
+        held = min(lacking, max(have[resource], 1 if expected else 0))
         kept = min(held, max(0, free[resource] - pending[resource]))
         out.append(Share(resource, asked, target, have[resource], kept, held - kept))
     return out
 
 
-def with_holds(state: ClusterState, weight: float) -> tuple[ClusterState, list[Share]]:
+def with_holds(
+    state: ClusterState, weight: float, mix: Mapping[str, float] | None = None
+) -> tuple[ClusterState, list[Share]]:
     """``state`` with the holds of ``shares`` among its candidates (the same state when none)."""
-    standings = shares(state, weight) if state.candidates else []
+    standings = shares(state, weight, mix) if state.candidates else []
     if not any(s.kept or s.wanted for s in standings):
         return state, standings
     priorities = [p.priority for p in state.candidates]
     above, below = max(priorities) + 1, min(priorities) - 1
     anywhere = _anywhere(state)
-    ranked = [(above, s) for s in standings for _ in range(s.kept)]
+    ranked = [(below if mix else above, s) for s in standings for _ in range(s.kept)]
     ranked += [(below, s) for s in standings for _ in range(s.wanted)]
     holds = [_hold(share, rank, i, anywhere) for i, (rank, share) in enumerate(ranked[:MAX_HOLDS])]
     state = replace(state, candidates=[*state.candidates, *holds], candidate_keys=None)

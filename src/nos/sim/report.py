@@ -62,8 +62,10 @@ def summary_table(
     timings: Timings | None = None,
     shares: float | None = None,
     static_mix: Mapping[str, float] | None = None,
+    nos_mix: Mapping[str, float] | None = None,
 ) -> Table:
-    """``static_mix``: the mix best-static was configured for, as shares (shown when it ran)."""
+    """``static_mix``: the mix best-static was configured for, as shares (shown when it ran);
+    ``nos_mix``: the mix nos' shares follow."""
     caption = [f"[b]{r.policy}[/b]: {LEGEND.get(r.policy, r.policy)}" for r in results]
     ideal = next((r for r in results if r.policy == "ideal"), None)
     if ideal is not None:
@@ -85,10 +87,10 @@ def summary_table(
         caption.append("parameters: " + _parameters(timings))
     if shares is not None and any(r.policy == "nos" for r in results):
         where = "off" if not shares else "docs/simulate.md, Profile shares"
-        caption.append(f"nos' profile shares: {shares:g} ({where})")
+        following = f", following the mix {_mix(nos_mix)}" if shares and nos_mix else ""
+        caption.append(f"nos' profile shares: {shares:g} ({where}){following}")
     if static_mix and any(r.policy == "best-static" for r in results):
-        mix = ", ".join(f"{p} {100 * w:.1f}%" for p, w in static_mix.items())
-        caption.append(f"best-static configured for: {mix}")
+        caption.append(f"best-static configured for: {_mix(static_mix)}")
     table = Table(title=title, caption="\n".join(caption), caption_justify="left")
     for column in COLUMNS:
         table.add_column(column, justify="left" if column == "policy" else "right")
@@ -106,6 +108,10 @@ def summary_table(
             _duration(r.mean_device_wait_s),
         )
     return table
+
+
+def _mix(mix: Mapping[str, float]) -> str:
+    return ", ".join(f"{p} {100 * w:.1f}%" for p, w in mix.items())
 
 
 def _ratio(value: float | None) -> str:

@@ -126,6 +126,7 @@ async def _simulate(
             if policy == "nos"
             else FairnessConfig(aging_step_seconds=None, reserve_after_seconds=None),
             profile_shares=scenario.profile_shares if policy == "nos" else 0.0,
+            profile_mix=scenario.profile_mix if policy == "nos" else {},
         )
         store = cluster.kube.store
 

@@ -182,6 +182,8 @@ class Scenario(_Strict):
     """nos' aging and reservation settings (``PartitionerConfig.fairness``); the greedy has neither."""
     profile_shares: float = Field(default=PROFILE_SHARES, ge=0, le=1)
     """nos' capacity held per MIG profile (``PartitionerConfig.profile_shares``); the greedy has none."""
+    profile_mix: dict[str, NonNegativeFloat] = Field(default_factory=dict)
+    """The profile mix nos' shares follow (``PartitionerConfig.profile_mix``); empty: the measured demand."""
 
     @model_validator(mode="after")
     def _profiles_exist(self) -> Scenario:
@@ -191,7 +193,7 @@ class Scenario(_Strict):
         wanted = {p.profile for p in self.workload.pods} | {
             s.profile for g in self.workload.generators for s in g.profiles
         }
-        unknown = sorted((wanted | set(self.expected_mix or {})) - offered)
+        unknown = sorted((wanted | set(self.expected_mix or {}) | set(self.profile_mix)) - offered)
         if unknown:
             raise ValueError(f"profiles {unknown} are offered by no GPU model of the cluster ({sorted(models)})")
         for group in self.nodes:
