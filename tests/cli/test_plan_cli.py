@@ -66,6 +66,8 @@ def test_an_expected_mix_sets_the_shares_and_holds_only_spare_capacity() -> None
     assert {p["pod"] for p in mixed["placed"]} >= {p["pod"] for p in plain["placed"]}
     text = run("--shares", "1", "--mix", "7g.80gb=6,1g.10gb=1", str(EXAMPLE))
     assert "Profiles below their share of the expected mix (--mix)" in text.stdout
+    alone = run("--mix", "7g.80gb=1", str(EXAMPLE))
+    assert alone.exit_code == 0 and "--mix has no effect with --shares 0" in alone.stderr
     bad_mixes = (("7g.80gb", "not PROFILE=WEIGHT"), ("7g.80gb=-1", "not PROFILE=WEIGHT"), ("9g.1gb=1", "9g.1gb"))
     for bad, message in bad_mixes:
         result = run("--shares", "1", "--mix", bad, str(EXAMPLE))

@@ -170,6 +170,7 @@ def test_profile_shares_reach_nos_and_are_shown(nvml_factory: NvmlFactory, monke
     assert json.loads(given.stdout)["scenario"]["profileMix"] == {"7g.80gb": 0.75, "1g.10gb": 0.25}
     table = CliRunner().invoke(cli.simulate, ["--policies", "nos", "--shares", "1", "--mix", "7g.80gb=1"])
     assert "following the mix 7g.80gb 100.0%" in table.stdout
+    assert "has no effect with profile shares 0" in given.stderr  # --shares not given: the scenario's 0
     cleared = CliRunner().invoke(cli.simulate, ["--json", "--policies", "nos", "--mix", "none"])
     assert json.loads(cleared.stdout)["scenario"]["profileMix"] == {}
     for bad in ("7g.80gb", "9g.1gb=1"):
@@ -220,7 +221,8 @@ def test_nos_keeps_a_free_device_of_a_profile_below_its_share(nvml_factory: Nvml
     """Three 4g.40gb pods run on a node of four 4g+3g GPUs when a whole-GPU pod arrives: 4g.40gb's
     share (12 of 19 demanded slices, of 28) comes to four devices, so the fourth GPU's free 4g.40gb is
     kept and the whole-GPU pod waits until one of the short 4g.40gb pods ends; without shares that
-    GPU is rebuilt for it at once."""
+    GPU is rebuilt for it at once. With an expected mix holds rank below every pod: the device goes
+    to the whole-GPU pod."""
     scenario = tiny(
         [
             pod("a4", "4g.40gb", at=0, duration=20000),
@@ -232,20 +234,21 @@ def test_nos_keeps_a_free_device_of_a_profile_below_its_share(nvml_factory: Nvml
         gpus=4,
     )
     waits = {}
-    for shares in (0.0, 1.0):
-        run = simulate_policy(
-            scenario.model_copy(update={"profile_shares": shares}), scenario.all_pods(), "nos", nvml_factory
-        )
+    for case, update in {
+        "off": {"profile_shares": 0.0},
+        "shares": {"profile_shares": 1.0},
+        "mix": {"profile_shares": 1.0, "profile_mix": {"4g.40gb": 1.0}},
+    }.items():
+        run = simulate_policy(scenario.model_copy(update=update), scenario.all_pods(), "nos", nvml_factory)
         assert run.completed == 4 and run.never_scheduled == 0
-        waits[shares] = run.by_profile["7g.80gb"]["meanPendingSeconds"]
-    assert waits[0.0] < 120 < 540 <= waits[1.0]
+        waits[case] = run.by_profile["7g.80gb"]["meanPendingSeconds"]
+    assert waits["off"] < 120 < 540 <= waits["shares"] and waits["mix"] < 120
 
 
-def test_an_expected_mix_shapes_idle_capacity_and_never_keeps_a_device_from_a_pod(nvml_factory: NvmlFactory) -> None:
+def test_an_expected_mix_shapes_idle_capacity(nvml_factory: NvmlFactory) -> None:
     """The operator expects whole-GPU jobs: when nos plans for a 3g.40gb pod it also rebuilds the idle
     GPU as a whole GPU, so the whole-GPU pod that comes later runs at once (without the mix it waits
-    for a reconfiguration). And the free 4g.40gb that measured shares keep from a whole-GPU pod
-    (the test above) goes to that pod: with a mix, holds rank below every pod."""
+    for a reconfiguration)."""
     idle = tiny(
         [pod("a3", "3g.40gb", at=0, duration=5000), pod("w7", "7g.80gb", at=600, duration=100)],
         layout={"1g.10gb": 7},
@@ -259,20 +262,3 @@ def test_an_expected_mix_shapes_idle_capacity_and_never_keeps_a_device_from_a_po
         assert run.completed == 2
         waits[bool(mix)] = run.by_profile["7g.80gb"]["meanPendingSeconds"]
     assert waits[True] == 0 and waits[False] > 30
-    kept = tiny(
-        [
-            pod("a4", "4g.40gb", at=0, duration=20000),
-            pod("b4", "4g.40gb", at=0, duration=20000),
-            pod("x4", "4g.40gb", at=0, duration=600),
-            pod("w7", "7g.80gb", at=60, duration=3000),
-        ],
-        layout={"4g.40gb": 1, "3g.40gb": 1},
-        gpus=4,
-    )
-    run = simulate_policy(
-        kept.model_copy(update={"profile_shares": 1.0, "profile_mix": {"4g.40gb": 1.0}}),
-        kept.all_pods(),
-        "nos",
-        nvml_factory,
-    )
-    assert run.by_profile["7g.80gb"]["meanPendingSeconds"] < 120

@@ -187,6 +187,8 @@ def plan(
     unknown_mix = unknown_profiles(cat, mix or {})
     if unknown_mix:
         raise BadInput(f"--mix: no GPU model offers {', '.join(unknown_mix)} (nos models lists the profiles)")
+    if mix and not shares:
+        click.echo("warning: --mix has no effect with --shares 0 (no capacity is held)", err=True)
     step(f"read {len(snap.nodes)} node(s) and {len(snap.pods)} pod(s)")
     state = build_cluster(snap.nodes, snap.pods, cat)
     ignored = not_considered(snap.nodes, snap.pods)

@@ -312,6 +312,8 @@ def simulate(
         raise BadInput(str(e)) from e
     if not pods:
         raise BadInput("the workload has no pods")
+    if scenario.profile_mix and not scenario.profile_shares and "nos" in scenario.policies:
+        click.echo("warning: nos' profile mix has no effect with profile shares 0 (--shares)", err=True)
     end = run_end(scenario, pods)
     results: list[PolicyResult] = []
     err = Console(stderr=True)

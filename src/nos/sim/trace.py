@@ -113,9 +113,12 @@ def trace_mix(tasks: list[TraceTask], model: GpuModel, max_duration_s: float | N
     out: dict[str, float] = {}
     for t in tasks:
         profile = profile_for_share(model, t.gpu_milli).name
-        run = t.duration_s if max_duration_s is None else min(t.duration_s, max_duration_s)
-        out[profile] = out.get(profile, 0.0) + run
+        out[profile] = out.get(profile, 0.0) + _run_time(t, max_duration_s)
     return out
+
+
+def _run_time(task: TraceTask, max_duration_s: float | None) -> float:
+    return task.duration_s if max_duration_s is None else min(task.duration_s, max_duration_s)
 
 
 def trace_pods(
@@ -135,7 +138,7 @@ def trace_pods(
     first = chosen[0].creation_s
     pods = []
     for t in chosen:
-        duration = t.duration_s if max_duration_s is None else min(t.duration_s, max_duration_s)
+        duration = _run_time(t, max_duration_s)
         pods.append(
             PodSpec(
                 name=t.name,
