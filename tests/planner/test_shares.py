@@ -91,6 +91,9 @@ def test_an_expected_mix_sets_the_targets_and_never_keeps_a_device_from_a_pod() 
     plan = plan_state(state, plan_id="p", share_weight=1.0, share_mix={"4g.40gb": 1, "7g.80gb": 1})
     assert check_plan(state, plan) == []
     assert [(p.pod, p.node) for p in plan.placed] == [("default/next-whole", "free")]
+    # a mix whose weights are all 0 is no mix: the measured shares, free devices kept above pods
+    zero = plan_state(state, plan_id="p", share_weight=1.0, share_mix={"4g.40gb": 0})
+    assert not zero.placed and zero.shares == shares.shares(state, 1.0)
 
 
 def test_a_hold_never_delays_a_pod_for_a_device_that_does_not_exist_yet() -> None:

@@ -24,7 +24,7 @@ from nos.planner.cluster import build_cluster
 from nos.planner.ignored import Ignored, not_considered
 from nos.planner.plan import Plan
 from nos.planner.planner import DEFAULT_BUDGET_S, plan_state
-from nos.planner.shares import unknown_profiles
+from nos.planner.shares import expected, unknown_profiles
 
 
 def _layout(instances: tuple[Instance, ...]) -> str:
@@ -217,4 +217,4 @@ def plan(
         doc["notConsidered"] = [{"object": i.what, "reason": i.reason} for i in ignored]
         click.echo(json_lines(doc))
     else:
-        click.echo(render_text(result, ignored, mix=bool(mix)))
+        click.echo(render_text(result, ignored, mix=bool(expected(mix))))

@@ -355,7 +355,7 @@ def simulate(
             "staticLayout": scenario.static_layout,
             "profileShares": scenario.profile_shares,
             "profileMix": mix_shares(scenario.profile_mix),
-            "bestStaticMix": mix_shares(known_mix(scenario, run_end(scenario, pods))),
+            "bestStaticMix": mix_shares(known_mix(scenario, end)),
         }
     )
     title = f"{scenario.name}: {len(pods)} pods, {gpus_total} GPUs"

@@ -62,6 +62,12 @@ def unknown_profiles(catalog: Catalog, mix: Mapping[str, float]) -> list[str]:
     return sorted(p for p in mix if MIG_RESOURCE_PREFIX + p not in catalog.resources)
 
 
+def expected(mix: Mapping[str, float] | None) -> dict[str, float]:
+    """MIG resource -> weight of the profiles ``mix`` gives a weight: empty means the shares follow
+    the measured demand (and free devices are kept above pods), whatever else ``mix`` holds."""
+    return {MIG_RESOURCE_PREFIX + p: w for p, w in (mix or {}).items() if w > 0}
+
+
 def is_hold(key: str) -> bool:
     return key.startswith(HOLD_NAMESPACE + "/")
 
@@ -83,11 +89,11 @@ def shares(state: ClusterState, weight: float, mix: Mapping[str, float] | None =
                 free.update(MIG_RESOURCE_PREFIX + i.profile for i in gs.instances if not i.used)
     pending: Counter[str] = Counter(r for p in state.candidates if not p.mig_problem for r in p.mig_devices)
     have = in_use + pending
-    expected = {MIG_RESOURCE_PREFIX + p: w for p, w in (mix or {}).items() if w > 0}
-    compute = {r: s[0] for r in {*have, *expected} if (s := size(r)) is not None}
+    weights = expected(mix)
+    compute = {r: s[0] for r in {*have, *weights} if (s := size(r)) is not None}
     demand = {r: have[r] * c for r, c in compute.items()}
     # what the targets follow: the measured demand, or the expected mix (in compute slices)
-    basis = {r: expected[r] * c for r, c in compute.items() if r in expected} if expected else demand
+    basis = {r: weights[r] * c for r, c in compute.items() if r in weights} if weights else demand
     total = sum(basis.values())
     if not total:
         return []
@@ -97,7 +103,7 @@ def shares(state: ClusterState, weight: float, mix: Mapping[str, float] | None =
         lacking = max(0, target - have[resource])
         # at most as many held as it has: repeated plans while its pods wait must not reshape the
         # whole idle cluster one device at a time; its pending pods get their free devices first
-        held = min(lacking, max(have[resource], 1 if expected else 0))
+        held = min(lacking, max(have[resource], 1 if weights else 0))
         kept = min(held, max(0, free[resource] - pending[resource]))
         out.append(Share(resource, asked, target, have[resource], kept, held - kept))
     return out
@@ -113,7 +119,7 @@ def with_holds(
     priorities = [p.priority for p in state.candidates]
     above, below = max(priorities) + 1, min(priorities) - 1
     anywhere = _anywhere(state)
-    ranked = [(below if mix else above, s) for s in standings for _ in range(s.kept)]
+    ranked = [(below if expected(mix) else above, s) for s in standings for _ in range(s.kept)]
     ranked += [(below, s) for s in standings for _ in range(s.wanted)]
     holds = [_hold(share, rank, i, anywhere) for i, (rank, share) in enumerate(ranked[:MAX_HOLDS])]
     state = replace(state, candidates=[*state.candidates, *holds], candidate_keys=None)
