@@ -262,3 +262,64 @@ def test_an_expected_mix_shapes_idle_capacity(nvml_factory: NvmlFactory) -> None
         assert run.completed == 2
         waits[bool(mix)] = run.by_profile["7g.80gb"]["meanPendingSeconds"]
     assert waits[True] == 0 and waits[False] > 30
+
+
+@pytest.mark.parametrize("model", [m.name for m in default_catalog().models])
+def test_every_model_has_a_default_static_layout(model: str, nvml_factory: NvmlFactory) -> None:
+    """A scenario of any GPU model runs ``static`` without naming a layout: each model gets the
+    A100-80GB default's shape in its own profiles."""
+    gpu = default_catalog().model(model)
+    small = min((p for p in gpu.profiles.values() if not p.variant), key=lambda p: (p.compute, p.slots))
+    scenario = Scenario(
+        nodes=[NodeGroup(name="n", model=model, gpus=1)],
+        workload=Workload(pods=[{"arrival_s": 0, "profile": small.name, "duration_s": 60}]),
+        policies=["static"],
+    )
+    layout = scenario.static_layout_for(gpu)
+    assert layout.get(small.name) == 2 and len(layout) >= 2  # two of the smallest, and larger devices
+    assert sum(gpu.profile(p).compute * n for p, n in layout.items()) == gpu.compute_slices  # nothing idle
+    assert sim_nodes.arrange(gpu, layout)  # placeable
+    result = simulate_policy(scenario, scenario.all_pods(), "static", nvml_factory)
+    assert result.completed == 1 and result.layouts == {",".join(f"{p}={n}" for p, n in sorted(layout.items())): 1}
+
+
+def test_static_layout_per_model_and_its_errors(tmp_path: Path) -> None:
+    from nos.cli import simulate as cli
+
+    catalog = default_catalog()
+    assert Scenario(nodes=[NodeGroup(model="H200-141GB")]).static_layout_for(catalog.model("H200-141GB")) == {
+        "1g.18gb": 2,
+        "2g.35gb": 1,
+        "3g.71gb": 1,
+    }
+    a30 = Scenario(nodes=[NodeGroup(model="A30-24GB")])
+    assert a30.static_layout_for(catalog.model("A30-24GB")) == {"1g.6gb": 2, "2g.12gb": 1}  # an A30 has no 3g
+    given = Scenario(nodes=[NodeGroup(model="A30-24GB")], static_layout={"4g.24gb": 1})
+    assert given.static_layout_for(catalog.model("A30-24GB")) == {"4g.24gb": 1}
+    mixed = tmp_path / "mixed.yaml"
+    mixed.write_text(
+        "nodes: [{name: a, model: A100-80GB, gpus: 1}, {name: h, model: H200-141GB, gpus: 1}]\n"
+        "static_layout: {1g.10gb: 7}\n"
+    )
+    result = CliRunner().invoke(cli.simulate, [str(mixed)])
+    assert result.exit_code == 2
+    assert "static_layout: profiles ['1g.10gb'] do not exist on H200-141GB (nos models lists them)" in result.output
+    mixed.write_text("nodes: [{name: h, model: H200-141GB, gpus: 1, initial_layout: {7g.80gb: 1}}]\n")
+    result = CliRunner().invoke(cli.simulate, [str(mixed)])
+    assert result.exit_code == 2 and "nodes.0.initial_layout: profiles ['7g.80gb'] do not exist" in result.output
+
+
+def test_cli_option_errors_come_before_the_run(tmp_path: Path) -> None:
+    from nos.cli import simulate as cli
+
+    for args, message in (
+        (["--duration", "0"], "Invalid value for --duration: '0' is not a positive duration"),
+        (["--trace", "--max-run", "0m"], "Invalid value for --max-run: '0m' is not a positive duration"),
+        (["--plot", str(tmp_path / "missing" / "x.png")], f"{tmp_path / 'missing'} is not a writable folder"),
+    ):
+        result = CliRunner().invoke(cli.simulate, args)
+        assert result.exit_code == 2 and message in result.output, result.output
+        assert "started" not in result.stderr  # refused before any policy ran
+    result = CliRunner().invoke(cli.simulate, ["--model", "H200-141GB"])  # the default workload names A100 profiles
+    assert result.exit_code == 2
+    assert result.output.startswith("simulate: profiles ['1g.10gb', '1g.20gb'")  # no "(top level)" prefix

@@ -103,3 +103,19 @@ def trace_mix_shares(tasks: list[TraceTask]) -> dict[str, float]:
     mix = trace_mix(tasks, A100, 6 * 3600)
     total = sum(mix.values())
     return {p: w / total for p, w in mix.items()}
+
+
+@pytest.mark.parametrize("model", ["A30-24GB", "H200-141GB"])
+def test_trace_replay_on_another_model(model: str) -> None:
+    """``--model`` sizes the tasks in that model's profiles; the fixed layouts follow the model too."""
+    from nos.cli import simulate as cli
+
+    args = ["--trace", "--sample", "30", "--model", model, "--policies", "static,nos", "--json"]
+    result = CliRunner().invoke(cli.simulate, args)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    profiles = set(default_catalog().model(model).profiles)
+    assert set(doc["policies"]["nos"]["byProfile"]) <= profiles
+    assert doc["policies"]["nos"]["completed"] == 30
+    (static,) = doc["scenario"]["staticLayout"].values()
+    assert set(static) <= profiles and static

@@ -7,6 +7,7 @@ import contextlib
 import importlib
 import json
 import logging
+import os
 import re
 import sys
 from pathlib import Path
@@ -58,8 +59,8 @@ _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smh]?)$")
 
 def _seconds(text: str, option: str = "--duration") -> float:
     m = _DURATION.match(text.strip())
-    if m is None:
-        raise click.BadParameter(f"{text!r} is not a duration such as 3600, 90m or 4h", param_hint=option)
+    if m is None or not float(m[1]) > 0:
+        raise click.BadParameter(f"{text!r} is not a positive duration such as 3600, 90m or 4h", param_hint=option)
     return float(m[1]) * {"": 1, "s": 1, "m": 60, "h": 3600}[m[2]]
 
 
@@ -123,7 +124,8 @@ def _build(
                 gpus=gpus or first.gpus,
                 cpu=first.cpu,
                 memory_gib=first.memory_gib,
-                initial_layout=first.initial_layout,
+                # named in the first group's model's profiles: kept only while the model is the same
+                initial_layout=first.initial_layout if model in (None, first.model) else None,
             )
         ]
     if trace is not None:
@@ -282,6 +284,10 @@ def simulate(
             importlib.import_module("matplotlib")
         except ImportError as e:
             raise CliError("--plot needs the 'plot' extra: pip install 'nos[plot]'") from e
+        folder = plot_file.resolve().parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK):
+            message = f"cannot write {plot_file}: {folder} is not a writable folder"
+            raise click.BadParameter(message, param_hint="--plot")
     if time_scale != "auto":
         try:
             if float(time_scale) <= 0:
@@ -345,6 +351,7 @@ def simulate(
         except ValueError as e:
             raise CliError(f"policy {policy}: {e}") from e
     gpus_total = sum(g.count * g.gpus for g in scenario.nodes)
+    catalog = default_catalog()
     info.update(
         {
             "name": scenario.name,
@@ -352,7 +359,7 @@ def simulate(
             "pods": len(pods),
             "gpus": gpus_total,
             "nodes": [g.model_dump(exclude={"initial_layout"}) for g in scenario.nodes],
-            "staticLayout": scenario.static_layout,
+            "staticLayout": {g.model: scenario.static_layout_for(catalog.model(g.model)) for g in scenario.nodes},
             "profileShares": scenario.profile_shares,
             "profileMix": mix_shares(scenario.profile_mix),
             "bestStaticMix": mix_shares(known_mix(scenario, end)),
@@ -360,7 +367,10 @@ def simulate(
     )
     title = f"{scenario.name}: {len(pods)} pods, {gpus_total} GPUs"
     if plot_file is not None:
-        plot(results, plot_file, title)
+        try:
+            plot(results, plot_file, title)
+        except OSError as e:
+            raise CliError(f"cannot write the plot {plot_file}: {e.strerror or e}") from e
     if as_json:
         click.echo(json.dumps(to_json(info, results, scenario.timings), indent=2, sort_keys=True))
     else:

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 
 class SimCluster:
-    """``static``: every GPU starts with the scenario's ``static_layout`` (else its group's initial
+    """``static``: every GPU starts with the scenario's static layout (else its group's initial
     layout); ``gpu_layouts``: per node group, one layout per GPU (node after node), overriding both;
     ``pool``: ``"ideal"`` or ``"whole-gpu"`` makes every GPU a pool of slices (``nos.sim.pool``)
     with no MIG instances at all."""
@@ -63,7 +63,8 @@ class SimCluster:
         )
         for group in scenario.nodes:
             model = self.catalog.model(group.model)
-            counts = scenario.static_layout if static or group.initial_layout is None else group.initial_layout
+            initial = group.initial_layout
+            counts = scenario.static_layout_for(model) if static or initial is None else initial
             per_gpu: list[Mapping[str, int]] = [counts] * (group.count * group.gpus)
             if gpu_layouts is not None and group.name in gpu_layouts:
                 per_gpu = list(gpu_layouts[group.name])

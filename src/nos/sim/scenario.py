@@ -25,13 +25,38 @@ from pydantic import (
 
 from nos import yaml_errors
 from nos.config import PROFILE_SHARES, FairnessConfig
-from nos.mig.catalog import default_catalog
+from nos.mig.catalog import GpuModel, default_catalog
+from nos.mig.packing import Packer
 
 POLICIES = ("ideal", "best-static", "whole-gpu", "greedy", "nos", "static", "hindsight-static")
 Policy = Literal["ideal", "best-static", "whole-gpu", "greedy", "nos", "static", "hindsight-static"]
 DEFAULT_POLICIES: tuple[Policy, ...] = ("ideal", "best-static", "whole-gpu", "greedy", "nos")
 """Run when none are named; ``static`` (one fixed layout on every GPU) only on request."""
 DEFAULT_STATIC_LAYOUT = {"1g.10gb": 2, "2g.20gb": 1, "3g.40gb": 1}
+"""The ``static`` policy's layout on an A100-80GB (``default_static_layout`` gives other models its shape)."""
+_DEFAULT_STATIC_MODEL = "A100-80GB"
+
+
+def default_static_layout(model: GpuModel) -> dict[str, int]:
+    """``DEFAULT_STATIC_LAYOUT``'s shape on ``model``: each of its profiles becomes the plain profile
+    of ``model`` with the same compute slices and memory slots (none where the model has none, as
+    3g on an A30), so a scenario of any GPU model has a fixed layout without naming one."""
+    reference = default_catalog().model(_DEFAULT_STATIC_MODEL)
+    out: dict[str, int] = {}
+    for name, count in DEFAULT_STATIC_LAYOUT.items():
+        ref = reference.profile(name)
+        match = next(
+            (p for p in model.profiles.values() if not p.variant and (p.compute, p.slots) == (ref.compute, ref.slots)),
+            None,
+        )
+        if match is not None:
+            out[match.name] = count
+    while out and not Packer().feasible(model, (), tuple(sorted(p for p, n in out.items() for _ in range(n)))):
+        largest = max(out, key=lambda p: model.profile(p).compute)
+        out[largest] -= 1
+        if not out[largest]:
+            del out[largest]
+    return out
 
 
 def _all_policies() -> list[Policy]:
@@ -172,8 +197,9 @@ class Scenario(_Strict):
     nodes: list[NodeGroup] = Field(min_length=1)
     workload: Workload = Field(default_factory=Workload)
     policies: list[Policy] = Field(default_factory=lambda: _all_policies())
-    static_layout: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_STATIC_LAYOUT))
-    """The layout of every GPU under the ``static`` policy (the fixed-layout baseline)."""
+    static_layout: dict[str, int] | None = None
+    """The layout of every GPU under the ``static`` policy (the fixed-layout baseline); default: each
+    model's ``default_static_layout`` (``static_layout_for``)."""
     expected_mix: dict[str, NonNegativeFloat] | None = None
     """The profile mix ``best-static``'s layouts are chosen for (profile -> relative demand, e.g.
     running pods on average); default: what the workload says in advance (``nos.sim.static_mix``)."""
@@ -195,15 +221,23 @@ class Scenario(_Strict):
         }
         unknown = sorted((wanted | set(self.expected_mix or {}) | set(self.profile_mix)) - offered)
         if unknown:
-            raise ValueError(f"profiles {unknown} are offered by no GPU model of the cluster ({sorted(models)})")
-        for group in self.nodes:
-            for layout in (self.static_layout, group.initial_layout or {}):
-                bad = sorted(set(layout) - set(catalog.model(group.model).profiles))
+            raise ValueError(
+                f"profiles {unknown} are offered by no GPU model of the cluster ({', '.join(sorted(models))}; "
+                "nos models lists each model's profiles)"
+            )
+        for i, group in enumerate(self.nodes):
+            layouts = (("static_layout", self.static_layout), (f"nodes.{i}.initial_layout", group.initial_layout))
+            for key, layout in layouts:
+                bad = sorted(set(layout or {}) - set(catalog.model(group.model).profiles))
                 if bad:
-                    raise ValueError(f"layout profiles {bad} do not exist on {group.model}")
+                    raise ValueError(f"{key}: profiles {bad} do not exist on {group.model} (nos models lists them)")
         if len(set(self.policies)) != len(self.policies):
             raise ValueError("policies are listed twice")
         return self
+
+    def static_layout_for(self, model: GpuModel) -> dict[str, int]:
+        """The ``static`` policy's layout of every GPU of ``model`` (and the initial one by default)."""
+        return dict(self.static_layout) if self.static_layout is not None else default_static_layout(model)
 
     def all_pods(self) -> list[PodSpec]:
         """Explicit pods and generated ones (seeded), in arrival order, each with a unique name."""
@@ -226,10 +260,10 @@ def one_line(e: ValidationError) -> str:
     if not errors:
         return str(e).splitlines()[0]
     first = errors[0]
-    where = ".".join(str(x) for x in first["loc"]) or "(top level)"
+    where = ".".join(str(x) for x in first["loc"])
     msg = str(first["msg"]).removeprefix("Value error, ")
     more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-    return f"{where}: {msg}{more}"
+    return f"{where}: {msg}{more}" if where else f"{msg}{more}"
 
 
 DRAIN_S = 6 * 3600
