@@ -159,7 +159,7 @@ def plot(results: Sequence[PolicyResult], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (alloc, count, wait) = plt.subplots(3, 1, sharex=True, figsize=(10, 8.5))
+    fig, (alloc, count, wait) = plt.subplots(3, 1, sharex=True, figsize=(10, 8.5), layout="constrained")
     for r in results:
         hours = [s.t / 3600 for s in r.samples]
         style = {"where": "post", "label": r.policy, "linewidth": 1.2}
@@ -181,10 +181,10 @@ def plot(results: Sequence[PolicyResult], path: Path, title: str) -> None:
     count.set_ylabel("pending pods")
     wait.set_ylabel("wait of pending pods (min)\nmean; faint: longest")
     wait.set_xlabel("virtual time (hours)")
-    alloc.legend(loc="lower center", ncol=3, fontsize="small")
     alloc.set_title(title)
+    handles, labels = alloc.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside upper center", ncol=len(results), fontsize="small")  # off the curves
     for ax in (alloc, count, wait):
         ax.grid(alpha=0.3)
-    fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
