@@ -323,3 +323,39 @@ def test_cli_option_errors_come_before_the_run(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli.simulate, ["--model", "H200-141GB"])  # the default workload names A100 profiles
     assert result.exit_code == 2
     assert result.output.startswith("simulate: profiles ['1g.10gb', '1g.20gb'")  # no "(top level)" prefix
+
+
+def test_the_table_says_which_profiles_were_never_scheduled(tmp_path: Path) -> None:
+    from nos.cli import simulate as cli
+
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text(
+        "nodes: [{model: A100-80GB, gpus: 1}]\nstatic_layout: {1g.10gb: 7}\nduration_s: 3600\n"
+        "workload: {pods: [{arrival_s: 0, profile: 3g.40gb, duration_s: 60},"
+        " {arrival_s: 0, profile: 1g.10gb, duration_s: 60}]}\n"
+    )
+    result = CliRunner().invoke(cli.simulate, [str(scenario), "--policies", "static,nos"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.stdout.split())  # the caption wraps
+    assert "never scheduled, by profile: static: 3g.40gb 1 pending:" in text  # nos scheduled both: not listed
+
+
+def test_every_json_key_is_documented() -> None:
+    """``--json``'s keys are a documented interface (docs/simulate.md, Metrics)."""
+    from nos.cli import simulate as cli
+
+    scenario = Path(__file__).parents[2] / "examples" / "scenario.yaml"
+    result = CliRunner().invoke(
+        cli.simulate, [str(scenario), "--policies", "ideal,best-static,nos", "--duration", "20m", "--json"]
+    )
+    trace = CliRunner().invoke(cli.simulate, ["--trace", "--sample", "10", "--policies", "ideal", "--json"])
+    assert result.exit_code == trace.exit_code == 0, result.output + trace.output
+    doc = json.loads(result.stdout)
+    doc["scenario"].update(json.loads(trace.stdout)["scenario"])  # a trace's own keys
+    docs = (Path(__file__).parents[2] / "docs" / "simulate.md").read_text()
+    keys = set(doc) | set(doc["parameters"]) | set(doc["scenario"])
+    for policy in doc["policies"].values():
+        keys |= set(policy) | set(policy.get("vsIdeal", {}))
+        keys |= {k for profile in policy["byProfile"].values() for k in profile}
+    missing = sorted(k for k in keys if f"`{k}`" not in docs and f"`{k}." not in docs and f"`vsIdeal.{k}`" not in docs)
+    assert not missing, f"undocumented --json keys: {missing}"

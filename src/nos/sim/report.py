@@ -78,6 +78,9 @@ def summary_table(
                 f" p95 {_ratio(v['p95PendingRatio'])}, allocation {_ratio(v['allocationRatio'])},"
                 f" never scheduled {v['neverScheduledDelta']:+g}"
             )
+    left = [f"{r.policy}: {_left_over(r)}" for r in results if r.never_scheduled]
+    if left:
+        caption.append("never scheduled, by profile: " + "; ".join(left))
     caption.append(
         "pending: arrival → bind (still pending at the end: counted to the end); arrival→device: mean wait "
         "for the pod's device to be advertised; allocation: compute slices of running pods' profiles, "
@@ -108,6 +111,12 @@ def summary_table(
             _duration(r.mean_device_wait_s),
         )
     return table
+
+
+def _left_over(result: PolicyResult) -> str:
+    """The profiles of the never-scheduled pods, most first (which profile a policy starves)."""
+    counts = {p: int(v["neverScheduled"]) for p, v in result.by_profile.items() if v["neverScheduled"]}
+    return ", ".join(f"{p} {n}" for p, n in sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
 
 def _mix(mix: Mapping[str, float]) -> str:
