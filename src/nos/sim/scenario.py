@@ -26,7 +26,6 @@ from pydantic import (
 from nos import yaml_errors
 from nos.config import PROFILE_SHARES, FairnessConfig
 from nos.mig.catalog import GpuModel, default_catalog
-from nos.mig.packing import Packer
 
 POLICIES = ("ideal", "best-static", "whole-gpu", "greedy", "nos", "static", "hindsight-static")
 Policy = Literal["ideal", "best-static", "whole-gpu", "greedy", "nos", "static", "hindsight-static"]
@@ -51,11 +50,6 @@ def default_static_layout(model: GpuModel) -> dict[str, int]:
         )
         if match is not None:
             out[match.name] = count
-    while out and not Packer().feasible(model, (), tuple(sorted(p for p, n in out.items() for _ in range(n)))):
-        largest = max(out, key=lambda p: model.profile(p).compute)
-        out[largest] -= 1
-        if not out[largest]:
-            del out[largest]
     return out
 
 
