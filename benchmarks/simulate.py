@@ -69,6 +69,13 @@ def _h(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.2f} h"
 
 
+def _never(result: dict[str, Any]) -> str:
+    """The never-scheduled count, and which profiles it is made of."""
+    counts = ((v["neverScheduled"], p) for p, v in result["byProfile"].items() if v["neverScheduled"])
+    left = sorted(counts, reverse=True)
+    return f"{result['neverScheduled']} ({', '.join(f'{p} {n}' for n, p in left)})" if left else "0"
+
+
 def loads(sample: str) -> int:
     failed = 0
     print("| load | offered | policy | mean pending | p95 pending | never scheduled | allocation | vs ideal |")
@@ -82,7 +89,7 @@ def loads(sample: str) -> int:
             ratios = ", ".join(str(v.get(k)) for k in ("meanPendingRatio", "p95PendingRatio", "allocationRatio"))
             print(
                 f"| {load} ({nodes} nodes) | {doc['scenario']['offeredLoad']} | {name} | {_h(r['meanPendingSeconds'])}"
-                f" | {_h(r['p95PendingSeconds'])} | {r['neverScheduled']} | {r['allocationPercent']:.1f}% | {ratios} |"
+                f" | {_h(r['p95PendingSeconds'])} | {_never(r)} | {r['allocationPercent']:.1f}% | {ratios} |"
             )
         nos = pol["nos"]
         checks = {
