@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -119,3 +120,23 @@ def test_trace_replay_on_another_model(model: str) -> None:
     assert doc["policies"]["nos"]["completed"] == 30
     (static,) = doc["scenario"]["staticLayout"].values()
     assert set(static) <= profiles and static
+
+
+def test_a_bad_trace_file_gets_the_line_and_column(tmp_path: Path) -> None:
+    from nos.cli import simulate as cli
+
+    header = "name,cpu_milli,memory_mib,num_gpu,gpu_milli,creation_time,deletion_time\n"
+    cases = {
+        "a,b\n1,2\n": "not an openb pod list: missing column(s) name, num_gpu, gpu_milli",
+        header + "x,1000,1024,1,500,0,100\ny,abc,1024,1,500,0,100\n": "line 3: cpu_milli is 'abc', not an integer",
+        header + "x,1000,1024,1,500,0,100\ny,1000\n": "line 3: no num_gpu",
+        header + "x,1000,1024,2,1000,0,100\n": "no task with num_gpu == 1",
+    }
+    for text, message in cases.items():
+        trace = tmp_path / "trace.csv"
+        trace.write_text(text)
+        result = CliRunner().invoke(cli.simulate, ["--trace", str(trace), "--nodes", "1"])
+        assert result.exit_code == 2 and f"{trace}" in result.output and message in result.output, result.output
+    trace.write_text(header + "x,1000,1024,1,500,0,100\n")
+    tasks = read_trace(trace)
+    assert [(t.name, t.gpu_milli, t.duration_s, t.qos) for t in tasks] == [("x", 500, 100.0, "")]

@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TypeVar
 
 from nos.mig.catalog import GpuModel, Profile
 from nos.sim.scenario import PodSpec
@@ -73,35 +74,53 @@ def profile_for_share(model: GpuModel, gpu_milli: int) -> Profile:
     return min(fitting, key=lambda p: (p.slots, p.compute, p.memory_gb))
 
 
+_Number = TypeVar("_Number", int, float)
+COLUMNS = ("name", "num_gpu", "gpu_milli", "cpu_milli", "memory_mib", "creation_time", "deletion_time")
+"""The columns of an openb pod list that a replay reads (``scheduled_time`` and ``qos`` when present)."""
+
+
+def _read(row: dict[str, str], column: str, kind: type[_Number], where: str) -> _Number:
+    """``row[column]`` as a number, or an error naming the line, the column and the value."""
+    value = row.get(column)
+    if value is None:  # a row shorter than the header
+        raise TraceError(f"{where}: no {column}")
+    try:
+        return kind(value)
+    except ValueError:
+        raise TraceError(f"{where}: {column} is {value!r}, not {'an integer' if kind is int else 'a number'}") from None
+
+
 def read_trace(path: Path) -> list[TraceTask]:
     """Single-GPU tasks of an openb pod list, in creation order."""
     try:
         raw = path.read_bytes()
         if path.suffix == ".gz":
             raw = gzip.decompress(raw)
-        rows = list(csv.DictReader(io.StringIO(raw.decode("utf-8"), newline="")))
+        reader = csv.DictReader(io.StringIO(raw.decode("utf-8"), newline=""))
+        rows, header = list(reader), set(reader.fieldnames or ())
     except (OSError, EOFError, UnicodeDecodeError) as e:
         raise TraceError(f"cannot read trace {path}: {getattr(e, 'strerror', None) or e}") from e
+    missing = [c for c in COLUMNS if c not in header]
+    if missing:
+        raise TraceError(f"{path}: not an openb pod list: missing column(s) {', '.join(missing)}")
     tasks = []
-    try:
-        for r in rows:
-            if int(r["num_gpu"]) != 1:
-                continue
-            created = float(r["creation_time"])
-            started = float(r["scheduled_time"]) if r.get("scheduled_time") else created
-            tasks.append(
-                TraceTask(
-                    name=r["name"],
-                    creation_s=created,
-                    duration_s=max(float(r["deletion_time"]) - started, 1.0),
-                    gpu_milli=int(r["gpu_milli"]),
-                    cpu_milli=int(r["cpu_milli"]),
-                    memory_mib=int(r["memory_mib"]),
-                    qos=r.get("qos", ""),
-                )
+    for line, r in enumerate(rows, start=2):  # line 1 is the header
+        where = f"{path}, line {line}"
+        if _read(r, "num_gpu", int, where) != 1:
+            continue
+        created = _read(r, "creation_time", float, where)
+        started = _read(r, "scheduled_time", float, where) if r.get("scheduled_time") else created
+        tasks.append(
+            TraceTask(
+                name=r["name"],
+                creation_s=created,
+                duration_s=max(_read(r, "deletion_time", float, where) - started, 1.0),
+                gpu_milli=_read(r, "gpu_milli", int, where),
+                cpu_milli=_read(r, "cpu_milli", int, where),
+                memory_mib=_read(r, "memory_mib", int, where),
+                qos=r.get("qos") or "",
             )
-    except (KeyError, ValueError) as e:
-        raise TraceError(f"{path}: not an openb pod list ({e})") from e
+        )
     if not tasks:
         raise TraceError(f"{path}: no task with num_gpu == 1")
     return sorted(tasks, key=lambda t: (t.creation_s, t.name))
