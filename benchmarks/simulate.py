@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from nos.sim.report import left_over
+
 NOS = str(Path(sys.executable).parent / "nos")
 SPEED = {
     "default scenario": ([], 60.0),
@@ -71,9 +73,8 @@ def _h(seconds: float) -> str:
 
 def _never(result: dict[str, Any]) -> str:
     """The never-scheduled count, and which profiles it is made of."""
-    counts = ((v["neverScheduled"], p) for p, v in result["byProfile"].items() if v["neverScheduled"])
-    left = sorted(counts, reverse=True)
-    return f"{result['neverScheduled']} ({', '.join(f'{p} {n}' for n, p in left)})" if left else "0"
+    n = result["neverScheduled"]
+    return f"{n} ({left_over(result['byProfile'])})" if n else "0"
 
 
 def loads(sample: str) -> int:

@@ -119,7 +119,8 @@ def with_holds(
     priorities = [p.priority for p in state.candidates]
     above, below = max(priorities) + 1, min(priorities) - 1
     anywhere = _anywhere(state)
-    ranked = [(below if expected(mix) else above, s) for s in standings for _ in range(s.kept)]
+    kept_rank = below if expected(mix) else above  # an expected mix never keeps a device from a pod
+    ranked = [(kept_rank, s) for s in standings for _ in range(s.kept)]
     ranked += [(below, s) for s in standings for _ in range(s.wanted)]
     holds = [_hold(share, rank, i, anywhere) for i, (rank, share) in enumerate(ranked[:MAX_HOLDS])]
     state = replace(state, candidates=[*state.candidates, *holds], candidate_keys=None)

@@ -78,7 +78,7 @@ def summary_table(
                 f" p95 {_ratio(v['p95PendingRatio'])}, allocation {_ratio(v['allocationRatio'])},"
                 f" never scheduled {v['neverScheduledDelta']:+g}"
             )
-    left = [f"{r.policy}: {_left_over(r)}" for r in results if r.never_scheduled]
+    left = [f"{r.policy}: {left_over(r.by_profile)}" for r in results if r.never_scheduled]
     if left:
         caption.append("never scheduled, by profile: " + "; ".join(left))
     caption.append(
@@ -113,9 +113,10 @@ def summary_table(
     return table
 
 
-def _left_over(result: PolicyResult) -> str:
-    """The profiles of the never-scheduled pods, most first (which profile a policy starves)."""
-    counts = {p: int(v["neverScheduled"]) for p, v in result.by_profile.items() if v["neverScheduled"]}
+def left_over(by_profile: Mapping[str, Mapping[str, float]]) -> str:
+    """The profiles of the never-scheduled pods, most first (which profile a policy starves), from
+    ``PolicyResult.by_profile`` or its ``byProfile`` in ``--json``."""
+    counts = {p: int(v["neverScheduled"]) for p, v in by_profile.items() if v["neverScheduled"]}
     return ", ".join(f"{p} {n}" for p, n in sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
 
